@@ -1,0 +1,67 @@
+// Command ipcapp is the reference client of the camera: it plays the mobile
+// app's role over MQTT and WebRTC to watch the live stream and to benchmark
+// the device.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitRefused = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "live":
+		return runLive(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, "ipcapp", version)
+		return exitOK
+	case "-h", "-help", "--help", "help":
+		usage(stdout)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ipcapp: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: ipcapp <command> [flags]
+
+commands:
+  live    watch the live stream once, save it and print its stats
+  bench   time sequential sessions, then concurrent viewers
+
+Run "ipcapp <command> -h" for the flags of a command, "ipcapp -version" for
+the version.
+
+exit codes: 0 ok, 1 failed, 2 bad usage, 3 refused by the device
+`)
+}

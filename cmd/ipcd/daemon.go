@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ipcd/ipcd/device"
+	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/mqtt"
+	"github.com/ipcd/ipcd/p2p"
+)
+
+// daemon wires the components together. Run owns every goroutine it starts.
+type daemon struct {
+	cfg        Config
+	log        *slog.Logger
+	activation device.Activation
+	machine    *device.Machine
+	client     *mqtt.Client
+	broker     *mqtt.Broker
+	synced     atomic.Bool
+
+	// svc is the running media stream service and media its rings, nil
+	// outside Ready.
+	svc   atomic.Pointer[p2p.Service]
+	media atomic.Pointer[p2p.Media]
+}
+
+func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log}
+	if a := cfg.Device.Activation; a != nil {
+		d.activation = device.Activation{DevID: a.DevID, LocalKey: a.LocalKey, P2PPassword: a.P2PPassword}
+		if err := d.activation.Validate(); err != nil {
+			return nil, fmt.Errorf("device.activation: %w", err)
+		}
+		log.Debug("get p2p passwd = "+device.MaskSecret(a.P2PPassword), "source", "config")
+	} else {
+		return nil, errors.New("device.activation: required until activation over MQTT is supported")
+	}
+	// time.source system: the OS clock is trusted as it is.
+	d.synced.Store(cfg.Time.Source == "system")
+
+	if cfg.MQTT.EmbeddedBroker != "" {
+		b, err := mqtt.NewEmbeddedBroker(cfg.MQTT.EmbeddedBroker, cfg.MQTT.EmbeddedBrokerWS, log)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.embedded_broker: %w", err)
+		}
+		d.broker = b
+	}
+
+	d.machine = device.NewMachine(device.Facts{Activated: true, TimeSynced: d.synced.Load()}, log)
+	client, err := mqtt.NewClient(mqtt.Config{
+		Brokers:      cfg.MQTT.Brokers,
+		ClientID:     cfg.MQTT.ClientID,
+		Username:     cfg.MQTT.Username,
+		Password:     cfg.MQTT.Password,
+		TLS:          mqtt.TLSConfig(cfg.MQTT.TLS),
+		TopicIn:      cfg.MQTT.TopicIn,
+		TopicOut:     cfg.MQTT.TopicOut,
+		ID:           d.activation.DevID,
+		MaxPayload:   cfg.MQTT.MaxPayload,
+		ReplayWindow: cfg.MQTT.ReplayWindow,
+		TimeTrusted:  d.synced.Load,
+		OnUp:         func() { d.machine.Post(device.EventMQTTUp) },
+		OnDown:       func(error) { d.machine.Post(device.EventMQTTDown) },
+	}, log.With("component", "mqtt"))
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	client.Route(p2p.Protocol, d.deliver302)
+	d.client = client
+	return d, nil
+}
+
+// deliver302 hands signaling to the running service. Outside Ready offers
+// get no answer (SPEC §3).
+func (d *daemon) deliver302(data json.RawMessage) bool {
+	svc := d.svc.Load()
+	if svc == nil {
+		d.log.Warn("drop 302 message", "rule", "not_ready", "state", d.machine.State().String())
+		return true
+	}
+	return svc.Deliver(data)
+}
+
+// Run starts everything and returns when ctx ends and every goroutine has
+// exited. The order of shutdown matters: sessions are closed (and the apps
+// told) while the broker connection is still up.
+func (d *daemon) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	defer stopBroker()
+	if d.broker != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.broker.Run(brokerCtx); err != nil {
+				d.log.Error("embedded broker", "err", err)
+			}
+		}()
+		d.log.Info("embedded broker listening", "tcp", d.cfg.MQTT.EmbeddedBroker, "ws", d.cfg.MQTT.EmbeddedBrokerWS)
+	}
+
+	clientCtx, stopClient := context.WithCancel(context.Background())
+	defer stopClient()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.client.Run(clientCtx); err != nil {
+			d.log.Error("mqtt", "err", err)
+		}
+	}()
+
+	machineCtx, stopMachine := context.WithCancel(context.Background())
+	defer stopMachine()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = d.machine.Run(machineCtx)
+	}()
+	d.machine.Post(device.EventStart)
+
+	var (
+		stopService func()
+		serviceDone chan struct{}
+	)
+	stopMedia := func() {
+		if stopService != nil {
+			stopService()
+			<-serviceDone
+			stopService = nil
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			stopMedia()
+			stopMachine()
+			stopClient()
+			stopBroker()
+			return nil
+		case tr := <-d.machine.Changes():
+			switch {
+			case tr.To == device.StateReady && stopService == nil:
+				sctx, cancel := context.WithCancel(ctx)
+				done, err := d.startMedia(sctx)
+				if err != nil {
+					cancel()
+					stopMachine()
+					stopClient()
+					stopBroker()
+					return err
+				}
+				stopService, serviceDone = cancel, done
+			case tr.From == device.StateReady && tr.To != device.StateReady:
+				stopMedia()
+			}
+		}
+	}
+}
+
+// startMedia builds the rings, sources and the service for one Ready period
+// and runs them until ctx ends; the returned channel closes when all of them
+// have exited.
+func (d *daemon) startMedia(ctx context.Context) (chan struct{}, error) {
+	m, sources, err := buildMedia(d.cfg.Media, d.log)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := p2p.NewService(p2p.Config{
+		DevID:              d.activation.DevID,
+		P2PPassword:        d.activation.P2PPassword,
+		MaxClients:         d.cfg.Stream.MaxClients,
+		ICEServers:         iceServers(d.cfg.Stream.ICEServers),
+		UDPPortRange:       d.cfg.Stream.UDPPortRange,
+		LivenessTimeout:    d.cfg.Stream.LivenessTimeout,
+		NACKBuffer:         d.cfg.Stream.NACKBuffer,
+		NetworkInterfaces:  d.cfg.Stream.NetworkInterfaces,
+		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
+		QueueSize:          d.cfg.MQTT.QueueSize,
+	}, m, d.client, d.log)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil {
+				d.log.Error("media source stopped", "err", err)
+			}
+		}()
+	}
+	d.media.Store(&m)
+	d.svc.Store(svc)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = svc.Run(ctx)
+		d.svc.Store(nil)
+		d.media.Store(nil)
+	}()
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done, nil
+}
+
+func iceServers(in []ICEServer) []p2p.ICEServer {
+	out := make([]p2p.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, p2p.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// buildMedia makes one ring per configured stream and the source that feeds
+// it. The memory budget is split over the rings in proportion to their
+// expected bitrate.
+func buildMedia(c MediaConfig, log *slog.Logger) (p2p.Media, []runner, error) {
+	var m p2p.Media
+	var sources []runner
+	budget := c.MemoryMB << 20
+	type spec struct {
+		name   string
+		stream media.Stream
+		src    SourceConfig
+		share  int // of 16
+		ring   **media.Ring
+	}
+	specs := []spec{
+		{"main", media.StreamMain, c.Sources.Main, 12, &m.Main},
+		{"sub", media.StreamSub, c.Sources.Sub, 3, &m.Sub},
+		{"audio", media.StreamAudio, c.Sources.Audio, 1, &m.Audio},
+	}
+	for _, s := range specs {
+		if s.src.Type == "none" || s.src.Type == "" {
+			continue
+		}
+		codec, err := media.ParseCodec(s.src.ResolvedCodec(s.stream != media.StreamAudio))
+		if err != nil {
+			return m, nil, fmt.Errorf("media.sources.%s.codec: %w", s.name, err)
+		}
+		fps := s.src.FPS
+		if s.stream == media.StreamAudio {
+			fps = 25 // 40 ms frames
+		}
+		ring, err := media.NewRing(media.RingConfig{
+			Stream:    s.stream,
+			Codec:     codec,
+			MaxBytes:  budget * s.share / 16,
+			MaxFrames: max(64, fps*c.BufferSeconds),
+		}, log.With("component", "ring", "stream", s.name))
+		if err != nil {
+			return m, nil, fmt.Errorf("media.sources.%s: %w", s.name, err)
+		}
+		switch s.src.Type {
+		case "file":
+			src, err := media.NewFileSource(media.FileSourceConfig{Path: s.src.Path, Codec: codec, FPS: s.src.FPS, Loop: s.src.Loop}, ring,
+				log.With("component", "source", "stream", s.name))
+			if err != nil {
+				return m, nil, fmt.Errorf("media.sources.%s: %w", s.name, err)
+			}
+			sources = append(sources, src)
+		default:
+			return m, nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", s.name, s.src.Type)
+		}
+		*s.ring = ring
+	}
+	return m, sources, nil
+}

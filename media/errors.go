@@ -1,0 +1,37 @@
+package media
+
+import "errors"
+
+// Parsing of names.
+var (
+	ErrUnknownStream = errors.New("unknown stream")
+	ErrUnknownCodec  = errors.New("unknown codec")
+)
+
+// Frame rules (§7.1). Each rejected frame is counted under exactly one of these.
+var (
+	ErrEmptyPayload    = errors.New("empty payload")
+	ErrWrongStream     = errors.New("frame belongs to another stream")
+	ErrKindMismatch    = errors.New("frame kind or codec does not fit the stream")
+	ErrAudioTooLarge   = errors.New("audio payload larger than 800 bytes")
+	ErrVideoTooLarge   = errors.New("video payload larger than 1 MiB")
+	ErrExceedsBudget   = errors.New("frame larger than the ring's byte budget")
+	ErrPTSBackwards    = errors.New("pts went backwards")
+	ErrNoParameterSets = errors.New("keyframe without parameter sets and none seen earlier")
+)
+
+// Ring and reader lifecycle.
+var (
+	ErrRingConfig   = errors.New("invalid ring config")
+	ErrRingClosed   = errors.New("ring closed")
+	ErrReaderClosed = errors.New("reader closed")
+)
+
+// Annex-B parsing and file sources.
+var (
+	ErrNoNALUnits       = errors.New("no NAL unit found (not Annex-B?)")
+	ErrNoKeyframe       = errors.New("no keyframe with parameter sets")
+	ErrEmptyFile        = errors.New("file holds no complete frame")
+	ErrUnsupportedFile  = errors.New("unsupported file type")
+	ErrFileSourceConfig = errors.New("invalid file source config")
+)

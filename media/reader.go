@@ -1,0 +1,112 @@
+package media
+
+import "context"
+
+// Reader is an independent cursor over a Ring. Next must be called from one
+// goroutine at a time; Close may be called from any goroutine.
+type Reader struct {
+	ring *Ring
+	wake chan struct{} // capacity 1: Append never blocks signalling it
+
+	// Guarded by ring.mu. Only the Next goroutine writes next, expect and
+	// waitKey, which it does under the read lock; Close and Append, which
+	// take the write lock, never touch them.
+	next    uint64 // sequence number to deliver next
+	expect  uint64 // sequence number after the last delivered frame, 0 before the first
+	waitKey bool   // deliver nothing before a keyframe
+	closed  bool
+}
+
+func newReader(r *Ring) *Reader {
+	return &Reader{ring: r, wake: make(chan struct{}, 1)}
+}
+
+func (rd *Reader) signal() {
+	select {
+	case rd.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Next blocks until the reader's next frame is available and returns it. The
+// frame is not copied: its payload is shared and must not be modified.
+//
+// When the frame the reader was due to read has been evicted, the reader jumps
+// to the newest buffered keyframe (video) or the newest frame (audio), and
+// skipped tells how many frames it never saw. Next returns ctx.Err() when ctx
+// ends, ErrRingClosed after the ring is closed, ErrReaderClosed after Close.
+func (rd *Reader) Next(ctx context.Context) (f Frame, skipped int, err error) {
+	r := rd.ring
+	for {
+		if err := ctx.Err(); err != nil {
+			return Frame{}, 0, err
+		}
+		r.mu.RLock()
+		switch {
+		case rd.closed:
+			r.mu.RUnlock()
+			return Frame{}, 0, ErrReaderClosed
+		case r.closed:
+			r.mu.RUnlock()
+			return Frame{}, 0, ErrRingClosed
+		}
+		request := false
+		if rd.next < r.head {
+			switch {
+			case !r.video:
+				rd.next = r.tail - 1
+			case r.lastKey != 0:
+				rd.next = r.lastKey
+			default:
+				rd.next, rd.waitKey = r.tail, true
+				request = true
+			}
+		}
+		if rd.waitKey {
+			for rd.next < r.tail && r.slotLocked(rd.next).Kind != KindI {
+				rd.next++
+			}
+		}
+		if rd.next < r.tail {
+			f = *r.slotLocked(rd.next)
+			if rd.expect != 0 {
+				skipped = int(f.Seq - rd.expect)
+			}
+			rd.next++
+			rd.expect = rd.next
+			rd.waitKey = false
+			r.mu.RUnlock()
+			return f, skipped, nil
+		}
+		r.mu.RUnlock()
+		if request {
+			r.requestKeyframe()
+		}
+		select {
+		case <-rd.wake:
+		case <-ctx.Done():
+			return Frame{}, 0, ctx.Err()
+		}
+	}
+}
+
+// Close unregisters the reader so the ring stops signalling it, and makes a
+// pending or later Next return ErrReaderClosed. It is idempotent.
+func (rd *Reader) Close() {
+	r := rd.ring
+	r.mu.Lock()
+	if !rd.closed {
+		rd.closed = true
+		for i, x := range r.readers {
+			if x == rd {
+				last := len(r.readers) - 1
+				r.readers[i] = r.readers[last]
+				r.readers[last] = nil
+				r.readers = r.readers[:last]
+				break
+			}
+		}
+	}
+	r.mu.Unlock()
+	rd.signal()
+}

@@ -1,0 +1,428 @@
+package media
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// rejectSummaryInterval bounds how often rejected frames are logged (§8: never per frame).
+const rejectSummaryInterval = 10 * time.Second
+
+// maxRingFrames caps MaxFrames so a configuration typo cannot allocate a huge slot table.
+const maxRingFrames = 1 << 20
+
+// RingConfig sizes one ring. Both limits apply; the oldest frames are evicted
+// to honour whichever is hit first.
+type RingConfig struct {
+	Stream Stream
+	// Codec is the one codec the ring carries: sessions negotiate it before
+	// the first frame arrives, so frames of another codec are rejected.
+	// CodecUnknown accepts any codec of the stream's kind.
+	Codec     Codec
+	MaxBytes  int // payload bytes, including parameter sets the ring prepends
+	MaxFrames int
+	// OnKeyframeRequest, if set, is called (outside the ring's lock, on the
+	// caller's goroutine) when a video reader has to wait for a keyframe because
+	// none is buffered. It must not block.
+	OnKeyframeRequest func()
+}
+
+// Ring is the frame buffer of one stream (§7.2). Sources append; any number
+// of Readers follow at their own pace. Appending never waits for a reader:
+// frames a reader has not consumed are simply evicted. All methods are safe
+// for concurrent use.
+type Ring struct {
+	cfg   RingConfig
+	log   *slog.Logger
+	video bool
+
+	mu      sync.RWMutex
+	slots   []Frame // frame with sequence number s lives at s % len(slots)
+	head    uint64  // oldest buffered sequence number
+	tail    uint64  // sequence number the next frame gets; buffered = [head, tail)
+	bytes   int
+	lastKey uint64 // newest buffered keyframe, 0 if none
+	lastPTS int64
+	hasPTS  bool
+	ps      paramSets // parameter sets seen in the stream, owned copies
+	readers []*Reader
+	closed  bool
+
+	pending      [ruleCount]uint64 // rejections not yet logged
+	pendingTotal uint64
+	lastErr      error
+	lastLog      time.Time
+
+	appended atomic.Uint64
+	evicted  atomic.Uint64
+	rejected [ruleCount]atomic.Uint64
+}
+
+// NewRing builds an empty ring. A nil logger discards.
+func NewRing(cfg RingConfig, log *slog.Logger) (*Ring, error) {
+	switch {
+	case cfg.Stream != StreamMain && cfg.Stream != StreamSub && cfg.Stream != StreamAudio:
+		return nil, fmt.Errorf("%w: stream %d", ErrRingConfig, cfg.Stream)
+	case cfg.Codec != CodecUnknown && cfg.Stream.IsVideo() != cfg.Codec.IsVideo():
+		return nil, fmt.Errorf("%w: codec %s on the %s ring", ErrRingConfig, cfg.Codec, cfg.Stream)
+	case cfg.MaxBytes <= 0:
+		return nil, fmt.Errorf("%w: max_bytes %d must be positive", ErrRingConfig, cfg.MaxBytes)
+	case cfg.MaxFrames <= 0 || cfg.MaxFrames > maxRingFrames:
+		return nil, fmt.Errorf("%w: max_frames %d must be in 1..%d", ErrRingConfig, cfg.MaxFrames, maxRingFrames)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Ring{
+		cfg:   cfg,
+		log:   log.With("component", "ring", "stream", cfg.Stream.String()),
+		video: cfg.Stream.IsVideo(),
+		slots: make([]Frame, cfg.MaxFrames),
+		head:  1,
+		tail:  1,
+	}, nil
+}
+
+// Stream returns the stream this ring buffers.
+func (r *Ring) Stream() Stream { return r.cfg.Stream }
+
+// Codec returns the codec of the ring's frames.
+func (r *Ring) Codec() Codec { return r.cfg.Codec }
+
+// Append validates f against §7.1, copies its payload and makes it visible to
+// readers, evicting the oldest frames as needed. It never blocks on readers.
+// The caller keeps ownership of f.Payload. f.Seq is ignored.
+//
+// A keyframe without parameter sets gets the stream's last ones prepended.
+// Rejected frames leave the ring untouched; they are counted in Stats and
+// summarised in the log at most once per 10 s.
+func (r *Ring) Append(f Frame) (err error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrRingClosed
+	}
+	rule, err := r.appendLocked(f)
+	if err != nil {
+		r.rejected[rule].Add(1)
+		r.pending[rule]++
+		r.pendingTotal++
+		r.lastErr = err
+	}
+	var summary rejectSummary
+	if r.pendingTotal > 0 {
+		if now := time.Now(); r.lastLog.IsZero() || now.Sub(r.lastLog) >= rejectSummaryInterval {
+			summary = r.takeSummaryLocked(now)
+		}
+	}
+	r.mu.Unlock()
+	if summary.total > 0 {
+		r.logSummary(summary)
+	}
+	return err
+}
+
+func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
+	n := len(f.Payload)
+	switch {
+	case n == 0:
+		return ruleEmpty, ErrEmptyPayload
+	case f.Stream != r.cfg.Stream:
+		return ruleWrongStream, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
+	case r.video && (!f.Codec.IsVideo() || (f.Kind != KindI && f.Kind != KindP)),
+		!r.video && (!f.Codec.IsAudio() || f.Kind != KindAudio),
+		r.cfg.Codec != CodecUnknown && f.Codec != r.cfg.Codec:
+		return ruleKind, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
+	case !r.video && n > MaxAudioPayload:
+		return ruleAudioSize, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
+	case r.video && n > MaxVideoPayload:
+		return ruleVideoSize, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+	case r.hasPTS && f.PTS < r.lastPTS:
+		return rulePTS, fmt.Errorf("%w: %d µs after %d µs", ErrPTSBackwards, f.PTS, r.lastPTS)
+	}
+
+	// Parameter sets are scanned before anything is committed so that a
+	// rejected frame cannot change the cache.
+	var found paramSets
+	var missing [psCount]bool
+	size := n
+	if r.video {
+		found = scanParamSets(f.Codec, f.Payload)
+		if f.Kind == KindI {
+			for i, req := range requiredParamSets(f.Codec) {
+				if !req || found[i] != nil {
+					continue
+				}
+				if r.ps[i] == nil {
+					return ruleParamSets, fmt.Errorf("%w: %s keyframe", ErrNoParameterSets, f.Codec)
+				}
+				missing[i] = true
+				size += 4 + len(r.ps[i])
+			}
+		}
+	}
+	if size > r.cfg.MaxBytes {
+		return ruleBudget, fmt.Errorf("%w: %d bytes, budget %d", ErrExceedsBudget, size, r.cfg.MaxBytes)
+	}
+
+	for i, nal := range found {
+		if nal != nil && string(nal) != string(r.ps[i]) {
+			// Reusing the cache's array is safe: prepending copies out of it.
+			r.ps[i] = append(r.ps[i][:0], nal...)
+		}
+	}
+	for r.tail-r.head >= uint64(len(r.slots)) || r.bytes+size > r.cfg.MaxBytes {
+		r.evictLocked()
+	}
+
+	buf := make([]byte, size)
+	off := 0
+	for i, m := range missing {
+		if m {
+			off += copy(buf[off:], []byte{0, 0, 0, 1})
+			off += copy(buf[off:], r.ps[i])
+		}
+	}
+	copy(buf[off:], f.Payload)
+
+	f.Payload = buf
+	f.Seq = r.tail
+	r.slots[r.tail%uint64(len(r.slots))] = f
+	if f.Kind == KindI {
+		r.lastKey = r.tail
+	}
+	r.tail++
+	r.bytes += size
+	r.lastPTS, r.hasPTS = f.PTS, true
+	r.appended.Add(1)
+	for _, rd := range r.readers {
+		rd.signal()
+	}
+	return 0, nil
+}
+
+func (r *Ring) evictLocked() {
+	slot := &r.slots[r.head%uint64(len(r.slots))]
+	r.bytes -= len(slot.Payload)
+	// Dropping the reference is all eviction does: readers still holding the
+	// payload keep it alive, and nothing ever writes into it again.
+	*slot = Frame{}
+	r.head++
+	if r.lastKey < r.head {
+		r.lastKey = 0
+	}
+	r.evicted.Add(1)
+}
+
+// slotLocked returns the buffered frame with sequence number seq.
+func (r *Ring) slotLocked(seq uint64) *Frame {
+	return &r.slots[seq%uint64(len(r.slots))]
+}
+
+// NewReader returns a cursor that starts at the latest buffered keyframe (video)
+// or the newest frame (audio). A video reader with no keyframe buffered starts
+// at the next keyframe appended, and the ring asks the source for one.
+func (r *Ring) NewReader() *Reader {
+	rd := newReader(r)
+	r.mu.Lock()
+	request := false
+	switch {
+	case !r.video:
+		rd.next = r.tail
+		if r.tail > r.head {
+			rd.next = r.tail - 1
+		}
+	case r.lastKey != 0:
+		rd.next = r.lastKey
+	default:
+		rd.next, rd.waitKey, request = r.tail, true, !r.closed
+	}
+	r.readers = append(r.readers, rd)
+	r.mu.Unlock()
+	if request {
+		r.requestKeyframe()
+	}
+	return rd
+}
+
+// NewReaderAt returns a cursor that starts at the first buffered frame whose
+// Timestamp is at least timestampMs, so audio can start at the same instant as
+// the video keyframe a session starts with. If every buffered frame is older,
+// the reader starts with the next frame appended. A video reader additionally
+// starts on a keyframe: the first one at or after that frame.
+func (r *Ring) NewReaderAt(timestampMs int64) *Reader {
+	rd := newReader(r)
+	r.mu.Lock()
+	// Scanning back from the newest frame finds the most recent run of frames
+	// at or after the instant even if the wall clock was stepped back.
+	rd.next = r.tail
+	for s := r.tail; s > r.head && r.slotLocked(s-1).Timestamp >= timestampMs; s-- {
+		rd.next = s - 1
+	}
+	request := false
+	if r.video {
+		rd.waitKey = true
+		request = !r.closed && (r.lastKey == 0 || r.lastKey < rd.next)
+	}
+	r.readers = append(r.readers, rd)
+	r.mu.Unlock()
+	if request {
+		r.requestKeyframe()
+	}
+	return rd
+}
+
+func (r *Ring) requestKeyframe() {
+	if r.cfg.OnKeyframeRequest != nil {
+		r.cfg.OnKeyframeRequest()
+	}
+}
+
+// Close wakes every reader; their Next returns ErrRingClosed, and Append fails
+// from now on. Pending rejection counts are logged.
+func (r *Ring) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	for _, rd := range r.readers {
+		rd.signal()
+	}
+	var summary rejectSummary
+	if r.pendingTotal > 0 {
+		summary = r.takeSummaryLocked(time.Now())
+	}
+	r.mu.Unlock()
+	if summary.total > 0 {
+		r.logSummary(summary)
+	}
+}
+
+// RingStats is a snapshot of a ring's counters.
+type RingStats struct {
+	Stream   Stream
+	Appended uint64 // frames accepted since the ring was built
+	Evicted  uint64
+	Rejected RejectCounts
+	Bytes    int // payload bytes buffered now
+	Frames   int // frames buffered now
+	Readers  int
+}
+
+// RejectCounts counts rejected frames per rule of §7.1, since the ring was built.
+type RejectCounts struct {
+	EmptyPayload    uint64
+	WrongStream     uint64
+	KindMismatch    uint64
+	AudioTooLarge   uint64
+	VideoTooLarge   uint64
+	ExceedsBudget   uint64
+	PTSBackwards    uint64
+	NoParameterSets uint64
+}
+
+// Total sums all rules.
+func (c RejectCounts) Total() uint64 {
+	return c.EmptyPayload + c.WrongStream + c.KindMismatch + c.AudioTooLarge +
+		c.VideoTooLarge + c.ExceedsBudget + c.PTSBackwards + c.NoParameterSets
+}
+
+// Stats returns the ring's counters.
+func (r *Ring) Stats() RingStats {
+	r.mu.RLock()
+	st := RingStats{
+		Stream:  r.cfg.Stream,
+		Bytes:   r.bytes,
+		Frames:  int(r.tail - r.head),
+		Readers: len(r.readers),
+	}
+	r.mu.RUnlock()
+	st.Appended = r.appended.Load()
+	st.Evicted = r.evicted.Load()
+	st.Rejected = RejectCounts{
+		EmptyPayload:    r.rejected[ruleEmpty].Load(),
+		WrongStream:     r.rejected[ruleWrongStream].Load(),
+		KindMismatch:    r.rejected[ruleKind].Load(),
+		AudioTooLarge:   r.rejected[ruleAudioSize].Load(),
+		VideoTooLarge:   r.rejected[ruleVideoSize].Load(),
+		ExceedsBudget:   r.rejected[ruleBudget].Load(),
+		PTSBackwards:    r.rejected[rulePTS].Load(),
+		NoParameterSets: r.rejected[ruleParamSets].Load(),
+	}
+	return st
+}
+
+// rejectRule indexes the per-rule counters.
+type rejectRule uint8
+
+const (
+	ruleEmpty rejectRule = iota
+	ruleWrongStream
+	ruleKind
+	ruleAudioSize
+	ruleVideoSize
+	ruleBudget
+	rulePTS
+	ruleParamSets
+	ruleCount
+)
+
+// String is the rule as it appears in the `ring buffer` log line.
+func (r rejectRule) String() string {
+	switch r {
+	case ruleEmpty:
+		return "empty payload"
+	case ruleWrongStream:
+		return "wrong stream"
+	case ruleKind:
+		return "kind/codec mismatch"
+	case ruleAudioSize:
+		return "audio payload too large"
+	case ruleVideoSize:
+		return "video payload too large"
+	case ruleBudget:
+		return "frame exceeds ring budget"
+	case rulePTS:
+		return "pts went backwards"
+	case ruleParamSets:
+		return "keyframe without parameter sets"
+	default:
+		return "unknown"
+	}
+}
+
+type rejectSummary struct {
+	counts [ruleCount]uint64
+	total  uint64
+	last   error
+}
+
+func (r *Ring) takeSummaryLocked(now time.Time) rejectSummary {
+	s := rejectSummary{counts: r.pending, total: r.pendingTotal, last: r.lastErr}
+	r.pending = [ruleCount]uint64{}
+	r.pendingTotal = 0
+	r.lastErr = nil
+	r.lastLog = now
+	return s
+}
+
+func (r *Ring) logSummary(s rejectSummary) {
+	var rules strings.Builder
+	for i, n := range s.counts {
+		if n == 0 {
+			continue
+		}
+		if rules.Len() > 0 {
+			rules.WriteString(", ")
+		}
+		fmt.Fprintf(&rules, "%s: %d", rejectRule(i), n)
+	}
+	r.log.Warn("ring buffer rejected frames",
+		"rules", rules.String(), "count", s.total, "last_error", s.last.Error())
+}

@@ -1,0 +1,89 @@
+package mqtt_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ipcd/ipcd/mqtt"
+	"github.com/ipcd/ipcd/mqtt/mqtttest"
+)
+
+// TestEmbeddedBrokerWebSocket is the path the browser viewer takes: MQTT
+// over WebSocket to the embedded broker.
+func TestEmbeddedBrokerWebSocket(t *testing.T) {
+	check := goroutines(t)
+	brokerLog, brokerLogs := newLogger(slog.LevelInfo)
+	wsAddr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	b, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", wsAddr, brokerLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+
+	// A client whose out topic is its in topic hears itself.
+	q := make(queue, 1)
+	cfg := mqtt.Config{Brokers: []string{"ws://" + wsAddr}, ClientID: "ws", TopicIn: "loop/{id}", TopicOut: "loop/{id}", ID: "ws"}
+	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
+	c.waitUp(t)
+	if err := c.Publish(7, map[string]bool{"ws": true}); err != nil {
+		t.Fatal(err)
+	}
+	jsonEqual(t, q.next(t), `{"ws":true}`)
+	c.stop(t)
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	check()
+
+	// mochi's own lines (connects, listener attach) are debug, so an info
+	// log shows only the broker's one line.
+	if n := strings.Count(brokerLogs.String(), "\n"); n != 1 || !strings.Contains(brokerLogs.String(), "embedded mqtt broker listening") {
+		t.Fatalf("broker info log is not quiet:\n%s", brokerLogs)
+	}
+}
+
+func TestEmbeddedBrokerLogsRouted(t *testing.T) {
+	log, logs := newLogger(slog.LevelDebug)
+	b, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", "", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	<-b.Ready()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if line := logs.Line("mochi mqtt starting"); !strings.Contains(line, "level=DEBUG") || !strings.Contains(line, "component=mqtt-broker") {
+		t.Fatalf("mochi's start line is not a debug line of the broker component:\n%s", logs)
+	}
+}
+
+func TestEmbeddedBrokerPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	taken := ln.Addr().String()
+
+	if _, err := mqtt.NewEmbeddedBroker(taken, "", nil); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("tcp on a taken port: %v", err)
+	}
+	if _, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", taken, nil); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("websocket on a taken port: %v", err)
+	}
+}

@@ -1,0 +1,489 @@
+// Package mqtt owns the device's broker connection (paho): connecting and
+// reconnecting with jittered backoff, the in/out topics, the JSON envelope,
+// the input rules of SPEC §5.1, and dispatch by protocol number to the
+// bounded queues of the components that own each protocol. It also carries
+// an embedded broker for demos and tests.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+const (
+	DefaultMaxPayload   = 65536
+	DefaultReplayWindow = 600 * time.Second
+
+	publishTimeout   = 3 * time.Second
+	subscribeTimeout = 5 * time.Second
+	// connectTimeout also bounds how long Run can take to return when ctx
+	// ends in the middle of a connect: paho cannot abort a CONNECT.
+	connectTimeout = 10 * time.Second
+	writeTimeout   = 5 * time.Second
+	keepAlive      = 30 * time.Second
+	pingTimeout    = 10 * time.Second
+	// disconnectQuiesce is in milliseconds, as paho takes it.
+	disconnectQuiesce = 250
+	logPayloadMax     = 1024
+	// protocolV311 pins MQTT 3.1.1 so paho does not fall back to 3.1.
+	protocolV311   = 4
+	qosAtLeastOnce = 1
+	subackFailure  = 0x80
+)
+
+// TLSConfig configures ssl:// and wss:// brokers.
+type TLSConfig struct {
+	CAFile, CertFile, KeyFile string
+	InsecureSkipVerify        bool
+}
+
+// Config configures a Client. Topics are templates where {id} is replaced by
+// ID (the uuid before activation, the dev_id after).
+type Config struct {
+	Brokers            []string // tcp://, ssl://, ws://, wss://; several = failover in order
+	ClientID           string   // empty: the broker assigns one (clean session)
+	Username, Password string
+	TLS                TLSConfig
+	TopicIn, TopicOut  string
+	ID                 string
+	MaxPayload         int           // 0: DefaultMaxPayload
+	ReplayWindow       time.Duration // 0: DefaultReplayWindow
+	// TimeTrusted reports whether the clock is synced; only then is the
+	// replay window enforced, since an unsynced clock would drop everything.
+	TimeTrusted func() bool
+	// OnUp is called after connect and subscribe; it must not block.
+	OnUp func()
+	// OnDown is called when an established connection is lost, not when Run
+	// closes it because ctx ended; it must not block.
+	OnDown func(error)
+}
+
+// Client is one device's broker connection. Run owns the connection; Route,
+// Publish, Connected and Stats may be called from any goroutine.
+type Client struct {
+	cfg      Config
+	topicIn  string
+	topicOut string
+	tls      *tls.Config
+	log      *slog.Logger
+	backoff  *Backoff
+	running  atomic.Bool
+
+	routesMu sync.RWMutex
+	routes   map[int]func(json.RawMessage) bool
+
+	mu sync.Mutex
+	pc paho.Client // non-nil while connected and subscribed
+
+	received  atomic.Uint64
+	delivered atomic.Uint64
+	dropped   [numRules]atomic.Uint64
+}
+
+// NewClient validates cfg and returns a Client that connects when Run is called.
+func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.ReplayWindow == 0 {
+		cfg.ReplayWindow = DefaultReplayWindow
+	}
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	in, err := topic("topic_in", cfg.TopicIn, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := topic("topic_out", cfg.TopicOut, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := tlsConfig(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	return &Client{
+		cfg:      cfg,
+		topicIn:  in,
+		topicOut: out,
+		tls:      tc,
+		log:      log.With("component", "mqtt"),
+		backoff:  &Backoff{Base: DefaultBackoffBase, Cap: DefaultBackoffCap},
+		routes:   make(map[int]func(json.RawMessage) bool),
+	}, nil
+}
+
+func validate(cfg Config) error {
+	if len(cfg.Brokers) == 0 {
+		return fmt.Errorf("%w: brokers: at least one broker is required", ErrConfig)
+	}
+	for i, b := range cfg.Brokers {
+		u, err := url.Parse(b)
+		if err != nil {
+			return fmt.Errorf("%w: brokers[%d]: %w", ErrConfig, i, err)
+		}
+		switch u.Scheme {
+		case "tcp", "ssl", "ws", "wss":
+		default:
+			return fmt.Errorf("%w: brokers[%d]: scheme %q is not one of tcp, ssl, ws, wss", ErrConfig, i, u.Scheme)
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%w: brokers[%d]: no host in %q", ErrConfig, i, u.Redacted())
+		}
+	}
+	if cfg.MaxPayload < 0 {
+		return fmt.Errorf("%w: max_payload: %d is negative", ErrConfig, cfg.MaxPayload)
+	}
+	if cfg.ReplayWindow < 0 {
+		return fmt.Errorf("%w: replay_window: %v is negative", ErrConfig, cfg.ReplayWindow)
+	}
+	return nil
+}
+
+// topic expands a template. Wildcards are refused: in the device's own
+// topics they would subscribe it to other devices' traffic or make every
+// publish fail.
+func topic(key, tmpl, id string) (string, error) {
+	if tmpl == "" {
+		return "", fmt.Errorf("%w: %s: required", ErrConfig, key)
+	}
+	if strings.Contains(tmpl, "{id}") {
+		if id == "" {
+			return "", fmt.Errorf("%w: %s: %q needs an id", ErrConfig, key, tmpl)
+		}
+		if strings.ContainsAny(id, "+#/\x00") {
+			return "", fmt.Errorf("%w: %s: id %q contains a topic separator or wildcard", ErrConfig, key, id)
+		}
+	}
+	t := strings.ReplaceAll(tmpl, "{id}", id)
+	if strings.ContainsAny(t, "+#\x00") || !utf8.ValidString(t) {
+		return "", fmt.Errorf("%w: %s: %q is not a valid topic name", ErrConfig, key, t)
+	}
+	return t, nil
+}
+
+func tlsConfig(t TLSConfig) (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: t.InsecureSkipVerify, // an explicit operator choice for test brokers
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls.ca_file: %w", ErrConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: tls.ca_file: %s holds no PEM certificate", ErrConfig, t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, fmt.Errorf("%w: tls.cert_file and tls.key_file must be set together", ErrConfig)
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls.cert_file: %w", ErrConfig, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// TopicIn is the topic the client subscribes to.
+func (c *Client) TopicIn() string { return c.topicIn }
+
+// TopicOut is the topic Publish sends to.
+func (c *Client) TopicOut() string { return c.topicOut }
+
+// Route sends the data of envelopes carrying protocol to deliver, which must
+// not block: it hands the data to its owner's bounded queue and returns false
+// when that queue is full. A nil deliver removes the route. Register routes
+// before Run so that no message meets a missing route.
+func (c *Client) Route(protocol int, deliver func(data json.RawMessage) bool) {
+	c.routesMu.Lock()
+	defer c.routesMu.Unlock()
+	if deliver == nil {
+		delete(c.routes, protocol)
+		return
+	}
+	c.routes[protocol] = deliver
+}
+
+func (c *Client) route(protocol int) (func(json.RawMessage) bool, bool) {
+	c.routesMu.RLock()
+	defer c.routesMu.RUnlock()
+	d, ok := c.routes[protocol]
+	return d, ok
+}
+
+// Connected reports whether the client is connected and subscribed.
+func (c *Client) Connected() bool { return c.current() != nil }
+
+func (c *Client) current() paho.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pc
+}
+
+func (c *Client) setCurrent(pc paho.Client) {
+	c.mu.Lock()
+	c.pc = pc
+	c.mu.Unlock()
+}
+
+// Stats returns a snapshot of the input counters.
+func (c *Client) Stats() Stats {
+	s := Stats{
+		Received:  c.received.Load(),
+		Delivered: c.delivered.Load(),
+		Dropped:   make(map[Rule]uint64),
+	}
+	for r := RuleUnknown + 1; r < numRules; r++ {
+		if n := c.dropped[r].Load(); n > 0 {
+			s.Dropped[r] = n
+		}
+	}
+	return s
+}
+
+// Publish sends data in an envelope stamped with the current time to
+// TopicOut at QoS 1 and waits for the broker's PUBACK.
+func (c *Client) Publish(protocol int, data any) error {
+	pc := c.current()
+	if pc == nil {
+		return ErrNotConnected
+	}
+	b, err := Encode(protocol, time.Now(), data)
+	if err != nil {
+		return err
+	}
+	tok := pc.Publish(c.topicOut, qosAtLeastOnce, false, b)
+	if !tok.WaitTimeout(publishTimeout) {
+		return fmt.Errorf("%w: protocol %d to %s after %v", ErrPublishTimeout, protocol, c.topicOut, publishTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		if errors.Is(err, paho.ErrNotConnected) {
+			return ErrNotConnected
+		}
+		return fmt.Errorf("mqtt: publish protocol %d to %s: %w", protocol, c.topicOut, err)
+	}
+	return nil
+}
+
+// Run connects, keeps the connection up across losses, and returns nil after
+// a clean disconnect once ctx ends. The first attempt is immediate; later
+// ones, including the first after a loss, wait a jittered backoff so that a
+// fleet reconnecting to a restarted broker spreads out.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer c.running.Store(false)
+	for ctx.Err() == nil {
+		wasUp, err := c.connection(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := c.backoff.Next()
+		if wasUp {
+			c.log.Warn("mqtt connection lost", "err", err, "retry_in", d)
+		} else {
+			c.log.Warn("mqtt connect failed", "err", err, "retry_in", d)
+		}
+		if c.backoff.Wait(ctx, d) != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// link carries the paho callbacks of one connection back to Run. Paho runs
+// each callback on a goroutine of its own; the buffered channels let those
+// goroutines finish without waiting for Run.
+type link struct {
+	subscribed chan error // one result of the connect handler's subscribe
+	lost       chan error
+	broker     atomic.Pointer[string] // the broker paho tried last
+}
+
+// connection makes one connection attempt with a fresh paho client (paho
+// clients are not safe to reuse after Disconnect) and serves it until it is
+// lost or ctx ends. wasUp reports whether it got as far as subscribed.
+func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
+	l := &link{subscribed: make(chan error, 1), lost: make(chan error, 1)}
+	pc := paho.NewClient(c.pahoOptions(l))
+	tok := pc.Connect()
+	<-tok.Done()
+	if err := tok.Error(); err != nil {
+		return false, fmt.Errorf("mqtt: connect: %w", err)
+	}
+	select {
+	case err = <-l.subscribed:
+	case <-ctx.Done():
+		pc.Disconnect(disconnectQuiesce)
+		<-l.subscribed // Disconnect fails the pending subscribe token
+		return false, nil
+	}
+	if err != nil {
+		pc.Disconnect(disconnectQuiesce)
+		return false, err
+	}
+
+	c.setCurrent(pc)
+	c.backoff.Reset()
+	broker := ""
+	if b := l.broker.Load(); b != nil {
+		broker = *b
+	}
+	c.log.Info("mqtt connected", "broker", broker, "topic_in", c.topicIn, "topic_out", c.topicOut)
+	if c.cfg.OnUp != nil {
+		c.cfg.OnUp()
+	}
+	select {
+	case err = <-l.lost:
+		c.setCurrent(nil)
+		if c.cfg.OnDown != nil {
+			c.cfg.OnDown(err)
+		}
+		return true, err
+	case <-ctx.Done():
+		c.setCurrent(nil)
+		pc.Disconnect(disconnectQuiesce)
+		c.log.Info("mqtt disconnected", "broker", broker)
+		return true, nil
+	}
+}
+
+func (c *Client) pahoOptions(l *link) *paho.ClientOptions {
+	o := paho.NewClientOptions()
+	for _, b := range c.cfg.Brokers {
+		o.AddBroker(b)
+	}
+	o.SetClientID(c.cfg.ClientID)
+	o.SetUsername(c.cfg.Username)
+	o.SetPassword(c.cfg.Password)
+	o.SetTLSConfig(c.tls)
+	o.SetProtocolVersion(protocolV311)
+	o.SetCleanSession(true)
+	o.SetOrderMatters(true)
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	o.SetResumeSubs(false)
+	o.SetConnectTimeout(connectTimeout)
+	o.SetWriteTimeout(writeTimeout)
+	o.SetKeepAlive(keepAlive)
+	o.SetPingTimeout(pingTimeout)
+	o.SetConnectionAttemptHandler(func(u *url.URL, tc *tls.Config) *tls.Config {
+		b := u.Redacted()
+		l.broker.Store(&b)
+		return tc
+	})
+	// Subscribing here, on every connect, is what keeps the subscription
+	// across reconnects with a clean session.
+	o.SetOnConnectHandler(func(pc paho.Client) {
+		l.subscribed <- c.subscribe(pc)
+	})
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		select {
+		case l.lost <- err:
+		default:
+		}
+	})
+	return o
+}
+
+func (c *Client) subscribe(pc paho.Client) error {
+	tok := pc.Subscribe(c.topicIn, qosAtLeastOnce, c.onMessage)
+	if !tok.WaitTimeout(subscribeTimeout) {
+		return fmt.Errorf("%w: %s: no SUBACK after %v", ErrSubscribe, c.topicIn, subscribeTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrSubscribe, c.topicIn, err)
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[c.topicIn] == subackFailure {
+		return fmt.Errorf("%w: %s: refused by the broker", ErrSubscribe, c.topicIn)
+	}
+	return nil
+}
+
+// onMessage runs on paho's router goroutine, in arrival order: it checks the
+// input rules and hands the data over, nothing slower.
+func (c *Client) onMessage(_ paho.Client, m paho.Message) {
+	c.handle(m.Payload())
+}
+
+func (c *Client) handle(p []byte) {
+	c.received.Add(1)
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.Debug("Rev MQTT: "+logCut(p), "len", len(p))
+	}
+	if len(p) > c.cfg.MaxPayload {
+		c.drop(RuleMaxPayload, "len", len(p), "max", c.cfg.MaxPayload)
+		return
+	}
+	e, err := DecodeEnvelope(p)
+	if err != nil {
+		rule := RuleNotJSON
+		if errors.Is(err, ErrMissingField) {
+			rule = RuleMissingField
+		}
+		c.drop(rule, "err", err)
+		return
+	}
+	deliver, ok := c.route(e.Protocol)
+	if !ok {
+		c.drop(RuleUnknownProtocol, "protocol", e.Protocol)
+		return
+	}
+	if c.cfg.TimeTrusted != nil && c.cfg.TimeTrusted() {
+		skew := time.Since(e.Time())
+		if skew > c.cfg.ReplayWindow || skew < -c.cfg.ReplayWindow {
+			c.drop(RuleReplayWindow, "protocol", e.Protocol, "t", e.T, "skew", skew.Round(time.Second), "window", c.cfg.ReplayWindow)
+			return
+		}
+	}
+	if !deliver(e.Data) {
+		c.drop(RuleQueueFull, "protocol", e.Protocol)
+		return
+	}
+	c.delivered.Add(1)
+}
+
+func (c *Client) drop(r Rule, args ...any) {
+	c.dropped[r].Add(1)
+	c.log.Warn("mqtt message dropped", append([]any{"rule", r.String(), "topic", c.topicIn}, args...)...)
+}
+
+// logCut keeps the first KB of a payload for the log, without splitting a
+// UTF-8 sequence.
+func logCut(p []byte) string {
+	if len(p) <= logPayloadMax {
+		return string(p)
+	}
+	n := logPayloadMax
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(p[n]); i++ {
+		n--
+	}
+	return string(p[:n]) + "..."
+}

@@ -1,0 +1,166 @@
+package mqtt_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/ipcd/ipcd/mqtt"
+)
+
+func TestNewClientConfig(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(*mqtt.Config)
+	}{
+		{"no broker", func(c *mqtt.Config) { c.Brokers = nil }},
+		{"http broker", func(c *mqtt.Config) { c.Brokers = []string{"http://127.0.0.1:1883"} }},
+		{"broker without host", func(c *mqtt.Config) { c.Brokers = []string{"tcp://"} }},
+		{"second broker bad", func(c *mqtt.Config) { c.Brokers = append(c.Brokers, "127.0.0.1:1883") }},
+		{"no topic_in", func(c *mqtt.Config) { c.TopicIn = "" }},
+		{"no topic_out", func(c *mqtt.Config) { c.TopicOut = "" }},
+		{"{id} without id", func(c *mqtt.Config) { c.ID = "" }},
+		{"id with wildcard", func(c *mqtt.Config) { c.ID = "+" }},
+		{"id with separator", func(c *mqtt.Config) { c.ID = "a/b" }},
+		{"wildcard topic", func(c *mqtt.Config) { c.TopicIn = "smart/#" }},
+		{"negative max_payload", func(c *mqtt.Config) { c.MaxPayload = -1 }},
+		{"negative replay_window", func(c *mqtt.Config) { c.ReplayWindow = -time.Second }},
+		{"missing ca_file", func(c *mqtt.Config) { c.TLS.CAFile = filepath.Join(dir, "none.pem") }},
+		{"ca_file without PEM", func(c *mqtt.Config) { c.TLS.CAFile = notPEM }},
+		{"cert without key", func(c *mqtt.Config) { c.TLS.CertFile = notPEM }},
+		{"bad key pair", func(c *mqtt.Config) { c.TLS.CertFile, c.TLS.KeyFile = notPEM, notPEM }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := deviceConfig("tcp://127.0.0.1:1883", "cam")
+			tt.edit(&cfg)
+			if _, err := mqtt.NewClient(cfg, nil); !errors.Is(err, mqtt.ErrConfig) {
+				t.Fatalf("NewClient: %v, want ErrConfig", err)
+			}
+		})
+	}
+
+	cfg := deviceConfig("ssl://broker.example:8883", "6c1e")
+	cfg.Brokers = append(cfg.Brokers, "wss://broker.example/mqtt", "ws://127.0.0.1:18831", "tcp://127.0.0.1:1883")
+	cfg.TopicIn = "fixed/in" // a template needs no {id}
+	c, err := mqtt.NewClient(cfg, nil)
+	if err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	if c.TopicIn() != "fixed/in" || c.TopicOut() != "smart/device/out/6c1e" {
+		t.Fatalf("topics %q %q", c.TopicIn(), c.TopicOut())
+	}
+}
+
+// TestTLSBroker connects over ssl:// to a mochi TLS listener whose
+// self-signed certificate is given as tls.ca_file, presenting a client
+// certificate from tls.cert_file/key_file; without the CA the connect fails.
+func TestTLSBroker(t *testing.T) {
+	certFile, keyFile := selfSigned(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
+	}})
+	if err := srv.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+
+	cfg := mqtt.Config{Brokers: []string{"ssl://" + ln.Address()}, ClientID: "tls", TopicIn: "loop/tls", TopicOut: "loop/tls"}
+	cfg.TLS = mqtt.TLSConfig{CAFile: certFile, CertFile: certFile, KeyFile: keyFile}
+	q := make(queue, 1)
+	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
+	c.waitUp(t)
+	if err := c.Publish(7, map[string]bool{"tls": true}); err != nil {
+		t.Fatal(err)
+	}
+	jsonEqual(t, q.next(t), `{"tls":true}`)
+	c.stop(t)
+
+	log, logs := newLogger(slog.LevelInfo)
+	cfg.TLS.CAFile = ""
+	unverified := start(t, cfg, log, nil)
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(logs.String(), "mqtt connect failed") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "certificate") || unverified.Connected() {
+		t.Fatalf("connected without trusting the broker's CA:\n%s", logs)
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 that is its own CA and can
+// serve as client certificate too.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ipcd test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}

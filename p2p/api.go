@@ -1,0 +1,96 @@
+package p2p
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/webrtc/v4"
+)
+
+// Payload types the device offers in its media engine. Answers use the
+// numbers of the offer; these only matter for matching.
+const (
+	ptH264Baseline            = 96
+	ptH264ConstrainedBaseline = 97
+	ptPCMU                    = 0
+	ptPCMA                    = 8
+)
+
+// fmtp lines of the H.264 profiles the device can send. Both baseline
+// flavours are registered because pion matches profile_idc and the
+// constraint byte exactly, and apps offer one or the other.
+const (
+	fmtpH264ConstrainedBaseline = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+	fmtpH264Baseline            = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"
+)
+
+// newAPI builds the one pion API the service uses for every session. The
+// interceptor set is trimmed to what a sending camera needs: NACK
+// retransmission from a bounded history, and sender reports.
+func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	videoFB := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	codecs := []struct {
+		p webrtc.RTPCodecParameters
+		k webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline, RTCPFeedback: videoFB,
+		}, PayloadType: ptH264ConstrainedBaseline}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264Baseline, RTCPFeedback: videoFB,
+		}, PayloadType: ptH264Baseline}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1,
+		}, PayloadType: ptPCMU}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypePCMA, ClockRate: 8000, Channels: 1,
+		}, PayloadType: ptPCMA}, webrtc.RTPCodecTypeAudio},
+	}
+	for _, c := range codecs {
+		if err := me.RegisterCodec(c.p, c.k); err != nil {
+			return nil, fmt.Errorf("register codec %s: %w", c.p.MimeType, err)
+		}
+	}
+
+	ir := &interceptor.Registry{}
+	responder, err := nack.NewResponderInterceptor(nack.ResponderSize(uint16(cfg.NACKBuffer)),
+		nack.WithResponderLoggerFactory(pionLogs{log: log}))
+	if err != nil {
+		return nil, fmt.Errorf("nack responder: %w", err)
+	}
+	ir.Add(responder)
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("sender reports: %w", err)
+	}
+	ir.Add(sr)
+
+	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
+	// mDNS candidates would send multicast on every LAN interface and the
+	// app never needs them: the device is reached by its real addresses.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if len(cfg.NetworkInterfaces) > 0 {
+		allowed := map[string]bool{}
+		for _, n := range cfg.NetworkInterfaces {
+			allowed[n] = true
+		}
+		se.SetInterfaceFilter(func(name string) bool { return allowed[name] })
+	}
+	se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates)
+	if cfg.UDPPortRange[0] != 0 || cfg.UDPPortRange[1] != 0 {
+		if err := se.SetEphemeralUDPPortRange(cfg.UDPPortRange[0], cfg.UDPPortRange[1]); err != nil {
+			return nil, fmt.Errorf("udp port range: %w", err)
+		}
+	}
+	disc := min(5*time.Second, cfg.LivenessTimeout/2)
+	se.SetICETimeouts(disc, cfg.LivenessTimeout-disc, 2*time.Second)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}

@@ -1,0 +1,337 @@
+package p2p
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/ipcd/ipcd/media"
+)
+
+// candidateQueue is how many signaling messages a session holds while its
+// offer is still being processed (SPEC §5.3: at most 32 early candidates).
+const candidateQueue = 32
+
+// SessionStats is what the device keeps per session (SPEC §6).
+type SessionStats struct {
+	ID            string
+	From          string
+	Stream        media.Stream
+	VideoFrames   uint64
+	VideoBytes    uint64
+	AudioFrames   uint64
+	AudioBytes    uint64
+	Skipped       uint64
+	TTFF          time.Duration
+	CandidateType string
+	RTT           time.Duration
+}
+
+// session is one viewer. Its run goroutine owns the peer connection; the
+// service loop reaches it only through deliver and stop.
+type session struct {
+	svc     *Service
+	id      string
+	header  Header
+	offer   Offer
+	log     *slog.Logger
+	created time.Time
+
+	in     chan Message
+	stopc  chan CloseReason
+	reason atomic.Int32
+
+	stream      media.Stream
+	pc          atomic.Pointer[webrtc.PeerConnection]
+	ice         atomic.Pointer[webrtc.ICETransport]
+	candType    atomic.Pointer[string]
+	videoFrames atomic.Uint64
+	videoBytes  atomic.Uint64
+	audioFrames atomic.Uint64
+	audioBytes  atomic.Uint64
+	skipped     atomic.Uint64
+	ttff        atomic.Int64
+}
+
+func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
+	return &session{
+		svc:     svc,
+		id:      h.SessionID,
+		header:  h,
+		offer:   offer,
+		log:     log,
+		created: time.Now(),
+		in:      make(chan Message, candidateQueue),
+		stopc:   make(chan CloseReason, 1),
+	}
+}
+
+// deliver hands a candidate or disconnect to the session without blocking.
+func (se *session) deliver(m Message) {
+	select {
+	case se.in <- m:
+	default:
+		se.log.Warn("drop 302 message", "rule", "session_queue_full", "type", m.Header.Type)
+	}
+}
+
+// stop asks the session to close and tell the app why.
+func (se *session) stop(r CloseReason) {
+	select {
+	case se.stopc <- r:
+	default:
+	}
+}
+
+func (se *session) closeReason() CloseReason { return CloseReason(se.reason.Load()) }
+
+func (se *session) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	var wg sync.WaitGroup
+	reason, notify := se.serve(ctx, &wg)
+	se.reason.Store(int32(reason))
+	if notify {
+		se.svc.send(se.header.Reply(TypeDisconnect), Disconnect{
+			Mode: ModeWebRTC, CloseReason: int(reason), Code: reason.Code(), Message: reason.String(),
+		})
+	}
+	cancel()
+	se.ice.Store(nil)
+	if pc := se.pc.Load(); pc != nil {
+		if err := pc.Close(); err != nil {
+			se.log.Debug("close peer connection", "err", err)
+		}
+	}
+	wg.Wait()
+	st := se.stats()
+	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
+		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
+	se.svc.ended <- se
+}
+
+// serve runs the session until it ends and returns why, and whether the app
+// must be told.
+func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, bool) {
+	cfg := &se.svc.cfg
+	se.svc.pcs.Add(1)
+	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
+	if err != nil {
+		se.log.Warn("create peer connection", "err", err)
+		return CloseUnknown, true
+	}
+	se.pc.Store(pc)
+
+	cands := make(chan *webrtc.ICECandidate, 8)
+	states := make(chan webrtc.PeerConnectionState, 8)
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		select {
+		case cands <- c:
+		case <-ctx.Done():
+		}
+	})
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		select {
+		case states <- st:
+		case <-ctx.Done():
+		}
+	})
+
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
+		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
+		return CloseCodec, true
+	}
+
+	ring, stream := se.svc.media.Main, media.StreamMain
+	if se.offer.StreamType == 1 {
+		if se.svc.media.Sub != nil {
+			ring, stream = se.svc.media.Sub, media.StreamSub
+		} else {
+			se.log.Info("sub stream not configured, sending main")
+		}
+	}
+	se.stream = stream
+	video, err := newVideoTrack(ring)
+	if err != nil {
+		se.log.Warn("video track", "err", err)
+		return CloseCodec, true
+	}
+	vsender, err := pc.AddTrack(video)
+	if err != nil {
+		se.log.Warn("add video track", "err", err)
+		return CloseCodec, true
+	}
+	drainRTCP(wg, vsender)
+	var audio *webrtc.TrackLocalStaticRTP
+	if ar := se.svc.media.Audio; ar != nil {
+		if audio, err = newAudioTrack(ar); err != nil {
+			se.log.Warn("audio track", "err", err)
+			return CloseCodec, true
+		}
+		asender, err := pc.AddTrack(audio)
+		if err != nil {
+			se.log.Warn("add audio track", "err", err)
+			return CloseCodec, true
+		}
+		drainRTCP(wg, asender)
+	}
+
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		se.log.Warn("create answer", "err", err)
+		return CloseCodec, true
+	}
+	if err := pc.SetLocalDescription(answer); err != nil {
+		se.log.Warn("set local description", "err", err)
+		return CloseCodec, true
+	}
+	se.svc.send(se.header.Reply(TypeAnswer), Answer{
+		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
+	})
+
+	liveness := time.NewTimer(cfg.LivenessTimeout)
+	defer liveness.Stop()
+	started := false
+	for {
+		select {
+		case <-ctx.Done():
+			return CloseUser, true
+
+		case r := <-se.stopc:
+			return r, true
+
+		case m := <-se.in:
+			switch m.Header.Type {
+			case TypeDisconnect:
+				d, err := DecodeDisconnect(m.Msg)
+				if err != nil {
+					se.log.Warn("disconnect with malformed msg, closing anyway", "err", err)
+				}
+				se.log.Info("disconnect from app", "close_reason", d.CloseReason)
+				return CloseUser, false
+			case TypeCandidate:
+				c, err := DecodeCandidate(m.Msg)
+				if err != nil {
+					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
+					continue
+				}
+				line := ParseCandidateLine(c.Candidate)
+				if line == "" {
+					continue
+				}
+				if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
+				}
+			}
+
+		case c := <-cands:
+			line := ""
+			if c != nil {
+				line = CandidateLine(c.ToJSON().Candidate)
+			}
+			se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
+
+		case st := <-states:
+			se.log.Debug("peer connection state", "state", st.String())
+			switch st {
+			case webrtc.PeerConnectionStateConnected:
+				liveness.Stop()
+				if started {
+					continue
+				}
+				started = true
+				it := vsender.Transport().ICETransport()
+				se.ice.Store(it)
+				if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil {
+					t := pair.Local.Typ.String()
+					se.candType.Store(&t)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					se.sendMedia(ctx, wg, ring, video, audio)
+				}()
+			case webrtc.PeerConnectionStateFailed:
+				return CloseTimeout, true
+			case webrtc.PeerConnectionStateClosed:
+				return CloseUser, false
+			}
+
+		case <-liveness.C:
+			return CloseTimeout, true
+		}
+	}
+}
+
+// iceServers merges the configured servers with those the offer carries,
+// dropping entries pion could not use.
+func (se *session) iceServers() []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, list := range [][]ICEServer{se.svc.cfg.ICEServers, se.offer.Token} {
+		for _, s := range list {
+			var urls []string
+			for _, u := range s.URLs {
+				if _, err := ice.ParseURL(u); err != nil {
+					se.log.Warn("ignore ICE server", "url", u, "err", err)
+					continue
+				}
+				urls = append(urls, u)
+			}
+			if len(urls) > 0 {
+				out = append(out, webrtc.ICEServer{URLs: urls, Username: s.Username, Credential: s.Credential})
+			}
+		}
+	}
+	return out
+}
+
+// drainRTCP reads a sender's RTCP so the interceptors see it: NACKs are
+// answered from the retransmission history only while someone reads.
+func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := s.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func (se *session) stats() SessionStats {
+	st := SessionStats{
+		ID:          se.id,
+		From:        se.header.From,
+		Stream:      se.stream,
+		VideoFrames: se.videoFrames.Load(),
+		VideoBytes:  se.videoBytes.Load(),
+		AudioFrames: se.audioFrames.Load(),
+		AudioBytes:  se.audioBytes.Load(),
+		Skipped:     se.skipped.Load(),
+		TTFF:        time.Duration(se.ttff.Load()),
+	}
+	if t := se.candType.Load(); t != nil {
+		st.CandidateType = *t
+	}
+	// The ICE transport's own stats, not PeerConnection.GetStats: the latter
+	// races with pion closing the connection by itself.
+	if it := se.ice.Load(); it != nil {
+		if p, ok := it.GetSelectedCandidatePairStats(); ok {
+			st.RTT = time.Duration(p.CurrentRoundTripTime * float64(time.Second))
+		}
+	}
+	return st
+}
+
+func (se *session) logCounts() {
+	st := se.stats()
+	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.Skipped)
+	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes,
+		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
+}
