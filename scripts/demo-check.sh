@@ -4,9 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$out"' EXIT
+demo=""
+cleanup() {
+  # The demo runs in its own process group: stop make and ipcd together.
+  [ -n "$demo" ] && kill -TERM -- "-$demo" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$out"
+}
+trap cleanup EXIT
 
-make -s demo >"$out/demo.log" 2>&1 &
+setsid make -s demo >"$out/demo.log" 2>&1 &
+demo=$!
 for _ in $(seq 1 100); do
   grep -q "listen ok" "$out/demo.log" && break
   sleep 0.1

@@ -55,7 +55,7 @@ func (l *logBuffer) lines(words ...string) []string {
 }
 
 // waitLog waits until a line with every word appears.
-func (l *logBuffer) waitLog(t *testing.T, d time.Duration, words ...string) string {
+func (l *logBuffer) waitLog(t testing.TB, d time.Duration, words ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -95,7 +95,7 @@ type runningDaemon struct {
 
 // startDaemon runs ipcd in-process until the test ends and waits for Ready
 // with a keyframe in the main ring.
-func startDaemon(t *testing.T, cfg Config) *runningDaemon {
+func startDaemon(t testing.TB, cfg Config) *runningDaemon {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
@@ -130,7 +130,7 @@ func startDaemon(t *testing.T, cfg Config) *runningDaemon {
 	return rd
 }
 
-func (rd *runningDaemon) rings(t *testing.T) *p2p.Media {
+func (rd *runningDaemon) rings(t testing.TB) *p2p.Media {
 	t.Helper()
 	m := rd.d.media.Load()
 	if m == nil {
@@ -141,7 +141,7 @@ func (rd *runningDaemon) rings(t *testing.T) *p2p.Media {
 
 // waitKeyframes waits until the main ring has appended at least n frames
 // that include a keyframe.
-func (rd *runningDaemon) waitKeyframes(t *testing.T, n uint64) {
+func (rd *runningDaemon) waitKeyframes(t testing.TB, n uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for rd.rings(t).Main.Stats().Appended < n {
@@ -152,7 +152,7 @@ func (rd *runningDaemon) waitKeyframes(t *testing.T, n uint64) {
 	}
 }
 
-func (rd *runningDaemon) sessions(t *testing.T) int {
+func (rd *runningDaemon) sessions(t testing.TB) int {
 	t.Helper()
 	svc := rd.d.svc.Load()
 	if svc == nil {
@@ -163,7 +163,7 @@ func (rd *runningDaemon) sessions(t *testing.T) int {
 	return len(svc.Sessions(ctx))
 }
 
-func newViewer(t *testing.T, broker string) *viewer.Client {
+func newViewer(t testing.TB, broker string) *viewer.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -177,7 +177,7 @@ func newViewer(t *testing.T, broker string) *viewer.Client {
 }
 
 // sourceAUs are the access units the file source appends, in order.
-func sourceAUs(t *testing.T) []media.AccessUnit {
+func sourceAUs(t testing.TB) []media.AccessUnit {
 	t.Helper()
 	aus, err := media.ReadAccessUnits("../../configs/media/main.h264")
 	if err != nil {

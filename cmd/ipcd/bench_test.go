@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/mqtt/mqtttest"
+)
+
+// BenchmarkTTFF measures time to first frame, offer published to the first
+// complete keyframe at the viewer, through the embedded broker over
+// loopback. Run with -benchtime 20x for the 20 sessions of the target.
+func BenchmarkTTFF(b *testing.B) {
+	broker := mqtttest.Embedded(b)
+	startDaemon(b, testConfig(broker))
+	ctx := context.Background()
+	v, err := viewer.NewClient(ctx, viewer.Config{Broker: broker, DevID: testDevID, P2PPassword: testPassword}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	var ttffs []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		res, err := v.Watch(wctx, viewer.WatchOptions{Duration: time.Millisecond})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ttffs = append(ttffs, res.TTFF)
+	}
+	b.StopTimer()
+	slices.Sort(ttffs)
+	pct := func(p float64) float64 {
+		return float64(ttffs[int(p*float64(len(ttffs)-1)+0.5)]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(pct(0.5), "ttff-p50-ms")
+	b.ReportMetric(pct(0.95), "ttff-p95-ms")
+	b.ReportMetric(float64(ttffs[len(ttffs)-1])/float64(time.Millisecond), "ttff-max-ms")
+}
+
+// BenchmarkSessionHeap measures the device's heap per streaming session on a
+// 2 Mbit/s clip. The viewers run in a separate ipcapp process so that only
+// the device's heap is counted.
+func BenchmarkSessionHeap(b *testing.B) {
+	ffmpeg, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		b.Skip("ffmpeg not installed: cannot make the 2 Mbit/s clip")
+	}
+	dir := b.TempDir()
+	clip := filepath.Join(dir, "2mbit.h264")
+	gen := exec.Command(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
+		"-c:v", "libx264", "-profile:v", "baseline", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M",
+		"-x264-params", "keyint=25:min-keyint=25:scenecut=0:repeat-headers=1", "-f", "h264", clip)
+	if out, err := gen.CombinedOutput(); err != nil {
+		b.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	ipcapp := filepath.Join(dir, "ipcapp")
+	if out, err := exec.Command("go", "build", "-o", ipcapp, "../ipcapp").CombinedOutput(); err != nil {
+		b.Fatalf("build ipcapp: %v: %s", err, out)
+	}
+
+	const viewers = 5
+	broker := mqtttest.Embedded(b)
+	cfg := testConfig(broker)
+	cfg.Log.Level = "info"
+	cfg.Media.Sources.Main.Path = clip
+	cfg.Media.MemoryMB = 16
+	rd := startDaemon(b, cfg)
+	time.Sleep(2 * time.Second) // rings full, pion warmed up
+	idle, idleInuse := heapLive()
+
+	b.ResetTimer()
+	for range b.N {
+		cmd := exec.Command(ipcapp, "bench", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
+			"-sessions", "0", "-viewers", "5", "-seconds", "6")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for rd.sessions(b) < viewers {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				b.Fatalf("only %d sessions started", rd.sessions(b))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(3 * time.Second)
+		streaming, streamingInuse := heapLive()
+		if p := os.Getenv("IPCD_BENCH_HEAPPROFILE"); p != "" {
+			f, err := os.Create(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("ipcapp bench: %v", err)
+		}
+		// Live objects after a GC, and the spans holding them (which adds
+		// fragmentation); the first is what a session costs, the second
+		// what the runtime keeps for it.
+		b.ReportMetric(float64(streaming-idle)/viewers/1024, "heap-live-KB/session")
+		b.ReportMetric(float64(streamingInuse-idleInuse)/viewers/1024, "heap-inuse-KB/session")
+		b.ReportMetric(float64(idle)/1024/1024, "heap-idle-MB")
+	}
+}
+
+func heapLive() (alloc, inuse uint64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc, ms.HeapInuse
+}
