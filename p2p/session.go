@@ -59,7 +59,16 @@ type session struct {
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
+	stream := media.StreamMain
+	if offer.StreamType == 1 {
+		if svc.media.Sub != nil {
+			stream = media.StreamSub
+		} else {
+			log.Info("sub stream not configured, sending main")
+		}
+	}
 	return &session{
+		stream:  stream,
 		svc:     svc,
 		id:      h.SessionID,
 		header:  h,
@@ -146,15 +155,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		return CloseCodec, true
 	}
 
-	ring, stream := se.svc.media.Main, media.StreamMain
-	if se.offer.StreamType == 1 {
-		if se.svc.media.Sub != nil {
-			ring, stream = se.svc.media.Sub, media.StreamSub
-		} else {
-			se.log.Info("sub stream not configured, sending main")
-		}
+	ring := se.svc.media.Main
+	if se.stream == media.StreamSub {
+		ring = se.svc.media.Sub
 	}
-	se.stream = stream
 	video, err := newVideoTrack(ring)
 	if err != nil {
 		se.log.Warn("video track", "err", err)

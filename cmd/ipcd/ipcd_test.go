@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
@@ -395,5 +397,53 @@ func TestDemoConfig(t *testing.T) {
 	}
 	if codec != "h264" || w != 640 || h != 360 || n < 100 {
 		t.Fatalf("ffprobe: %s %dx%d %d frames", codec, w, h, n)
+	}
+}
+
+// TestLivenessTimeout: an offer whose peer never connects holds its slot only
+// for stream.liveness_timeout, then gets close reason 8.
+func TestLivenessTimeout(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := testConfig(broker)
+	cfg.Stream.LivenessTimeout = 2 * time.Second
+	cfg.Stream.MaxClients = 1
+	rd := startDaemon(t, cfg)
+	v := newViewer(t, broker)
+
+	// A real offer from a peer that then goes silent: it never sends a
+	// candidate, so the device can never reach it.
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := p2p.Header{Type: p2p.TypeOffer, From: v.From(), To: testDevID, SessionID: "silent-peer"}
+	start := time.Now()
+	if err := v.Publish302(h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: offer.SDP,
+		Auth: p2p.SignAuth(testPassword, testDevID, v.From(), time.Now().Add(time.Hour).Unix())}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the session to start", func() bool { return rd.sessions(t) == 1 })
+	rd.log.waitLog(t, 5*time.Second, "Send MQTT Msg.P:302", "type=disconnect", "sessionid=silent-peer")
+	elapsed := time.Since(start)
+	if elapsed < 2*time.Second || elapsed > 4*time.Second {
+		t.Fatalf("silent session closed after %s, want about the 2 s liveness timeout", elapsed)
+	}
+	rd.log.waitLog(t, time.Second, "session timeout", "session=silent-peer")
+	waitFor(t, time.Second, "the slot to be freed", func() bool { return rd.sessions(t) == 0 })
+
+	// The freed slot serves the next viewer.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := v.Watch(ctx, viewer.WatchOptions{Duration: 200 * time.Millisecond}); err != nil {
+		t.Fatalf("after the timeout: %v", err)
 	}
 }
