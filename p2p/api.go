@@ -17,6 +17,7 @@ import (
 const (
 	ptH264Baseline            = 96
 	ptH264ConstrainedBaseline = 97
+	ptH265                    = 98
 	ptPCMU                    = 0
 	ptPCMA                    = 8
 )
@@ -27,6 +28,8 @@ const (
 const (
 	fmtpH264ConstrainedBaseline = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
 	fmtpH264Baseline            = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"
+	// Main profile, main tier; pion matches profile-id and tier-flag only.
+	fmtpH265 = "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST"
 )
 
 // newAPI builds the one pion API the service uses for every session. The
@@ -45,6 +48,9 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
 			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264Baseline, RTCPFeedback: videoFB,
 		}, PayloadType: ptH264Baseline}, webrtc.RTPCodecTypeVideo},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: fmtpH265, RTCPFeedback: videoFB,
+		}, PayloadType: ptH265}, webrtc.RTPCodecTypeVideo},
 		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
 			MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1,
 		}, PayloadType: ptPCMU}, webrtc.RTPCodecTypeAudio},

@@ -18,20 +18,25 @@ import (
 // rtpMTU leaves room for SRTP, UDP, IP and TURN overhead under 1500 bytes.
 const rtpMTU = 1200
 
-func newVideoTrack(r *media.Ring) (*webrtc.TrackLocalStaticRTP, error) {
-	switch c := r.Codec(); c {
+var errUnsupportedCodec = errors.New("unsupported codec")
+
+func newVideoTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
+	switch c {
 	case media.CodecH264:
 		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
 			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline,
 		}, "video", "ipcd")
-	default:
-		return nil, fmt.Errorf("video codec %s: %w", c, errUnsupportedCodec)
+	case media.CodecH265:
+		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: fmtpH265,
+		}, "video", "ipcd")
 	}
+	return nil, fmt.Errorf("video codec %s: %w", c, errUnsupportedCodec)
 }
 
-func newAudioTrack(r *media.Ring) (*webrtc.TrackLocalStaticRTP, error) {
+func newAudioTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
 	var mime string
-	switch c := r.Codec(); c {
+	switch c {
 	case media.CodecPCMU:
 		mime = webrtc.MimeTypePCMU
 	case media.CodecPCMA:
@@ -42,7 +47,15 @@ func newAudioTrack(r *media.Ring) (*webrtc.TrackLocalStaticRTP, error) {
 	return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 8000, Channels: 1}, "audio", "ipcd")
 }
 
-var errUnsupportedCodec = errors.New("unsupported codec")
+func newPayloader(c media.Codec) rtp.Payloader {
+	switch c {
+	case media.CodecH265:
+		return &codecs.H265Payloader{}
+	case media.CodecPCMU, media.CodecPCMA:
+		return &codecs.G711Payloader{}
+	}
+	return &codecs.H264Payloader{}
+}
 
 // packetizer turns frames into RTP packets whose timestamps come from the
 // frame PTS, so a session that skips ahead keeps a true media clock.
@@ -52,13 +65,29 @@ type packetizer struct {
 	seq       uint16
 	tsBase    uint32
 	pkt       rtp.Packet
+	// last frame sent, to keep the clock going forward across a stream
+	// switch: the new stream's PTS has its own origin.
+	lastTS   uint32
+	lastWall int64
+	sent     bool
 }
 
 func newPacketizer(p rtp.Payloader, clockRate int64) *packetizer {
 	return &packetizer{payloader: p, clockRate: clockRate, seq: uint16(rand.Uint32()), tsBase: rand.Uint32()}
 }
 
-// write sends one frame on the track and returns its payload size.
+// rebase makes f's timestamp follow the last frame sent by the wall-clock
+// distance between them; used for the first frame after a stream switch.
+func (p *packetizer) rebase(f media.Frame) {
+	if !p.sent {
+		return
+	}
+	gap := max(f.Timestamp-p.lastWall, 1)
+	want := p.lastTS + uint32(gap*p.clockRate/1000)
+	p.tsBase = want - uint32(f.PTS*p.clockRate/1_000_000)
+}
+
+// write sends one frame on the track.
 func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
 	payloads := p.payloader.Payload(rtpMTU, f.Payload)
@@ -76,17 +105,36 @@ func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
 			firstErr = err
 		}
 	}
+	p.lastTS, p.lastWall, p.sent = ts, f.Timestamp, true
 	return firstErr
 }
 
 // sendMedia streams from the latest keyframe on, with audio starting at the
-// same instant, until ctx ends.
+// same instant, until ctx ends. A stream switch takes effect at the new
+// stream's first keyframe after the last frame sent, so the viewer never
+// gets a frame of the old stream after one of the new.
 func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, video, audio *webrtc.TrackLocalStaticRTP) {
 	rd := ring.NewReader()
-	defer rd.Close()
-	vp := newPacketizer(&codecs.H264Payloader{}, 90000)
+	defer func() { rd.Close() }()
+	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	first := true
+	var lastWall int64
 	for {
+		select {
+		case s := <-se.switchc:
+			next := se.svc.media.ring(s)
+			if next == nil || next == ring {
+				break
+			}
+			rd.Close()
+			ring = next
+			rd = ring.NewReaderAt(lastWall + 1)
+			vp.payloader = newPayloader(ring.Codec())
+			se.stream.Store(uint32(s))
+			se.log.Info("stream switch", "stream", s.String(), "at_keyframe_after_ms", lastWall)
+			first = true
+		default:
+		}
 		f, skipped, err := rd.Next(ctx)
 		if err != nil {
 			return
@@ -95,31 +143,39 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.skipped.Add(uint64(skipped))
 			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
 		}
+		if first {
+			vp.rebase(f)
+		}
 		if err := vp.write(video, f); err != nil {
 			se.log.Debug("write video", "err", err)
 		}
+		lastWall = f.Timestamp
 		se.videoFrames.Add(1)
 		se.videoBytes.Add(uint64(len(f.Payload)))
-		if first {
-			first = false
-			ttff := time.Since(se.created)
-			se.ttff.Store(int64(ttff))
-			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
-			if audio != nil {
-				ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer ard.Close()
-					se.sendAudio(ctx, ard, audio)
-				}()
-			}
+		if !first {
+			continue
+		}
+		first = false
+		if se.ttff.Load() != 0 {
+			continue
+		}
+		ttff := time.Since(se.created)
+		se.ttff.Store(int64(ttff))
+		se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
+		if audio != nil {
+			ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer ard.Close()
+				se.sendAudio(ctx, ard, audio)
+			}()
 		}
 	}
 }
 
 func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrtc.TrackLocalStaticRTP) {
-	ap := newPacketizer(&codecs.G711Payloader{}, 8000)
+	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
 	for {
 		f, skipped, err := rd.Next(ctx)
 		if err != nil {

@@ -75,7 +75,7 @@ type Service struct {
 	log   *slog.Logger
 	api   *webrtc.API
 
-	inbox   chan json.RawMessage
+	inbox   chan inbound
 	ended   chan *session
 	queries chan chan []SessionStats
 	dropped atomic.Uint64
@@ -103,17 +103,28 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		pub:     pub,
 		log:     log,
 		api:     api,
-		inbox:   make(chan json.RawMessage, cfg.QueueSize),
+		inbox:   make(chan inbound, cfg.QueueSize),
 		ended:   make(chan *session),
 		queries: make(chan chan []SessionStats),
 	}, nil
 }
 
+// inbound is a message for the service loop.
+type inbound struct {
+	protocol int
+	data     json.RawMessage
+}
+
 // Deliver queues the data of a 302 envelope for the service. It never blocks;
 // it returns false when the queue is full and the message was dropped.
-func (s *Service) Deliver(data json.RawMessage) bool {
+func (s *Service) Deliver(data json.RawMessage) bool { return s.enqueue(Protocol, data) }
+
+// DeliverControl queues the data of a 312 envelope, like Deliver.
+func (s *Service) DeliverControl(data json.RawMessage) bool { return s.enqueue(ControlProtocol, data) }
+
+func (s *Service) enqueue(protocol int, data json.RawMessage) bool {
 	select {
-	case s.inbox <- data:
+	case s.inbox <- inbound{protocol, data}:
 		return true
 	default:
 		s.dropped.Add(1)
@@ -167,8 +178,12 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 			return nil
 
-		case data := <-s.inbox:
-			s.handle(ctx, sessions, data)
+		case in := <-s.inbox:
+			if in.protocol == ControlProtocol {
+				s.control(sessions, in.data)
+			} else {
+				s.handle(ctx, sessions, in.data)
+			}
 
 		case se := <-s.ended:
 			if sessions[se.id] == se {
@@ -195,13 +210,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) handle(ctx context.Context, sessions map[string]*session, data json.RawMessage) {
 	m, err := DecodeMessage(data)
 	if err != nil {
-		rule := "malformed"
-		if errors.Is(err, ErrMissingField) {
-			rule = "missing_field"
-		} else if errors.Is(err, ErrUnknownType) {
-			rule = "unknown_type"
-		}
-		s.log.Warn("drop 302 message", "rule", rule, "err", err)
+		s.log.Warn("drop 302 message", "rule", ruleOf(err), "err", err)
 		return
 	}
 	h := m.Header
@@ -254,6 +263,17 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 	}
 }
 
+// ruleOf names the input rule a decode error broke, for the warn log.
+func ruleOf(err error) string {
+	switch {
+	case errors.Is(err, ErrMissingField):
+		return "missing_field"
+	case errors.Is(err, ErrUnknownType):
+		return "unknown_type"
+	}
+	return "malformed"
+}
+
 func authReason(err error) string {
 	switch {
 	case errors.Is(err, ErrAuthMalformed):
@@ -270,16 +290,19 @@ func (s *Service) refuse(h Header, r CloseReason) {
 	s.send(h.Reply(TypeDisconnect), Disconnect{Mode: ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
 }
 
-// send publishes one 302 message. Failures are logged: signaling is best
-// effort and the app retries.
-func (s *Service) send(h Header, msg any) {
-	s.log.Debug("Send MQTT Msg.P:302", "type", h.Type, "sessionid", h.SessionID)
+// send publishes one 302 message.
+func (s *Service) send(h Header, msg any) { s.publish(Protocol, h, msg) }
+
+// publish sends a message with a header. Failures are logged: signaling is
+// best effort and the app retries.
+func (s *Service) publish(protocol int, h Header, msg any) {
+	s.log.Debug(fmt.Sprintf("Send MQTT Msg.P:%d", protocol), "type", h.Type, "sessionid", h.SessionID)
 	raw, err := json.Marshal(msg)
 	if err != nil {
-		s.log.Error("encode 302 message", "type", h.Type, "err", err)
+		s.log.Error("encode message", "protocol", protocol, "type", h.Type, "err", err)
 		return
 	}
-	if err := s.pub.Publish(Protocol, Message{Header: h, Msg: raw}); err != nil {
-		s.log.Warn("publish 302 message", "type", h.Type, "sessionid", h.SessionID, "err", err)
+	if err := s.pub.Publish(protocol, Message{Header: h, Msg: raw}); err != nil {
+		s.log.Warn("publish message", "protocol", protocol, "type", h.Type, "sessionid", h.SessionID, "err", err)
 	}
 }

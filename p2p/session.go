@@ -46,7 +46,8 @@ type session struct {
 	stopc  chan CloseReason
 	reason atomic.Int32
 
-	stream      media.Stream
+	stream      atomic.Uint32 // media.Stream being sent
+	switchc     chan media.Stream
 	pc          atomic.Pointer[webrtc.PeerConnection]
 	ice         atomic.Pointer[webrtc.ICETransport]
 	candType    atomic.Pointer[string]
@@ -59,16 +60,8 @@ type session struct {
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
-	stream := media.StreamMain
-	if offer.StreamType == 1 {
-		if svc.media.Sub != nil {
-			stream = media.StreamSub
-		} else {
-			log.Info("sub stream not configured, sending main")
-		}
-	}
 	return &session{
-		stream:  stream,
+		switchc: make(chan media.Stream, 1),
 		svc:     svc,
 		id:      h.SessionID,
 		header:  h,
@@ -155,11 +148,27 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		return CloseCodec, true
 	}
 
-	ring := se.svc.media.Main
-	if se.stream == media.StreamSub {
-		ring = se.svc.media.Sub
+	offered, err := parseOffered(se.offer.SDP)
+	if err != nil {
+		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
+		return CloseCodec, true
 	}
-	video, err := newVideoTrack(ring)
+	want := media.StreamMain
+	if se.offer.StreamType == 1 {
+		want = media.StreamSub
+	}
+	stream, ring := pickStream(want, se.svc.media, offered)
+	if ring == nil {
+		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
+			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub))
+		return CloseCodec, true
+	}
+	if stream != want {
+		se.log.Info("stream fallback: the offer lacks the codec of the stream asked for",
+			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
+	}
+	se.stream.Store(uint32(stream))
+	video, err := newVideoTrack(ring.Codec())
 	if err != nil {
 		se.log.Warn("video track", "err", err)
 		return CloseCodec, true
@@ -171,8 +180,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	}
 	drainRTCP(wg, vsender)
 	var audio *webrtc.TrackLocalStaticRTP
-	if ar := se.svc.media.Audio; ar != nil {
-		if audio, err = newAudioTrack(ar); err != nil {
+	if ar := se.svc.media.Audio; ar != nil && !offered.audio[ar.Codec()] {
+		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
+	} else if ar != nil {
+		if audio, err = newAudioTrack(ar.Codec()); err != nil {
 			se.log.Warn("audio track", "err", err)
 			return CloseCodec, true
 		}
@@ -312,7 +323,7 @@ func (se *session) stats() SessionStats {
 	st := SessionStats{
 		ID:          se.id,
 		From:        se.header.From,
-		Stream:      se.stream,
+		Stream:      media.Stream(se.stream.Load()),
 		VideoFrames: se.videoFrames.Load(),
 		VideoBytes:  se.videoBytes.Load(),
 		AudioFrames: se.audioFrames.Load(),
@@ -331,6 +342,28 @@ func (se *session) stats() SessionStats {
 		}
 	}
 	return st
+}
+
+// switchStream asks the sender to move to another stream at its next
+// keyframe. The caller has checked that the codec is the same.
+func (se *session) switchStream(s media.Stream) {
+	select {
+	case se.switchc <- s:
+	default:
+		// A switch is already pending; the newest request wins.
+		select {
+		case <-se.switchc:
+		default:
+		}
+		se.switchc <- s
+	}
+}
+
+func codecOf(r *media.Ring) string {
+	if r == nil {
+		return "none"
+	}
+	return r.Codec().String()
 }
 
 func (se *session) logCounts() {

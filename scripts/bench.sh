@@ -4,11 +4,12 @@
 # fails only when a session fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-port=${IPCD_BENCH_PORT:-18840}
+port=${BENCH_PORT:-18840}
 out=$(mktemp -d)
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  [ -n "${BENCH_KEEP:-}" ] && cp "$out/ipcd.log" /tmp/bench-ipcd.log
   rm -rf "$out"
 }
 trap cleanup EXIT

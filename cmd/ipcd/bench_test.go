@@ -97,7 +97,7 @@ func BenchmarkSessionHeap(b *testing.B) {
 		}
 		time.Sleep(3 * time.Second)
 		streaming, streamingInuse := heapLive()
-		if p := os.Getenv("IPCD_BENCH_HEAPPROFILE"); p != "" {
+		if p := os.Getenv("BENCH_HEAPPROFILE"); p != "" {
 			f, err := os.Create(p)
 			if err != nil {
 				b.Fatal(err)

@@ -72,18 +72,22 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
-	client.Route(p2p.Protocol, d.deliver302)
+	client.Route(p2p.Protocol, func(data json.RawMessage) bool { return d.deliver(p2p.Protocol, data) })
+	client.Route(p2p.ControlProtocol, func(data json.RawMessage) bool { return d.deliver(p2p.ControlProtocol, data) })
 	d.client = client
 	return d, nil
 }
 
-// deliver302 hands signaling to the running service. Outside Ready offers
-// get no answer (SPEC §3).
-func (d *daemon) deliver302(data json.RawMessage) bool {
+// deliver hands signaling and live control to the running service. Outside
+// Ready offers get no answer (SPEC §3).
+func (d *daemon) deliver(protocol int, data json.RawMessage) bool {
 	svc := d.svc.Load()
 	if svc == nil {
-		d.log.Warn("drop 302 message", "rule", "not_ready", "state", d.machine.State().String())
+		d.log.Warn("drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
 		return true
+	}
+	if protocol == p2p.ControlProtocol {
+		return svc.DeliverControl(data)
 	}
 	return svc.Deliver(data)
 }

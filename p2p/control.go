@@ -1,0 +1,117 @@
+package p2p
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/ipcd/ipcd/media"
+)
+
+// ControlProtocol is the MQTT protocol number of live control (SPEC §5.4).
+const ControlProtocol = 312
+
+// Control types carried in Header.Type of a 312 message.
+const (
+	ControlResolution = "resolution"
+	ControlSpeaker    = "speaker"
+)
+
+// ControlCmd is the msg of a 312 request.
+type ControlCmd struct {
+	CmdValue *int `json:"cmdValue"`
+}
+
+// ControlResult is the msg of a 312 reply: ResCode 0 is done.
+type ControlResult struct {
+	ResCode int    `json:"resCode"`
+	Message string `json:"message,omitempty"`
+}
+
+// Result codes of 312 replies.
+const (
+	ResOK            = 0
+	ResBadRequest    = 1
+	ResNoSuchSession = 2
+	ResNoStream      = 3
+	ResCodecMismatch = 4
+	ResUnsupported   = 5
+)
+
+// DecodeControl decodes a 312 message: the header as in 302 and a cmdValue.
+func DecodeControl(data []byte) (Header, int, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Header{}, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	h := m.Header
+	for _, f := range []struct{ name, v string }{
+		{"header.type", h.Type}, {"header.from", h.From}, {"header.to", h.To}, {"header.sessionid", h.SessionID},
+	} {
+		if f.v == "" {
+			return h, 0, fmt.Errorf("%w: %s", ErrMissingField, f.name)
+		}
+	}
+	var c ControlCmd
+	if err := decodeMsg(m.Msg, &c); err != nil {
+		return h, 0, err
+	}
+	if c.CmdValue == nil {
+		return h, 0, fmt.Errorf("%w: msg.cmdValue", ErrMissingField)
+	}
+	return h, *c.CmdValue, nil
+}
+
+// control serves one 312 request in the service loop and replies to it.
+func (s *Service) control(sessions map[string]*session, data []byte) {
+	h, v, err := DecodeControl(data)
+	if err != nil {
+		s.log.Warn("drop 312 message", "rule", ruleOf(err), "err", err)
+		return
+	}
+	log := s.log.With("session", h.SessionID, "from", h.From)
+	if h.To != s.cfg.DevID {
+		log.Warn("drop 312 message", "rule", "to_not_this_device", "to", h.To)
+		return
+	}
+	reply := func(code int, msg string) {
+		if code != ResOK {
+			log.Warn("312 refused", "type", h.Type, "cmdValue", v, "resCode", code, "reason", msg)
+		}
+		s.publish(ControlProtocol, h.Reply(h.Type), ControlResult{ResCode: code, Message: msg})
+	}
+	se := sessions[h.SessionID]
+	if se == nil || se.header.From != h.From {
+		reply(ResNoSuchSession, "no such session")
+		return
+	}
+	switch h.Type {
+	case ControlResolution:
+		var want media.Stream
+		switch v {
+		case 0:
+			want = media.StreamMain
+		case 1:
+			want = media.StreamSub
+		default:
+			reply(ResBadRequest, fmt.Sprintf("cmdValue %d: want 0 (main) or 1 (sub)", v))
+			return
+		}
+		target := s.media.ring(want)
+		if target == nil {
+			reply(ResNoStream, want.String()+" stream not configured")
+			return
+		}
+		cur := s.media.ring(media.Stream(se.stream.Load()))
+		if cur != nil && cur.Codec() != target.Codec() {
+			reply(ResCodecMismatch, fmt.Sprintf("%s stream is %s, session sends %s: switching needs a new session", want, target.Codec(), cur.Codec()))
+			return
+		}
+		se.switchStream(want)
+		log.Info("312 resolution", "stream", want.String())
+		reply(ResOK, "")
+	case ControlSpeaker:
+		reply(ResUnsupported, "talkback is not supported by this device")
+	default:
+		reply(ResBadRequest, "unknown type "+h.Type)
+	}
+}
