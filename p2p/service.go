@@ -34,7 +34,17 @@ type Config struct {
 	QueueSize int
 	// Now is the clock used for auth; nil means time.Now.
 	Now func() time.Time
+	// Budget, when set, is the media memory budget; every session reserves
+	// SessionCost bytes of it and is refused with close reason 14 when they
+	// are not there.
+	Budget *media.Budget
 }
+
+// SessionCost is what a session is charged against the media memory
+// budget: its retransmission history of nackBuffer packets of at most one
+// MTU. It dominates a session's own memory; the frames it sends are the
+// ring's and are not copied.
+func SessionCost(nackBuffer int) int { return nackBuffer * rtpMTU }
 
 func (c *Config) setDefaults() {
 	if c.MaxClients == 0 {
@@ -175,6 +185,7 @@ func (s *Service) Run(ctx context.Context) error {
 			for len(sessions) > 0 {
 				se := <-s.ended
 				delete(sessions, se.id)
+				s.release()
 			}
 			return nil
 
@@ -189,6 +200,7 @@ func (s *Service) Run(ctx context.Context) error {
 			if sessions[se.id] == se {
 				delete(sessions, se.id)
 			}
+			s.release()
 			s.log.Info("session ended", "session", se.id, "reason", se.closeReason().String(), "sessions", len(sessions))
 
 		case reply := <-s.queries:
@@ -242,6 +254,12 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 			s.refuse(h, CloseBusy)
 			return
 		}
+		if b := s.cfg.Budget; b != nil && !b.Reserve(SessionCost(s.cfg.NACKBuffer)) {
+			log.Warn("alloc resource failed", "reason", "media memory budget exhausted",
+				"needed", SessionCost(s.cfg.NACKBuffer), "available", b.Available(), "sessions", len(sessions))
+			s.refuse(h, CloseNoMemory)
+			return
+		}
 		se = newSession(s, h, offer, log)
 		sessions[h.SessionID] = se
 		log.Info("session start", "stream_type", offer.StreamType, "sessions", len(sessions))
@@ -260,6 +278,13 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 
 	default:
 		log.Warn("drop 302 message", "rule", "unexpected_type", "type", h.Type)
+	}
+}
+
+// release returns an ended session's share of the memory budget.
+func (s *Service) release() {
+	if s.cfg.Budget != nil {
+		s.cfg.Budget.Release(SessionCost(s.cfg.NACKBuffer))
 	}
 }
 

@@ -174,7 +174,7 @@ func (d *daemon) Run(ctx context.Context) error {
 // and runs them until ctx ends; the returned channel closes when all of them
 // have exited.
 func (d *daemon) startMedia(ctx context.Context) (chan struct{}, error) {
-	m, sources, err := buildMedia(d.cfg.Media, d.log)
+	m, sources, budget, err := buildMedia(d.cfg.Media, d.cfg.Stream, d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +189,7 @@ func (d *daemon) startMedia(ctx context.Context) (chan struct{}, error) {
 		NetworkInterfaces:  d.cfg.Stream.NetworkInterfaces,
 		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
 		QueueSize:          d.cfg.MQTT.QueueSize,
+		Budget:             budget,
 	}, m, d.client, d.log)
 	if err != nil {
 		return nil, err
@@ -233,17 +234,21 @@ type runner interface {
 }
 
 // buildMedia makes one ring per configured stream and the source that feeds
-// it. The memory budget is split over the rings in proportion to their
-// expected bitrate.
-func buildMedia(c MediaConfig, log *slog.Logger) (p2p.Media, []runner, error) {
+// it, within the media memory budget: every one of max_clients sessions is
+// reserved its retransmission history, and the rings share the rest (at
+// least half of the budget) in proportion to their expected bitrate. With a
+// budget too small for max_clients sessions, the sessions that do not fit
+// are refused with close reason 14.
+func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []runner, *media.Budget, error) {
 	var m p2p.Media
 	var sources []runner
-	budget := c.MemoryMB << 20
+	budget := media.NewBudget(c.MemoryMB << 20)
+	ringBytes := max(budget.Total()-s.MaxClients*p2p.SessionCost(s.NACKBuffer), budget.Total()/2)
 	type spec struct {
 		name   string
 		stream media.Stream
 		src    SourceConfig
-		share  int // of 16
+		share  int
 		ring   **media.Ring
 	}
 	specs := []spec{
@@ -251,39 +256,49 @@ func buildMedia(c MediaConfig, log *slog.Logger) (p2p.Media, []runner, error) {
 		{"sub", media.StreamSub, c.Sources.Sub, 3, &m.Sub},
 		{"audio", media.StreamAudio, c.Sources.Audio, 1, &m.Audio},
 	}
-	for _, s := range specs {
-		if s.src.Type == "none" || s.src.Type == "" {
+	shares := 0
+	for _, sp := range specs {
+		if sp.src.Type != "none" && sp.src.Type != "" {
+			shares += sp.share
+		}
+	}
+	for _, sp := range specs {
+		if sp.src.Type == "none" || sp.src.Type == "" {
 			continue
 		}
-		codec, err := media.ParseCodec(s.src.ResolvedCodec(s.stream != media.StreamAudio))
+		codec, err := media.ParseCodec(sp.src.ResolvedCodec(sp.stream != media.StreamAudio))
 		if err != nil {
-			return m, nil, fmt.Errorf("media.sources.%s.codec: %w", s.name, err)
+			return m, nil, nil, fmt.Errorf("media.sources.%s.codec: %w", sp.name, err)
 		}
-		fps := s.src.FPS
-		if s.stream == media.StreamAudio {
+		fps := sp.src.FPS
+		if sp.stream == media.StreamAudio {
 			fps = 25 // 40 ms frames
 		}
-		ring, err := media.NewRing(media.RingConfig{
-			Stream:    s.stream,
-			Codec:     codec,
-			MaxBytes:  budget * s.share / 16,
-			MaxFrames: max(64, fps*c.BufferSeconds),
-		}, log.With("component", "ring", "stream", s.name))
-		if err != nil {
-			return m, nil, fmt.Errorf("media.sources.%s: %w", s.name, err)
+		size := ringBytes * sp.share / shares
+		if !budget.Reserve(size) {
+			return m, nil, nil, fmt.Errorf("media.memory_mb: no room for the %s ring", sp.name)
 		}
-		switch s.src.Type {
+		ring, err := media.NewRing(media.RingConfig{
+			Stream:    sp.stream,
+			Codec:     codec,
+			MaxBytes:  size,
+			MaxFrames: max(64, fps*c.BufferSeconds),
+		}, log.With("component", "ring", "stream", sp.name))
+		if err != nil {
+			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
+		}
+		switch sp.src.Type {
 		case "file":
-			src, err := media.NewFileSource(media.FileSourceConfig{Path: s.src.Path, Codec: codec, FPS: s.src.FPS, Loop: s.src.Loop}, ring,
-				log.With("component", "source", "stream", s.name))
+			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring,
+				log.With("component", "source", "stream", sp.name))
 			if err != nil {
-				return m, nil, fmt.Errorf("media.sources.%s: %w", s.name, err)
+				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
 			sources = append(sources, src)
 		default:
-			return m, nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", s.name, s.src.Type)
+			return m, nil, nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", sp.name, sp.src.Type)
 		}
-		*s.ring = ring
+		*sp.ring = ring
 	}
-	return m, sources, nil
+	return m, sources, budget, nil
 }
