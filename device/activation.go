@@ -10,6 +10,12 @@ type Activation struct {
 	DevID       string `json:"dev_id"`
 	LocalKey    string `json:"local_key"`
 	P2PPassword string `json:"p2p_password"`
+	// UID is the owner; informational.
+	UID string `json:"uid,omitempty"`
+	// MQTTUsername and MQTTPassword are the broker credentials the
+	// activation gave; empty keeps the configured ones.
+	MQTTUsername string `json:"mqtt_username,omitempty"`
+	MQTTPassword string `json:"mqtt_password,omitempty"`
 }
 
 // Validate checks the fields an activation must have.
