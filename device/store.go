@@ -54,13 +54,16 @@ type Store struct {
 
 // OpenStore prepares the store at path: it creates the directory (0700) when
 // missing and removes scratch files a crash may have left. It reads nothing;
-// call Load.
+// call Load. A nil logger discards.
 func OpenStore(path string, log *slog.Logger) (*Store, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: empty", ErrStorePath)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("%w: %s is a directory", ErrStorePath, path)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
 		log:  log.With("component", "store", "path", path),

@@ -27,7 +27,8 @@ const (
 type FileSourceConfig struct {
 	Path string
 	// Codec of the file; when unknown it is derived from the extension:
-	// .h264 .264 (H.264 Annex-B), .pcmu .ulaw, .pcma .alaw (raw G.711, 8 kHz mono).
+	// .h264 .264 (H.264 Annex-B), .h265 .265 .hevc (H.265 Annex-B),
+	// .pcmu .ulaw, .pcma .alaw (raw G.711, 8 kHz mono).
 	Codec Codec
 	FPS   int // video frame rate; 0 means 25. Audio is always 40 ms frames.
 	Loop  bool
@@ -61,6 +62,9 @@ func NewFileSource(cfg FileSourceConfig, ring *Ring, log *slog.Logger) (*FileSou
 	switch {
 	case codec.IsVideo() && !ring.Stream().IsVideo(), codec.IsAudio() && ring.Stream() != StreamAudio:
 		return nil, fmt.Errorf("%w: %s file %s for the %s ring", ErrWrongStream, codec, cfg.Path, ring.Stream())
+	case ring.Codec() != CodecUnknown && codec != ring.Codec():
+		// Sessions negotiate the ring's codec, so a mismatch would stream nothing.
+		return nil, fmt.Errorf("%w: %s file %s for the %s ring of %s", ErrKindMismatch, codec, cfg.Path, ring.Stream(), ring.Codec())
 	case cfg.FPS < 0 || cfg.FPS > maxFileFPS:
 		return nil, fmt.Errorf("%w: fps %d must be in 0..%d", ErrFileSourceConfig, cfg.FPS, maxFileFPS)
 	}
@@ -86,9 +90,9 @@ func NewFileSource(cfg FileSourceConfig, ring *Ring, log *slog.Logger) (*FileSou
 }
 
 // ReadAccessUnits returns exactly the frames a FileSource appends for path,
-// with the codec taken from the extension: normalised H.264 access units
-// starting at the first keyframe that carries SPS and PPS, or 320-byte G.711
-// frames (Key false) without the trailing partial frame.
+// with the codec taken from the extension: normalised H.264 or H.265 access
+// units starting at the first keyframe that carries its parameter sets, or
+// 320-byte G.711 frames (Key false) without the trailing partial frame.
 func ReadAccessUnits(path string) ([]AccessUnit, error) {
 	codec, err := codecFromExt(path)
 	if err != nil {
@@ -101,16 +105,18 @@ func codecFromExt(path string) (Codec, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".h264", ".264":
 		return CodecH264, nil
+	case ".h265", ".265", ".hevc":
+		return CodecH265, nil
 	case ".pcmu", ".ulaw":
 		return CodecPCMU, nil
 	case ".pcma", ".alaw":
 		return CodecPCMA, nil
 	}
-	return CodecUnknown, fmt.Errorf("%w: %s (want .h264 .264 .pcmu .ulaw .pcma .alaw)", ErrUnsupportedFile, path)
+	return CodecUnknown, fmt.Errorf("%w: %s (want .h264 .264 .h265 .265 .hevc .pcmu .ulaw .pcma .alaw)", ErrUnsupportedFile, path)
 }
 
 func readUnits(path string, codec Codec) ([]AccessUnit, error) {
-	if codec != CodecH264 && !codec.IsAudio() {
+	if !codec.IsVideo() && !codec.IsAudio() {
 		return nil, fmt.Errorf("%w: %s files are not supported: %s", ErrUnsupportedFile, codec, path)
 	}
 	st, err := os.Stat(path)
@@ -139,14 +145,18 @@ func readUnits(path string, codec Codec) ([]AccessUnit, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrEmptyFile, path)
 	}
-	units, err := SplitAccessUnitsH264(data)
+	split, hasPS := SplitAccessUnitsH264, H264HasParameterSets
+	if codec == CodecH265 {
+		split, hasPS = SplitAccessUnitsH265, H265HasParameterSets
+	}
+	units, err := split(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	// Pictures before the first decodable keyframe would reach no reader
 	// (readers start at keyframes) and would break decoding when the file loops.
 	for i, au := range units {
-		if au.Key && H264HasParameterSets(au.Payload) {
+		if au.Key && hasPS(au.Payload) {
 			return units[i:], nil
 		}
 	}

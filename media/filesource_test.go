@@ -15,7 +15,10 @@ import (
 	"github.com/ipcd/ipcd/media"
 )
 
-const sampleAudio = "../configs/media/audio.pcmu"
+const (
+	sampleAudio   = "../configs/media/audio.pcmu"
+	sampleSubH264 = "../configs/media/sub.h264"
+)
 
 func writeTemp(t *testing.T, name string, data []byte) string {
 	t.Helper()
@@ -60,6 +63,80 @@ func TestReadAccessUnitsSampleMedia(t *testing.T) {
 	}
 }
 
+func TestReadAccessUnitsSampleH265(t *testing.T) {
+	aus, err := media.ReadAccessUnits(sampleH265)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for _, au := range aus {
+		if au.Key {
+			keys++
+		}
+	}
+	if len(aus) != 250 || keys != 10 || !aus[0].Key || !media.H265HasParameterSets(aus[0].Payload) {
+		t.Errorf("main.h265: %d access units, %d keyframes, first key %v; want 250, 10, true with VPS/SPS/PPS", len(aus), keys, aus[0].Key)
+	}
+	sub, err := media.ReadAccessUnits(sampleSubH264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sub) != 250 || !sub[0].Key || !sub[25].Key || sub[24].Key {
+		t.Errorf("sub.h264: %d access units, want 250 with a keyframe every 25", len(sub))
+	}
+}
+
+func TestReadAccessUnitsSkipsToFirstDecodableKeyframeH265(t *testing.T) {
+	const trail = "\x02\x01\xd0\x01"
+	p := writeTemp(t, "cut.hevc", annexB(trail, nalH5IDR, trail, nalH5VPS, nalH5SPS, nalH5PPS, nalH5IDR, trail, nalH5IDR))
+	aus, err := media.ReadAccessUnits(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{annexB(nalH5VPS, nalH5SPS, nalH5PPS, nalH5IDR), annexB(trail), annexB(nalH5VPS, nalH5SPS, nalH5PPS, nalH5IDR)}
+	if len(aus) != len(want) {
+		t.Fatalf("got %d access units, want %d", len(aus), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(aus[i].Payload, want[i]) {
+			t.Errorf("AU %d = %x, want %x", i, aus[i].Payload, want[i])
+		}
+	}
+}
+
+func TestFileSourceH265(t *testing.T) {
+	checkNoLeak(t)
+	want, err := media.ReadAccessUnits(sampleH265)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH265, MaxBytes: 4 << 20, MaxFrames: 300})
+	rd := r.NewReader()
+	defer rd.Close()
+	s, err := media.NewFileSource(media.FileSourceConfig{Path: sampleH265, FPS: 240}, r, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Codec() != media.CodecH265 {
+		t.Errorf("codec %s, want H265 from the extension", s.Codec())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runSource(t, ctx, s)
+	for i := range 30 {
+		f, skipped := next(t, rd)
+		if skipped != 0 || f.Codec != media.CodecH265 || !bytes.Equal(f.Payload, want[i].Payload) || (f.Kind == media.KindI) != want[i].Key {
+			t.Fatalf("frame %d (%s %s, skipped %d) is not access unit %d of the file", i, f.Codec, f.Kind, skipped, i)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil when ctx ends", err)
+	}
+	if st := r.Stats(); st.Rejected.Total() != 0 {
+		t.Errorf("ring rejected %+v", st.Rejected)
+	}
+}
+
 func TestReadAccessUnitsSkipsToFirstDecodableKeyframe(t *testing.T) {
 	p := writeTemp(t, "cut.264", annexB(nalP, nalIDR, nalP, nalSPS, nalPPS, nalIDR, nalP, nalIDR))
 	aus, err := media.ReadAccessUnits(p)
@@ -80,6 +157,7 @@ func TestReadAccessUnitsSkipsToFirstDecodableKeyframe(t *testing.T) {
 func TestNewFileSourceErrors(t *testing.T) {
 	video := newRing(t, media.RingConfig{Stream: media.StreamMain, MaxBytes: 1 << 20, MaxFrames: 10})
 	audio := newRing(t, media.RingConfig{Stream: media.StreamAudio, MaxBytes: 1 << 20, MaxFrames: 10})
+	h264Ring := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 1 << 20, MaxFrames: 10})
 	tests := []struct {
 		name string
 		cfg  media.FileSourceConfig
@@ -93,7 +171,11 @@ func TestNewFileSourceErrors(t *testing.T) {
 		{"no keyframe", media.FileSourceConfig{Path: writeTemp(t, "p.h264", annexB(nalSPS, nalPPS, nalP, nalP))}, video, media.ErrNoKeyframe},
 		{"keyframe never with parameter sets", media.FileSourceConfig{Path: writeTemp(t, "i.h264", annexB(nalIDR, nalP))}, video, media.ErrNoKeyframe},
 		{"unsupported extension", media.FileSourceConfig{Path: writeTemp(t, "a.mp4", []byte{1})}, video, media.ErrUnsupportedFile},
-		{"H.265 not supported", media.FileSourceConfig{Path: writeTemp(t, "a.bin", []byte{1}), Codec: media.CodecH265}, video, media.ErrUnsupportedFile},
+		{"unknown codec", media.FileSourceConfig{Path: writeTemp(t, "a.bin", []byte{1}), Codec: media.Codec(99)}, video, media.ErrUnsupportedFile},
+		{"H.265 not Annex-B", media.FileSourceConfig{Path: writeTemp(t, "j.hevc", []byte("hello"))}, video, media.ErrNoNALUnits},
+		{"H.265 without keyframe", media.FileSourceConfig{Path: writeTemp(t, "p.h265", annexB(nalH5VPS, nalH5SPS, nalH5PPS, "\x02\x01\xd0\x01"))}, video, media.ErrNoKeyframe},
+		{"H.265 keyframe without VPS", media.FileSourceConfig{Path: writeTemp(t, "v.265", annexB(nalH5SPS, nalH5PPS, nalH5IDR))}, video, media.ErrNoKeyframe},
+		{"H.265 file for an H.264 ring", media.FileSourceConfig{Path: sampleH265}, h264Ring, media.ErrKindMismatch},
 		{"audio file for video ring", media.FileSourceConfig{Path: sampleAudio}, video, media.ErrWrongStream},
 		{"video file for audio ring", media.FileSourceConfig{Path: sampleH264}, audio, media.ErrWrongStream},
 		{"negative fps", media.FileSourceConfig{Path: sampleH264, FPS: -1}, video, media.ErrFileSourceConfig},

@@ -36,51 +36,13 @@ func (rd *Reader) signal() {
 // skipped tells how many frames it never saw. Next returns ctx.Err() when ctx
 // ends, ErrRingClosed after the ring is closed, ErrReaderClosed after Close.
 func (rd *Reader) Next(ctx context.Context) (f Frame, skipped int, err error) {
-	r := rd.ring
 	for {
 		if err := ctx.Err(); err != nil {
 			return Frame{}, 0, err
 		}
-		r.mu.RLock()
-		switch {
-		case rd.closed:
-			r.mu.RUnlock()
-			return Frame{}, 0, ErrReaderClosed
-		case r.closed:
-			r.mu.RUnlock()
-			return Frame{}, 0, ErrRingClosed
-		}
-		request := false
-		if rd.next < r.head {
-			switch {
-			case !r.video:
-				rd.next = r.tail - 1
-			case r.lastKey != 0:
-				rd.next = r.lastKey
-			default:
-				rd.next, rd.waitKey = r.tail, true
-				request = true
-			}
-		}
-		if rd.waitKey {
-			for rd.next < r.tail && r.slotLocked(rd.next).Kind != KindI {
-				rd.next++
-			}
-		}
-		if rd.next < r.tail {
-			f = *r.slotLocked(rd.next)
-			if rd.expect != 0 {
-				skipped = int(f.Seq - rd.expect)
-			}
-			rd.next++
-			rd.expect = rd.next
-			rd.waitKey = false
-			r.mu.RUnlock()
-			return f, skipped, nil
-		}
-		r.mu.RUnlock()
-		if request {
-			r.requestKeyframe()
+		f, skipped, ok, err := rd.poll()
+		if ok || err != nil {
+			return f, skipped, err
 		}
 		select {
 		case <-rd.wake:
@@ -88,6 +50,61 @@ func (rd *Reader) Next(ctx context.Context) (f Frame, skipped int, err error) {
 			return Frame{}, 0, ctx.Err()
 		}
 	}
+}
+
+// TryNext is Next without the wait: ok is false when no frame is due yet.
+func (rd *Reader) TryNext() (f Frame, skipped int, ok bool, err error) {
+	return rd.poll()
+}
+
+// Wake is signalled when a frame may have become available; a sender that
+// waits on two readers selects on both.
+func (rd *Reader) Wake() <-chan struct{} { return rd.wake }
+
+func (rd *Reader) poll() (f Frame, skipped int, ok bool, err error) {
+	r := rd.ring
+	r.mu.RLock()
+	switch {
+	case rd.closed:
+		r.mu.RUnlock()
+		return Frame{}, 0, false, ErrReaderClosed
+	case r.closed:
+		r.mu.RUnlock()
+		return Frame{}, 0, false, ErrRingClosed
+	}
+	request := false
+	if rd.next < r.head {
+		switch {
+		case !r.video:
+			rd.next = r.tail - 1
+		case r.lastKey != 0:
+			rd.next = r.lastKey
+		default:
+			rd.next, rd.waitKey = r.tail, true
+			request = true
+		}
+	}
+	if rd.waitKey {
+		for rd.next < r.tail && r.slotLocked(rd.next).Kind != KindI {
+			rd.next++
+		}
+	}
+	if rd.next < r.tail {
+		f = *r.slotLocked(rd.next)
+		if rd.expect != 0 {
+			skipped = int(f.Seq - rd.expect)
+		}
+		rd.next++
+		rd.expect = rd.next
+		rd.waitKey = false
+		r.mu.RUnlock()
+		return f, skipped, true, nil
+	}
+	r.mu.RUnlock()
+	if request {
+		r.requestKeyframe()
+	}
+	return Frame{}, 0, false, nil
 }
 
 // Close unregisters the reader so the ring stops signalling it, and makes a

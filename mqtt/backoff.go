@@ -13,6 +13,24 @@ const (
 	DefaultBackoffCap  = time.Minute
 )
 
+// BackoffConfig bounds the reconnect delays of a Client; a zero field takes
+// its default. A fleet wants the defaults; tests shrink them so a broker
+// restart plays out in seconds.
+type BackoffConfig struct {
+	Base time.Duration // ceiling of the first delay; 0: DefaultBackoffBase
+	Cap  time.Duration // largest ceiling; 0: DefaultBackoffCap
+}
+
+func (b BackoffConfig) withDefaults() BackoffConfig {
+	if b.Base == 0 {
+		b.Base = DefaultBackoffBase
+	}
+	if b.Cap == 0 {
+		b.Cap = DefaultBackoffCap
+	}
+	return b
+}
+
 // Backoff yields reconnect delays with exponential growth and full jitter:
 // the n-th delay is uniform in [0, min(Cap, Base*2^n)). It is not safe for
 // concurrent use; Run owns its own.

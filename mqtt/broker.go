@@ -10,6 +10,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Broker is an in-process MQTT broker for demos and tests. It accepts every
@@ -34,7 +35,7 @@ func NewEmbeddedBroker(tcpAddr, wsAddr string, log *slog.Logger) (*Broker, error
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("mqtt: embedded broker: %w", err)
 	}
-	tcp := track(listeners.NewTCP(listeners.Config{ID: "tcp", Address: tcpAddr}))
+	tcp := track(srv, listeners.NewTCP(listeners.Config{ID: "tcp", Address: tcpAddr}))
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("mqtt: embedded broker tcp %s: %w", tcpAddr, err)
 	}
@@ -47,7 +48,7 @@ func NewEmbeddedBroker(tcpAddr, wsAddr string, log *slog.Logger) (*Broker, error
 			return nil, fmt.Errorf("mqtt: embedded broker websocket %s: %w", wsAddr, err)
 		}
 		_ = ln.Close()
-		if err := srv.AddListener(track(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
+		if err := srv.AddListener(track(srv, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
 			_ = srv.Close()
 			return nil, fmt.Errorf("mqtt: embedded broker websocket %s: %w", wsAddr, err)
 		}
@@ -83,14 +84,15 @@ func (b *Broker) Run(ctx context.Context) error {
 // detector reports), and forget connections still in the CONNECT handshake.
 type tracked struct {
 	listeners.Listener
+	srv    *mochi.Server
 	mu     sync.Mutex
 	closed bool
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
 
-func track(l listeners.Listener) *tracked {
-	return &tracked{Listener: l, conns: make(map[net.Conn]struct{})}
+func track(srv *mochi.Server, l listeners.Listener) *tracked {
+	return &tracked{Listener: l, srv: srv, conns: make(map[net.Conn]struct{})}
 }
 
 func (t *tracked) Serve(establish listeners.EstablishFn) {
@@ -123,7 +125,8 @@ func (t *tracked) release(c net.Conn) {
 	t.wg.Done()
 }
 
-func (t *tracked) Close(closeClients listeners.CloseFn) {
+// Close ignores mochi's closeClients for closeClients below.
+func (t *tracked) Close(listeners.CloseFn) {
 	t.mu.Lock()
 	t.closed = true
 	conns := make([]net.Conn, 0, len(t.conns))
@@ -131,11 +134,23 @@ func (t *tracked) Close(closeClients listeners.CloseFn) {
 		conns = append(conns, c)
 	}
 	t.mu.Unlock()
-	t.Listener.Close(closeClients)
+	t.Listener.Close(t.closeClients)
 	for _, c := range conns {
 		_ = c.Close()
 	}
 	t.wg.Wait()
+}
+
+// closeClients does what mochi's own closeListenerClients does, without its
+// Clients.GetByListener: that takes the clients' read lock a second time
+// while holding it, which deadlocks the broker's shutdown when a client
+// that is leaving at the same moment waits for the write lock in between.
+func (t *tracked) closeClients(listener string) {
+	for _, cl := range t.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = t.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // quietHandler turns mochi's info and warn records into debug and its errors

@@ -54,7 +54,7 @@ type TLSConfig struct {
 // Config configures a Client. Topics are templates where {id} is replaced by
 // ID (the uuid before activation, the dev_id after).
 type Config struct {
-	Brokers            []string // tcp://, ssl://, ws://, wss://; several = failover in order
+	Brokers            []string // tcp://, ssl://, ws://, wss://, mqtt://, mqtts://; several = failover in order
 	ClientID           string   // empty: the broker assigns one (clean session)
 	Username, Password string
 	TLS                TLSConfig
@@ -62,10 +62,24 @@ type Config struct {
 	ID                 string
 	MaxPayload         int           // 0: DefaultMaxPayload
 	ReplayWindow       time.Duration // 0: DefaultReplayWindow
+	// Now is the synced clock the replay window is checked against; nil is
+	// time.Now.
+	Now func() time.Time
 	// TimeTrusted reports whether the clock is synced; only then is the
 	// replay window enforced, since an unsynced clock would drop everything.
 	TimeTrusted func() bool
-	// OnUp is called after connect and subscribe; it must not block.
+	// StatusTopic, when set, is the presence topic (a template with {id}):
+	// retained Presence messages, online after every connect and offline
+	// before a clean shutdown or, as the last will, when the broker finds
+	// the connection dead. It needs a ClientID: the will of a dead connection
+	// that the broker has not noticed yet must be taken over by the next
+	// connect under the same ClientID, or it fires later and overwrites the
+	// online status.
+	StatusTopic string
+	// Backoff bounds the reconnect delays (SPEC §3).
+	Backoff BackoffConfig
+	// OnUp is called after connect, subscribe and the online status; it must
+	// not block.
 	OnUp func()
 	// OnDown is called when an established connection is lost, not when Run
 	// closes it because ctx ended; it must not block.
@@ -73,21 +87,23 @@ type Config struct {
 }
 
 // Client is one device's broker connection. Run owns the connection; Route,
-// Publish, Connected and Stats may be called from any goroutine.
+// Publish, Connected, LastError and Stats may be called from any goroutine.
 type Client struct {
-	cfg      Config
-	topicIn  string
-	topicOut string
-	tls      *tls.Config
-	log      *slog.Logger
-	backoff  *Backoff
-	running  atomic.Bool
+	cfg         Config
+	topicIn     string
+	topicOut    string
+	statusTopic string
+	tls         *tls.Config
+	log         *slog.Logger
+	backoff     *Backoff
+	running     atomic.Bool
 
 	routesMu sync.RWMutex
-	routes   map[int]func(json.RawMessage) bool
+	routes   map[int]func(Envelope) bool
 
-	mu sync.Mutex
-	pc paho.Client // non-nil while connected and subscribed
+	mu      sync.Mutex
+	pc      paho.Client // non-nil while connected and subscribed
+	lastErr error
 
 	received  atomic.Uint64
 	delivered atomic.Uint64
@@ -105,6 +121,7 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 	if cfg.ReplayWindow == 0 {
 		cfg.ReplayWindow = DefaultReplayWindow
 	}
+	cfg.Backoff = cfg.Backoff.withDefaults()
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
@@ -116,19 +133,29 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	var status string
+	if cfg.StatusTopic != "" {
+		if status, err = topic("status_topic", cfg.StatusTopic, cfg.ID); err != nil {
+			return nil, err
+		}
+		if status == in {
+			return nil, fmt.Errorf("%w: status_topic: %q is topic_in: the device would read its own status", ErrConfig, status)
+		}
+	}
 	tc, err := tlsConfig(cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
 	return &Client{
-		cfg:      cfg,
-		topicIn:  in,
-		topicOut: out,
-		tls:      tc,
-		log:      log.With("component", "mqtt"),
-		backoff:  &Backoff{Base: DefaultBackoffBase, Cap: DefaultBackoffCap},
-		routes:   make(map[int]func(json.RawMessage) bool),
+		cfg:         cfg,
+		topicIn:     in,
+		topicOut:    out,
+		statusTopic: status,
+		tls:         tc,
+		log:         log.With("component", "mqtt"),
+		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
+		routes:      make(map[int]func(Envelope) bool),
 	}, nil
 }
 
@@ -141,10 +168,12 @@ func validate(cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("%w: brokers[%d]: %w", ErrConfig, i, err)
 		}
+		// mqtt:// and mqtts:// are the names brokers' docs use; paho takes
+		// them as tcp:// and ssl://.
 		switch u.Scheme {
-		case "tcp", "ssl", "ws", "wss":
+		case "tcp", "ssl", "ws", "wss", "mqtt", "mqtts":
 		default:
-			return fmt.Errorf("%w: brokers[%d]: scheme %q is not one of tcp, ssl, ws, wss", ErrConfig, i, u.Scheme)
+			return fmt.Errorf("%w: brokers[%d]: scheme %q is not one of tcp, ssl, ws, wss, mqtt, mqtts", ErrConfig, i, u.Scheme)
 		}
 		if u.Host == "" {
 			return fmt.Errorf("%w: brokers[%d]: no host in %q", ErrConfig, i, u.Redacted())
@@ -155,6 +184,15 @@ func validate(cfg Config) error {
 	}
 	if cfg.ReplayWindow < 0 {
 		return fmt.Errorf("%w: replay_window: %v is negative", ErrConfig, cfg.ReplayWindow)
+	}
+	if cfg.Backoff.Base < 0 {
+		return fmt.Errorf("%w: backoff.base: %v is negative", ErrConfig, cfg.Backoff.Base)
+	}
+	if cfg.Backoff.Cap < cfg.Backoff.Base {
+		return fmt.Errorf("%w: backoff.cap: %v is below backoff.base %v", ErrConfig, cfg.Backoff.Cap, cfg.Backoff.Base)
+	}
+	if cfg.StatusTopic != "" && cfg.ClientID == "" {
+		return fmt.Errorf("%w: status_topic: needs a client_id, or the last will of an unnoticed dead connection can overwrite the online status", ErrConfig)
 	}
 	return nil
 }
@@ -221,6 +259,16 @@ func (c *Client) TopicOut() string { return c.topicOut }
 // when that queue is full. A nil deliver removes the route. Register routes
 // before Run so that no message meets a missing route.
 func (c *Client) Route(protocol int, deliver func(data json.RawMessage) bool) {
+	if deliver == nil {
+		c.RouteEnvelope(protocol, nil)
+		return
+	}
+	c.RouteEnvelope(protocol, func(e Envelope) bool { return deliver(e.Data) })
+}
+
+// RouteEnvelope is Route for owners that need the whole envelope, such as
+// activation, whose signature covers t.
+func (c *Client) RouteEnvelope(protocol int, deliver func(Envelope) bool) {
 	c.routesMu.Lock()
 	defer c.routesMu.Unlock()
 	if deliver == nil {
@@ -230,7 +278,7 @@ func (c *Client) Route(protocol int, deliver func(data json.RawMessage) bool) {
 	c.routes[protocol] = deliver
 }
 
-func (c *Client) route(protocol int) (func(json.RawMessage) bool, bool) {
+func (c *Client) route(protocol int) (func(Envelope) bool, bool) {
 	c.routesMu.RLock()
 	defer c.routesMu.RUnlock()
 	d, ok := c.routes[protocol]
@@ -249,6 +297,27 @@ func (c *Client) current() paho.Client {
 func (c *Client) setCurrent(pc paho.Client) {
 	c.mu.Lock()
 	c.pc = pc
+	c.mu.Unlock()
+}
+
+// StatusTopic is the presence topic, "" when presence is off.
+func (c *Client) StatusTopic() string { return c.statusTopic }
+
+// LastError is why the client is not connected: the error of the last
+// failed connect or lost connection. It is nil before the first failure and
+// while connected; after Run returns it still tells why a client that never
+// got up failed. Callers inspect it with errors.Is/As, e.g. for
+// *tls.CertificateVerificationError when the broker's certificate is not
+// trusted.
+func (c *Client) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
+}
+
+func (c *Client) setLastError(err error) {
+	c.mu.Lock()
+	c.lastErr = err
 	c.mu.Unlock()
 }
 
@@ -305,11 +374,18 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.setLastError(err)
 		d := c.backoff.Next()
+		args := []any{"err", err, "retry_in", d}
+		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
+			// Only a change of the broker's certificate or of the CA file
+			// ends this one: name the setting to check.
+			args = append(args, "reason", "tls: broker certificate not trusted, check tls.ca_file")
+		}
 		if wasUp {
-			c.log.Warn("mqtt connection lost", "err", err, "retry_in", d)
+			c.log.Warn("mqtt connection lost", args...)
 		} else {
-			c.log.Warn("mqtt connect failed", "err", err, "retry_in", d)
+			c.log.Warn("mqtt connect failed", args...)
 		}
 		if c.backoff.Wait(ctx, d) != nil {
 			return nil
@@ -331,8 +407,9 @@ type link struct {
 // clients are not safe to reuse after Disconnect) and serves it until it is
 // lost or ctx ends. wasUp reports whether it got as far as subscribed.
 func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
+	at := time.Now()
 	l := &link{subscribed: make(chan error, 1), lost: make(chan error, 1)}
-	pc := paho.NewClient(c.pahoOptions(l))
+	pc := paho.NewClient(c.pahoOptions(l, at))
 	tok := pc.Connect()
 	<-tok.Done()
 	if err := tok.Error(); err != nil {
@@ -341,16 +418,23 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 	select {
 	case err = <-l.subscribed:
 	case <-ctx.Done():
+		// The clean disconnect discards this connection's will; the status
+		// may still say online from an earlier connection the broker took
+		// over without firing its will.
+		c.goodbye(pc)
 		pc.Disconnect(disconnectQuiesce)
 		<-l.subscribed // Disconnect fails the pending subscribe token
 		return false, nil
 	}
 	if err != nil {
+		c.goodbye(pc)
 		pc.Disconnect(disconnectQuiesce)
 		return false, err
 	}
 
+	c.announce(pc, at)
 	c.setCurrent(pc)
+	c.setLastError(nil)
 	c.backoff.Reset()
 	broker := ""
 	if b := l.broker.Load(); b != nil {
@@ -369,13 +453,15 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 		return true, err
 	case <-ctx.Done():
 		c.setCurrent(nil)
+		c.goodbye(pc)
 		pc.Disconnect(disconnectQuiesce)
 		c.log.Info("mqtt disconnected", "broker", broker)
 		return true, nil
 	}
 }
 
-func (c *Client) pahoOptions(l *link) *paho.ClientOptions {
+// pahoOptions configures the connection made at at, which dates its will.
+func (c *Client) pahoOptions(l *link, at time.Time) *paho.ClientOptions {
 	o := paho.NewClientOptions()
 	for _, b := range c.cfg.Brokers {
 		o.AddBroker(b)
@@ -394,6 +480,9 @@ func (c *Client) pahoOptions(l *link) *paho.ClientOptions {
 	o.SetWriteTimeout(writeTimeout)
 	o.SetKeepAlive(keepAlive)
 	o.SetPingTimeout(pingTimeout)
+	if c.statusTopic != "" {
+		o.SetBinaryWill(c.statusTopic, presence(false, at), qosAtLeastOnce, true)
+	}
 	o.SetConnectionAttemptHandler(func(u *url.URL, tc *tls.Config) *tls.Config {
 		b := u.Redacted()
 		l.broker.Store(&b)
@@ -436,7 +525,7 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 func (c *Client) handle(p []byte) {
 	c.received.Add(1)
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
-		c.log.Debug("Rev MQTT: "+logCut(p), "len", len(p))
+		c.log.Debug("Rev MQTT: "+logCut(redact(p)), "len", len(p))
 	}
 	if len(p) > c.cfg.MaxPayload {
 		c.drop(RuleMaxPayload, "len", len(p), "max", c.cfg.MaxPayload)
@@ -457,13 +546,13 @@ func (c *Client) handle(p []byte) {
 		return
 	}
 	if c.cfg.TimeTrusted != nil && c.cfg.TimeTrusted() {
-		skew := time.Since(e.Time())
+		skew := c.now().Sub(e.Time())
 		if skew > c.cfg.ReplayWindow || skew < -c.cfg.ReplayWindow {
 			c.drop(RuleReplayWindow, "protocol", e.Protocol, "t", e.T, "skew", skew.Round(time.Second), "window", c.cfg.ReplayWindow)
 			return
 		}
 	}
-	if !deliver(e.Data) {
+	if !deliver(e) {
 		c.drop(RuleQueueFull, "protocol", e.Protocol)
 		return
 	}
@@ -473,6 +562,13 @@ func (c *Client) handle(p []byte) {
 func (c *Client) drop(r Rule, args ...any) {
 	c.dropped[r].Add(1)
 	c.log.Warn("mqtt message dropped", append([]any{"rule", r.String(), "topic", c.topicIn}, args...)...)
+}
+
+func (c *Client) now() time.Time {
+	if c.cfg.Now != nil {
+		return c.cfg.Now()
+	}
+	return time.Now()
 }
 
 // logCut keeps the first KB of a payload for the log, without splitting a

@@ -261,10 +261,9 @@ func TestReconnect(t *testing.T) {
 	addr, stop1 := runBroker(t, "127.0.0.1:0")
 
 	q := make(queue, 4)
-	dev := start(t, deviceConfig("tcp://"+addr, "cam4"), log, map[int]func(json.RawMessage) bool{302: q.deliver},
-		func(c *mqtt.Client) {
-			c.SetBackoff(&mqtt.Backoff{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond})
-		})
+	cfg := deviceConfig("tcp://"+addr, "cam4")
+	cfg.Backoff = mqtt.BackoffConfig{Base: 20 * time.Millisecond, Cap: 200 * time.Millisecond}
+	dev := start(t, cfg, log, map[int]func(json.RawMessage) bool{302: q.deliver})
 	dev.waitUp(t)
 
 	stop1()
@@ -282,9 +281,15 @@ func TestReconnect(t *testing.T) {
 	if err := dev.Publish(302, nil); !errors.Is(err, mqtt.ErrNotConnected) {
 		t.Fatalf("Publish while down: %v", err)
 	}
+	if dev.LastError() == nil {
+		t.Fatal("LastError() is nil while the broker is down")
+	}
 
 	_, stop2 := runBroker(t, addr)
 	dev.waitUp(t)
+	if err := dev.LastError(); err != nil {
+		t.Fatalf("LastError() after reconnecting: %v", err)
+	}
 
 	relay := cloud(t, "tcp://"+addr)
 	publishRaw(t, relay, dev.TopicIn(), fmt.Appendf(nil, `{"protocol":302,"t":%d,"data":{"again":1}}`, time.Now().Unix()))
@@ -395,4 +400,11 @@ func TestPublishBeforeRun(t *testing.T) {
 	if c.Connected() {
 		t.Fatal("Connected() before Run")
 	}
+}
+
+// TestMQTTScheme: mqtt:// is the name many brokers' docs give tcp://.
+func TestMQTTScheme(t *testing.T) {
+	broker := "mqtt://" + strings.TrimPrefix(mqtttest.Embedded(t), "tcp://")
+	dev := start(t, deviceConfig(broker, "cam10"), nil, nil)
+	dev.waitUp(t)
 }

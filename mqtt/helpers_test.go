@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -189,4 +191,100 @@ func goroutines(t *testing.T) func() {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// cutter relays TCP between clients and a broker on loopback so that a test
+// can break the links the way a dead Wi-Fi link or a NAT timeout does: the
+// broker sees its socket close without an MQTT DISCONNECT and fires the
+// client's will. While refusing, it hangs up on new connections at once.
+type cutter struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	refuse bool
+}
+
+// newCutter relays to target (host:port) until the test ends.
+func newCutter(t *testing.T, target string) *cutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	c.wg.Add(1)
+	go c.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		c.cut()
+		c.wg.Wait()
+	})
+	return c
+}
+
+func (c *cutter) URL() string { return "tcp://" + c.ln.Addr().String() }
+
+func (c *cutter) serve() {
+	defer c.wg.Done()
+	for {
+		down, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		c.mu.Lock()
+		refuse := c.refuse
+		c.mu.Unlock()
+		if refuse {
+			_ = down.Close()
+			continue
+		}
+		up, err := net.DialTimeout("tcp", c.target, time.Second)
+		if err != nil {
+			_ = down.Close()
+			continue
+		}
+		c.mu.Lock()
+		c.conns[down], c.conns[up] = struct{}{}, struct{}{}
+		c.mu.Unlock()
+		c.wg.Add(2)
+		go c.pipe(down, up)
+		go c.pipe(up, down)
+	}
+}
+
+func (c *cutter) pipe(dst, src net.Conn) {
+	defer c.wg.Done()
+	_, _ = io.Copy(dst, src)
+	c.drop(dst)
+	c.drop(src)
+}
+
+func (c *cutter) drop(conn net.Conn) {
+	c.mu.Lock()
+	delete(c.conns, conn)
+	c.mu.Unlock()
+	_ = conn.Close()
+}
+
+// cut resets every relayed connection.
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn := range c.conns {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // RST, not FIN: no goodbye of any kind
+		}
+		_ = conn.Close()
+		delete(c.conns, conn)
+	}
+}
+
+// setRefuse makes new connections fail (true) or be relayed again (false).
+func (c *cutter) setRefuse(refuse bool) {
+	c.mu.Lock()
+	c.refuse = refuse
+	c.mu.Unlock()
 }

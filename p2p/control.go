@@ -69,7 +69,7 @@ func (s *Service) control(sessions map[string]*session, data []byte) {
 		return
 	}
 	log := s.log.With("session", h.SessionID, "from", h.From)
-	if h.To != s.cfg.DevID {
+	if h.To != s.cred.DevID {
 		log.Warn("drop 312 message", "rule", "to_not_this_device", "to", h.To)
 		return
 	}

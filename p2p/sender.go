@@ -109,13 +109,30 @@ func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
 	return firstErr
 }
 
+// catchUpGap paces the frames a new session reads from the ring's backlog
+// (everything between the latest keyframe and now): sent back to back, a
+// GOP of them would arrive as one burst that overflows socket buffers on
+// small receivers. 5 ms a frame is 8x real time at 25 fps.
+const catchUpGap = 5 * time.Millisecond
+
+// behindLive is how old a frame must be to count as backlog.
+const behindLive = 100 // ms
+
 // sendMedia streams from the latest keyframe on, with audio starting at the
 // same instant, until ctx ends. A stream switch takes effect at the new
-// stream's first keyframe after the last frame sent, so the viewer never
-// gets a frame of the old stream after one of the new.
+// stream's first keyframe after the last frame sent: until it arrives the
+// old stream goes on, so the viewer neither freezes nor gets a frame of the
+// old stream after one of the new.
 func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, video, audio *webrtc.TrackLocalStaticRTP) {
 	rd := ring.NewReader()
-	defer func() { rd.Close() }()
+	var pending *media.Reader // the stream being switched to
+	var pendingStream media.Stream
+	defer func() {
+		rd.Close()
+		if pending != nil {
+			pending.Close()
+		}
+	}()
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	first := true
 	var lastWall int64
@@ -123,19 +140,47 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		select {
 		case s := <-se.switchc:
 			next := se.svc.media.ring(s)
+			if pending != nil {
+				pending.Close()
+				pending = nil
+			}
 			if next == nil || next == ring {
 				break
 			}
-			rd.Close()
-			ring = next
-			rd = ring.NewReaderAt(lastWall + 1)
-			vp.payloader = newPayloader(ring.Codec())
-			se.stream.Store(uint32(s))
-			se.log.Info("stream switch", "stream", s.String(), "at_keyframe_after_ms", lastWall)
-			first = true
+			pending, pendingStream = next.NewReaderAt(lastWall+1), s
+			se.log.Info("stream switch requested", "stream", s.String())
 		default:
 		}
-		f, skipped, err := rd.Next(ctx)
+
+		var f media.Frame
+		var skipped int
+		var err error
+		if pending != nil {
+			var ok bool
+			if f, _, ok, err = pending.TryNext(); ok {
+				rd.Close()
+				rd, pending = pending, nil
+				ring = se.svc.media.ring(pendingStream)
+				vp.payloader = newPayloader(ring.Codec())
+				vp.rebase(f)
+				se.stream.Store(uint32(pendingStream))
+				se.log.Info("stream switch", "stream", pendingStream.String())
+			} else if err == nil {
+				if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
+					select {
+					case <-rd.Wake():
+					case <-pending.Wake():
+					case s := <-se.switchc:
+						se.switchStream(s) // served at the top of the loop
+					case <-ctx.Done():
+						return
+					}
+					continue
+				}
+			}
+		} else {
+			f, skipped, err = rd.Next(ctx)
+		}
 		if err != nil {
 			return
 		}
@@ -143,33 +188,33 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.skipped.Add(uint64(skipped))
 			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
 		}
-		if first {
-			vp.rebase(f)
-		}
 		if err := vp.write(video, f); err != nil {
 			se.log.Debug("write video", "err", err)
 		}
 		lastWall = f.Timestamp
 		se.videoFrames.Add(1)
 		se.videoBytes.Add(uint64(len(f.Payload)))
-		if !first {
-			continue
+		if first {
+			first = false
+			ttff := time.Since(se.created)
+			se.ttff.Store(int64(ttff))
+			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
+			if audio != nil {
+				ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer ard.Close()
+					se.sendAudio(ctx, ard, audio)
+				}()
+			}
 		}
-		first = false
-		if se.ttff.Load() != 0 {
-			continue
-		}
-		ttff := time.Since(se.created)
-		se.ttff.Store(int64(ttff))
-		se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
-		if audio != nil {
-			ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer ard.Close()
-				se.sendAudio(ctx, ard, audio)
-			}()
+		if time.Now().UnixMilli()-f.Timestamp > behindLive {
+			select {
+			case <-time.After(catchUpGap):
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }

@@ -20,9 +20,6 @@ import (
 // Config is what the service needs from the stream section of the config and
 // from the activation.
 type Config struct {
-	DevID       string
-	P2PPassword string
-
 	MaxClients         int
 	ICEServers         []ICEServer
 	UDPPortRange       [2]uint16
@@ -90,15 +87,15 @@ type Service struct {
 	queries chan chan []SessionStats
 	dropped atomic.Uint64
 	pcs     atomic.Uint64
+
+	// cred is set by Run and read only by its goroutine.
+	cred Credentials
 }
 
 // NewService builds the service and its pion API. Nothing touches the
 // network until Run.
 func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service, error) {
 	cfg.setDefaults()
-	if cfg.DevID == "" || cfg.P2PPassword == "" {
-		return nil, errors.New("p2p: dev id and p2p password are required")
-	}
 	if m.Main == nil {
 		return nil, errors.New("p2p: the main stream ring is required")
 	}
@@ -168,10 +165,23 @@ func (s *Service) Dropped() uint64 { return s.dropped.Load() }
 
 const aliveInterval = 10 * time.Second
 
-// Run serves signaling until ctx ends, then closes every session and returns
-// once all of them have exited.
-func (s *Service) Run(ctx context.Context) error {
-	s.log.Info("listen ok", "dev_id", s.cfg.DevID, "max_clients", s.cfg.MaxClients)
+// Credentials are what the activation gives the service: the device id
+// offers are addressed to, and the P2P password auth tokens are signed with.
+type Credentials struct {
+	DevID       string
+	P2PPassword string
+}
+
+// Run serves signaling for the activation cred until ctx ends, then closes
+// every session and returns once all of them have exited. The service can
+// be run again, with the same or another activation; the pion API and the
+// rings stay.
+func (s *Service) Run(ctx context.Context, cred Credentials) error {
+	if cred.DevID == "" || cred.P2PPassword == "" {
+		return errors.New("p2p: dev id and p2p password are required")
+	}
+	s.cred = cred
+	s.log.Info("listen ok", "dev_id", cred.DevID, "max_clients", s.cfg.MaxClients)
 	sessions := map[string]*session{}
 	alive := time.NewTicker(aliveInterval)
 	defer alive.Stop()
@@ -227,7 +237,7 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 	}
 	h := m.Header
 	log := s.log.With("session", h.SessionID, "from", h.From)
-	if h.To != s.cfg.DevID {
+	if h.To != s.cred.DevID {
 		log.Warn("drop 302 message", "rule", "to_not_this_device", "to", h.To)
 		return
 	}
@@ -244,7 +254,7 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 			log.Warn("drop 302 message", "rule", "bad_offer", "err", err)
 			return
 		}
-		if err := VerifyAuth(offer.Auth, s.cfg.P2PPassword, s.cfg.DevID, h.From, s.cfg.Now()); err != nil {
+		if err := VerifyAuth(offer.Auth, s.cred.P2PPassword, s.cred.DevID, h.From, s.cfg.Now()); err != nil {
 			log.Warn("auth failed", "reason", authReason(err), "err", err)
 			s.refuse(h, CloseAuth)
 			return

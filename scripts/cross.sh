@@ -4,6 +4,7 @@
 # static ELF for its target or when the ARMv7 ipcd outgrows its flash budget.
 #
 # Environment: GO (default go), VERSION (default from git), BIN (default bin),
+# CROSS_TAGS (extra build tags, e.g. nethttpomithttp2; default none),
 # CROSS_MAX_ARMV7_BYTES (default 10 MiB: the ARMv7 ipcd size limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ BIN=${BIN:-bin}
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 max_armv7=${CROSS_MAX_ARMV7_BYTES:-$((10 * 1024 * 1024))}
 ldflags="-s -w -X main.version=${VERSION}"
+tags=${CROSS_TAGS:-}
 
 # dir GOARCH variant-variable variant `file` must report
 targets=(
@@ -33,7 +35,7 @@ for t in "${targets[@]}"; do
   for p in "${programs[@]}"; do
     echo "cross: $dir/$p"
     env -u GOARM -u GOMIPS -u GOARM64 -u GOFLAGS CGO_ENABLED=0 GOOS=linux GOARCH="$arch" "${variant_env[@]}" \
-      "$GO" build -trimpath -ldflags "$ldflags" -o "$BIN/$dir/$p" "./cmd/$p"
+      "$GO" build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$BIN/$dir/$p" "./cmd/$p"
   done
 done
 
@@ -69,13 +71,13 @@ for t in "${targets[@]}"; do
 done
 
 echo
-printf '%-22s %12s %8s\n' binary bytes MB
+printf '%-26s %12s %8s\n' binary bytes MB
 for t in "${targets[@]}"; do
   read -r dir _ <<<"$t"
   for p in "${programs[@]}"; do
     f="$BIN/$dir/$p"
     size=$(stat -c %s "$f")
-    printf '%-22s %12d %8s\n' "$f" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')"
+    printf '%-26s %12d %8s\n' "$f" "$size" "$(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }')"
   done
 done
 echo "(MB = 1024*1024 bytes)"

@@ -70,12 +70,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer client.Close()
 
-	opt := viewer.WatchOptions{
-		Stream:            cf.stream,
-		Duration:          time.Duration(*seconds * float64(time.Second)),
-		FirstFrameTimeout: *firstFrame,
-		DataChannel:       cf.dataChannel,
-	}
+	opt := cf.watchOptions()
+	opt.Duration = time.Duration(*seconds * float64(time.Second))
+	opt.FirstFrameTimeout = *firstFrame
 	var out benchStats
 	if *sessions > 0 {
 		out.Sequential = sequential(ctx, client, opt, *sessions)

@@ -12,47 +12,90 @@ import (
 	"github.com/ipcd/ipcd/p2p"
 )
 
-// commonFlags are the flags every command that talks to a device takes.
-type commonFlags struct {
+// brokerFlags are the flags of every command: how to reach the broker and
+// the device's topics.
+type brokerFlags struct {
 	broker, username, password string
-	devID, p2pPassword, from   string
 	topicIn, topicOut          string
-	stream                     string
-	iceServers                 stringList
-	dataChannel                bool
 	logLevel                   string
 }
 
+func (b *brokerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.broker, "broker", "", "MQTT broker URL, e.g. tcp://127.0.0.1:18830 (required)")
+	fs.StringVar(&b.username, "mqtt-username", "", "MQTT user name")
+	fs.StringVar(&b.password, "mqtt-password", "", "MQTT password")
+	fs.StringVar(&b.topicIn, "topic-in", viewer.DefaultTopicIn, "the device's topic_in template")
+	fs.StringVar(&b.topicOut, "topic-out", viewer.DefaultTopicOut, "the device's topic_out template")
+	fs.StringVar(&b.logLevel, "log-level", "warn", "debug|info|warn|error, logged to stderr")
+}
+
+// required reports the named flags that are empty.
+func required(flags ...[2]string) []error {
+	var errs []error
+	for _, f := range flags {
+		if f[1] == "" {
+			errs = append(errs, fmt.Errorf("%s is required", f[0]))
+		}
+	}
+	return errs
+}
+
+func (b *brokerFlags) check() []error {
+	errs := required([2]string{"-broker", b.broker})
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(b.logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("-log-level: %w", err))
+	}
+	return errs
+}
+
+func (b *brokerFlags) logger(w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(b.logLevel))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// commonFlags are the flags every command that watches a device takes.
+type commonFlags struct {
+	brokerFlags
+	devID, p2pPassword, from string
+	stream, codec            string
+	iceServers               stringList
+	dataChannel              bool
+}
+
 func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.broker, "broker", "", "MQTT broker URL, e.g. tcp://127.0.0.1:18830 (required)")
-	fs.StringVar(&c.username, "mqtt-username", "", "MQTT user name")
-	fs.StringVar(&c.password, "mqtt-password", "", "MQTT password")
+	c.brokerFlags.register(fs)
 	fs.StringVar(&c.devID, "dev-id", "", "device id (required)")
 	fs.StringVar(&c.p2pPassword, "p2p-password", "", "the device's P2P password, signs the auth token (required)")
 	fs.StringVar(&c.from, "from", "", `app identity in header.from (default "ipcapp-" + random hex)`)
-	fs.StringVar(&c.topicIn, "topic-in", viewer.DefaultTopicIn, "the device's topic_in template")
-	fs.StringVar(&c.topicOut, "topic-out", viewer.DefaultTopicOut, "the device's topic_out template")
 	fs.StringVar(&c.stream, "stream", "main", "main|sub")
+	fs.StringVar(&c.codec, "codec", "any", "video codecs to offer: h264|h265|any (any offers H.264 first)")
 	fs.Var(&c.iceServers, "ice-server", "STUN/TURN URL, user:pass@ before the host for TURN credentials (repeatable)")
 	fs.BoolVar(&c.dataChannel, "datachannel", false, `open the "control" data channel`)
-	fs.StringVar(&c.logLevel, "log-level", "warn", "debug|info|warn|error, logged to stderr")
 }
 
 func (c *commonFlags) validate() error {
-	var errs []error
-	for _, f := range []struct{ name, v string }{{"-broker", c.broker}, {"-dev-id", c.devID}, {"-p2p-password", c.p2pPassword}} {
-		if f.v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", f.name))
-		}
-	}
+	errs := c.brokerFlags.check()
+	errs = append(errs, required([2]string{"-dev-id", c.devID}, [2]string{"-p2p-password", c.p2pPassword})...)
 	if c.stream != "main" && c.stream != "sub" {
 		errs = append(errs, fmt.Errorf("-stream must be main or sub, got %q", c.stream))
 	}
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("-log-level: %w", err))
+	if _, err := codecList(c.codec); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// codecList turns -codec into WatchOptions.Codecs.
+func codecList(v string) ([]string, error) {
+	switch v {
+	case "any":
+		return viewer.DefaultCodecs(), nil
+	case viewer.CodecNameH264, viewer.CodecNameH265:
+		return []string{v}, nil
+	}
+	return nil, fmt.Errorf("-codec must be h264, h265 or any, got %q", v)
 }
 
 func (c *commonFlags) config() viewer.Config {
@@ -69,10 +112,9 @@ func (c *commonFlags) config() viewer.Config {
 	}
 }
 
-func (c *commonFlags) logger(w io.Writer) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(c.logLevel))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+func (c *commonFlags) watchOptions() viewer.WatchOptions {
+	codecs, _ := codecList(c.codec)
+	return viewer.WatchOptions{Stream: c.stream, Codecs: codecs, DataChannel: c.dataChannel}
 }
 
 // stringList is a repeatable string flag.
@@ -102,7 +144,7 @@ func (s stringList) servers() []p2p.ICEServer {
 
 // parse parses args and reports bad usage on the flag set's output. When
 // ok is false the command exits with code.
-func parse(fs *flag.FlagSet, args []string, c *commonFlags) (code int, ok bool) {
+func parse(fs *flag.FlagSet, args []string, c interface{ validate() error }) (code int, ok bool) {
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return exitOK, false
 	} else if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,6 +12,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
@@ -17,21 +21,35 @@ import (
 
 // liveStats is the -json output of live.
 type liveStats struct {
-	Session       string  `json:"session"`
-	TTFFms        float64 `json:"ttff_ms"`
-	VideoFrames   int     `json:"video_frames"`
-	AudioFrames   int     `json:"audio_frames"`
-	Bytes         int64   `json:"bytes"`
-	VideoBytes    int64   `json:"video_bytes"`
-	AudioBytes    int64   `json:"audio_bytes"`
-	FPS           float64 `json:"fps"`
-	Skipped       int     `json:"skipped"`
-	CandidateType string  `json:"candidate_type"`
-	FirstKeyframe bool    `json:"first_keyframe"`
-	DurationMS    float64 `json:"duration_ms"`
-	Error         string  `json:"error,omitempty"`
-	Code          int     `json:"code,omitempty"`
-	CloseReason   int     `json:"close_reason,omitempty"`
+	Session string `json:"session"`
+	Codec   string `json:"codec"`
+	// Sizes are the picture sizes of the keyframes, each change once: the
+	// stream the device sends shows here, since RTP does not name it.
+	Sizes         []string     `json:"sizes,omitempty"`
+	TTFFms        float64      `json:"ttff_ms"`
+	VideoFrames   int          `json:"video_frames"`
+	AudioFrames   int          `json:"audio_frames"`
+	Bytes         int64        `json:"bytes"`
+	VideoBytes    int64        `json:"video_bytes"`
+	AudioBytes    int64        `json:"audio_bytes"`
+	FPS           float64      `json:"fps"`
+	Skipped       int          `json:"skipped"`
+	CandidateType string       `json:"candidate_type"`
+	FirstKeyframe bool         `json:"first_keyframe"`
+	DurationMS    float64      `json:"duration_ms"`
+	Error         string       `json:"error,omitempty"`
+	Code          int          `json:"code,omitempty"`
+	CloseReason   int          `json:"close_reason,omitempty"`
+	Switch        *switchStats `json:"switch,omitempty"`
+}
+
+// switchStats reports the -switch-to request.
+type switchStats struct {
+	To      string `json:"to"`
+	Sent    bool   `json:"sent"`
+	ResCode int    `json:"res_code"`
+	Message string `json:"message,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -40,12 +58,14 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	cf.register(fs)
 	seconds := fs.Float64("seconds", 10, "receive this long after the first frame; 0 = until Ctrl-C")
-	outPath := fs.String("out", "", "write the video to FILE as Annex-B H.264 (plays with ffplay)")
+	outPath := fs.String("out", "", "write the video to FILE as Annex-B H.264 or H.265 (plays with ffplay)")
 	audioPath := fs.String("audio-out", "", "write the audio to FILE as raw G.711 (ffplay -f mulaw -ar 8000)")
 	asJSON := fs.Bool("json", false, "print the stats as one JSON object")
 	firstFrame := fs.Duration("first-frame-timeout", viewer.DefaultFirstFrameTimeout, "give up when no video arrives this long after the offer")
+	switchTo := fs.String("switch-to", "", "main|sub: ask the device to switch the session to this stream (protocol 312)")
+	switchAfter := fs.Duration("switch-after", 2*time.Second, "with -switch-to: this long after the first frame")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: ipcapp live -broker URL -dev-id D -p2p-password P [flags]")
+		fmt.Fprintln(fs.Output(), "usage: ipcapp live -broker URL -dev-id D -p2p-password P [-codec h264|h265|any] [-switch-to sub -switch-after 2s] [flags]")
 		fs.PrintDefaults()
 	}
 	if code, ok := parse(fs, args, &cf); !ok {
@@ -53,6 +73,10 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *seconds < 0 {
 		fmt.Fprintln(stderr, "ipcapp live: -seconds must not be negative")
+		return exitUsage
+	}
+	if *switchTo != "" && *switchTo != "main" && *switchTo != "sub" || *switchAfter < 0 {
+		fmt.Fprintln(stderr, "ipcapp live: -switch-to must be main or sub, -switch-after must not be negative")
 		return exitUsage
 	}
 
@@ -75,17 +99,31 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer client.Close()
 
-	opt := viewer.WatchOptions{
-		Stream:            cf.stream,
-		Duration:          time.Duration(*seconds * float64(time.Second)),
-		FirstFrameTimeout: *firstFrame,
-		DataChannel:       cf.dataChannel,
+	opt := cf.watchOptions()
+	opt.SessionID = randomHex(8)
+	opt.Duration = time.Duration(*seconds * float64(time.Second))
+	opt.FirstFrameTimeout = *firstFrame
+	sizes := &sizeTracker{}
+	if cf.codec != "any" {
+		sizes.codec = cf.codec
 	}
-	if video != nil {
-		opt.OnVideo = func(au []byte, _ bool) { video.write(au) }
+	started := make(chan struct{})
+	var startOnce sync.Once
+	opt.OnVideo = func(au []byte, key bool) {
+		startOnce.Do(func() { close(started) })
+		if key {
+			sizes.keyframe(au)
+		}
+		if video != nil {
+			video.write(au)
+		}
 	}
 	if audio != nil {
 		opt.OnAudio = audio.write
+	}
+	var sw *switcher
+	if *switchTo != "" {
+		sw = startSwitch(ctx, client, opt.SessionID, *switchTo, *switchAfter, started)
 	}
 	res, werr := client.Watch(ctx, opt)
 	for _, s := range []*sink{video, audio} {
@@ -98,6 +136,11 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	st := newLiveStats(res)
+	st.Sizes = sizes.sizes
+	if sw != nil {
+		r := sw.stop()
+		st.Switch = &r
+	}
 	var refused *viewer.RefusedError
 	if errors.As(werr, &refused) {
 		st.Code, st.CloseReason = refused.Code, refused.CloseReason
@@ -122,12 +165,109 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ipcapp live:", werr)
 		return exitFailed
 	}
+	if sw := st.Switch; sw != nil {
+		switch {
+		case !sw.Sent:
+			fmt.Fprintf(stderr, "ipcapp live: the session ended before the switch to %s was due\n", sw.To)
+			return exitFailed
+		case sw.Error != "":
+			fmt.Fprintf(stderr, "ipcapp live: switch to %s: %s\n", sw.To, sw.Error)
+			return exitFailed
+		case sw.ResCode != 0:
+			fmt.Fprintf(stderr, "ipcapp live: switch to %s refused: resCode %d: %s\n", sw.To, sw.ResCode, sw.Message)
+			return exitRefused
+		}
+	}
 	return exitOK
+}
+
+// sizeTracker records the picture sizes of the keyframes, for the log of
+// what the device sent. It runs on the video callback only.
+type sizeTracker struct {
+	codec string // found from the first keyframe when -codec is any
+	sizes []string
+}
+
+func (t *sizeTracker) keyframe(au []byte) {
+	codecs := []string{t.codec}
+	if t.codec == "" {
+		// The first keyframe carries its parameter sets, and an H.264 SPS
+		// header byte is no H.265 SPS header, so one parse succeeds.
+		codecs = []string{"H264", "H265"}
+	}
+	for _, c := range codecs {
+		if w, h, ok := viewer.VideoSize(au, c); ok {
+			t.codec = c
+			if s := fmt.Sprintf("%dx%d", w, h); len(t.sizes) == 0 || t.sizes[len(t.sizes)-1] != s {
+				t.sizes = append(t.sizes, s)
+			}
+			return
+		}
+	}
+}
+
+// switcher sends the -switch-to request once the session has run for a
+// while.
+type switcher struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc // ends the wait before the request is sent
+	done   chan struct{}
+	st     switchStats
+}
+
+func startSwitch(ctx context.Context, c *viewer.Client, sessionID, to string, after time.Duration, started <-chan struct{}) *switcher {
+	wait, cancel := context.WithCancel(ctx)
+	sw := &switcher{cancel: cancel, done: make(chan struct{}), st: switchStats{To: to}}
+	go func() {
+		defer close(sw.done)
+		select {
+		case <-started:
+		case <-wait.Done():
+			return
+		}
+		t := time.NewTimer(after)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-wait.Done():
+			return
+		}
+		sw.mu.Lock()
+		if wait.Err() != nil {
+			sw.mu.Unlock()
+			return
+		}
+		sw.st.Sent = true
+		sw.mu.Unlock()
+		// Not tied to the session: the reply may come just after it ended.
+		code, msg, err := c.SwitchStream(ctx, sessionID, to)
+		sw.mu.Lock()
+		sw.st.ResCode, sw.st.Message = code, msg
+		if err != nil {
+			sw.st.Error = err.Error()
+		}
+		sw.mu.Unlock()
+	}()
+	return sw
+}
+
+// stop gives up a request not sent yet, waits for one in flight, and
+// reports.
+func (sw *switcher) stop() switchStats {
+	sw.mu.Lock()
+	if !sw.st.Sent {
+		sw.cancel()
+	}
+	sw.mu.Unlock()
+	<-sw.done
+	sw.cancel()
+	return sw.st
 }
 
 func newLiveStats(r viewer.Result) liveStats {
 	return liveStats{
 		Session:       r.SessionID,
+		Codec:         r.Codec,
 		TTFFms:        ms(r.TTFF),
 		VideoFrames:   r.VideoFrames,
 		AudioFrames:   r.AudioFrames,
@@ -144,12 +284,27 @@ func newLiveStats(r viewer.Result) liveStats {
 
 func printLive(w io.Writer, s liveStats) {
 	fmt.Fprintf(w, "session         %s\n", s.Session)
+	sizes := "size unknown"
+	if len(s.Sizes) > 0 {
+		sizes = strings.Join(s.Sizes, " -> ")
+	}
+	fmt.Fprintf(w, "codec           %s, %s\n", s.Codec, sizes)
 	fmt.Fprintf(w, "time to frame   %.1f ms\n", s.TTFFms)
 	fmt.Fprintf(w, "video           %d frames, %d bytes, %.1f fps, %d skipped, first keyframe %v\n",
 		s.VideoFrames, s.VideoBytes, s.FPS, s.Skipped, s.FirstKeyframe)
 	fmt.Fprintf(w, "audio           %d frames, %d bytes\n", s.AudioFrames, s.AudioBytes)
 	fmt.Fprintf(w, "candidate       %s\n", s.CandidateType)
 	fmt.Fprintf(w, "received for    %.1f s\n", s.DurationMS/1000)
+	if sw := s.Switch; sw != nil {
+		switch {
+		case !sw.Sent:
+			fmt.Fprintf(w, "switch to %-5s not sent\n", sw.To)
+		case sw.Error != "":
+			fmt.Fprintf(w, "switch to %-5s %s\n", sw.To, sw.Error)
+		default:
+			fmt.Fprintf(w, "switch to %-5s resCode %d %s\n", sw.To, sw.ResCode, sw.Message)
+		}
+	}
 }
 
 func ms(d time.Duration) float64 { return round1(float64(d) / float64(time.Millisecond)) }
@@ -198,4 +353,10 @@ func (s *sink) close() error {
 		return fmt.Errorf("%s: %w", s.f.Name(), s.err)
 	}
 	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails since Go 1.24
+	return hex.EncodeToString(b)
 }

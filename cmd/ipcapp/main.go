@@ -1,6 +1,6 @@
 // Command ipcapp is the reference client of the camera: it plays the mobile
-// app's role over MQTT and WebRTC to watch the live stream and to benchmark
-// the device.
+// app's role over MQTT and WebRTC to activate and reset the device, to watch
+// the live stream and to benchmark it.
 package main
 
 import (
@@ -40,6 +40,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runLive(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "activate":
+		return runActivate(ctx, args[1:], stdout, stderr)
+	case "reset":
+		return runReset(ctx, args[1:], stdout, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "ipcapp", version)
 		return exitOK
@@ -56,12 +60,18 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ipcapp <command> [flags]
 
 commands:
-  live    watch the live stream once, save it and print its stats
-  bench   time sequential sessions, then concurrent viewers
+  activate  bind a device waiting for activation (protocol 46); prints the
+            activation as JSON
+  reset     wipe a device's activation (protocol 46)
+  live      watch the live stream once, save it and print its stats;
+            -switch-to asks the device to change streams mid-session
+  bench     time sequential sessions, then concurrent viewers
 
 Run "ipcapp <command> -h" for the flags of a command, "ipcapp -version" for
 the version.
 
-exit codes: 0 ok, 1 failed, 2 bad usage, 3 refused by the device
+exit codes: 0 ok, 1 failed (including no reply from the device), 2 bad usage,
+3 refused by the device (a disconnect, an ack with result -1, or a nonzero
+resCode to -switch-to)
 `)
 }

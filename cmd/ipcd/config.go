@@ -74,6 +74,7 @@ type MQTTConfig struct {
 	TLS              TLSConfig     `yaml:"tls"`
 	TopicIn          string        `yaml:"topic_in"`
 	TopicOut         string        `yaml:"topic_out"`
+	StatusTopic      string        `yaml:"status_topic"`
 	MaxPayload       int           `yaml:"max_payload"`
 	ReplayWindow     time.Duration `yaml:"replay_window"`
 	QueueSize        int           `yaml:"queue_size"`
@@ -159,6 +160,7 @@ func DefaultConfig() Config {
 			Brokers:      []string{"tcp://127.0.0.1:1883"},
 			TopicIn:      "smart/device/in/{id}",
 			TopicOut:     "smart/device/out/{id}",
+			StatusTopic:  "smart/device/status/{id}",
 			MaxPayload:   65536,
 			ReplayWindow: 600 * time.Second,
 			QueueSize:    64,
@@ -742,6 +744,9 @@ func (c *Config) validateMQTT(p *problems) {
 	existingFile(p, "mqtt.tls.key_file", m.TLS.KeyFile)
 	validateTopic(p, "mqtt.topic_in", m.TopicIn)
 	validateTopic(p, "mqtt.topic_out", m.TopicOut)
+	if m.StatusTopic != "" {
+		validateTopic(p, "mqtt.status_topic", m.StatusTopic)
+	}
 	if m.TopicIn != "" && m.TopicIn == m.TopicOut {
 		p.add("mqtt.topic_out", "must differ from mqtt.topic_in, or the device reads its own replies")
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +98,14 @@ type runningDaemon struct {
 // with a keyframe in the main ring.
 func startDaemon(t testing.TB, cfg Config) *runningDaemon {
 	t.Helper()
+	return startDaemonWait(t, cfg, true)
+}
+
+func startDaemonWait(t testing.TB, cfg Config, ready bool) *runningDaemon {
+	t.Helper()
+	if cfg.Device.Store == DefaultConfig().Device.Store {
+		cfg.Device.Store = filepath.Join(t.TempDir(), "state.json")
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -124,9 +133,11 @@ func startDaemon(t testing.TB, cfg Config) *runningDaemon {
 		})
 	}
 	t.Cleanup(stop)
-	lb.waitLog(t, 10*time.Second, "listen ok")
 	rd := &runningDaemon{d: d, log: lb, stop: stop}
-	rd.waitKeyframes(t, 1)
+	if ready {
+		lb.waitLog(t, 10*time.Second, "listen ok")
+		rd.waitKeyframes(t, 1)
+	}
 	return rd
 }
 
@@ -154,7 +165,7 @@ func (rd *runningDaemon) waitKeyframes(t testing.TB, n uint64) {
 
 func (rd *runningDaemon) sessions(t testing.TB) int {
 	t.Helper()
-	svc := rd.d.svc.Load()
+	svc := rd.d.running.Load()
 	if svc == nil {
 		t.Fatal("service not running")
 	}

@@ -143,7 +143,7 @@ func TestAuthRefused(t *testing.T) {
 		{"for another app", p2p.SignAuth(testPassword, testDevID, "someone-else", now+600), "reason=mismatch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := rd.d.svc.Load().PeerConnections()
+			before := rd.d.running.Load().PeerConnections()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -160,7 +160,7 @@ func TestAuthRefused(t *testing.T) {
 				t.Fatalf("refusal took %s, want under 1 s", elapsed)
 			}
 			rd.log.waitLog(t, time.Second, "auth failed", tc.reason)
-			if n := rd.d.svc.Load().PeerConnections(); n != before {
+			if n := rd.d.running.Load().PeerConnections(); n != before {
 				t.Fatalf("a refused offer created %d peer connections", n-before)
 			}
 		})

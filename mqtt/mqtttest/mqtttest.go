@@ -1,6 +1,7 @@
 // Package mqtttest starts MQTT brokers on loopback for tests: the embedded
 // broker in-process, and the real mosquitto binary, so that integration tests
-// run against both.
+// run against both. Mosquitto can also serve TLS with certificates from
+// GenerateTLS, and be stopped and started again on the same port.
 package mqtttest
 
 import (
@@ -89,27 +90,120 @@ func Embedded(t testing.TB) string {
 // except under CI=true where the missing binary fails the test.
 func Mosquitto(t testing.TB) string {
 	t.Helper()
-	bin := mosquittoPath
-	if _, err := os.Stat(bin); err != nil {
-		p, lerr := exec.LookPath("mosquitto")
-		if lerr != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("mosquitto not installed: the CI image must provide it")
-			}
-			t.Skip("mosquitto not installed: skipping the mosquitto variant")
-		}
-		bin = p
+	return StartMosquitto(t).URL()
+}
+
+// MosquittoTLS starts mosquitto with a TLS listener serving serverCert and
+// serverKey (PEM files, e.g. from GenerateTLS) and returns its ssl:// URL.
+// Clients need no certificate of their own; ca is the CA mosquitto would
+// check one against.
+func MosquittoTLS(t testing.TB, ca, serverCert, serverKey string) string {
+	t.Helper()
+	return startMosquitto(t, "ssl", fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate false\n", ca, serverCert, serverKey)).URL()
+}
+
+// MosquittoServer is a mosquitto process the test can stop and start again
+// on the same port, as a broker restart looks to a fleet. It is stopped by
+// t.Cleanup. Its methods must be called from the test's goroutine.
+type MosquittoServer struct {
+	t      testing.TB
+	bin    string
+	conf   string
+	addr   string
+	scheme string
+	proc   *mosquittoProc // nil while stopped
+}
+
+type mosquittoProc struct {
+	cmd    *exec.Cmd
+	exited chan error
+	out    *syncBuffer
+}
+
+// StartMosquitto starts mosquitto like Mosquitto and returns it.
+func StartMosquitto(t testing.TB) *MosquittoServer {
+	t.Helper()
+	return startMosquitto(t, "tcp", "")
+}
+
+// URL is "tcp://127.0.0.1:PORT" (or ssl:// for MosquittoTLS); it stays the
+// same across Stop and Start.
+func (m *MosquittoServer) URL() string { return m.scheme + "://" + m.addr }
+
+// Stop terminates mosquitto, which closes every client connection without
+// an MQTT DISCONNECT, and returns once the process has exited. Stopping a
+// stopped server does nothing.
+func (m *MosquittoServer) Stop() {
+	if m.proc == nil {
+		return
 	}
+	m.proc.stop()
+	m.proc = nil
+}
+
+// Start runs mosquitto again on the same port and returns once it accepts
+// connections; it fails the test if it cannot.
+func (m *MosquittoServer) Start() {
+	m.t.Helper()
+	if m.proc != nil {
+		m.t.Fatalf("mosquitto on %s: Start while running", m.addr)
+	}
+	p, err := m.launch()
+	if err != nil {
+		m.t.Fatalf("mosquitto restart on %s: %v", m.addr, err)
+	}
+	m.proc = p
+}
+
+// mosquittoBinary finds mosquitto or skips (fails under CI=true) the test.
+func mosquittoBinary(t testing.TB) string {
+	t.Helper()
+	if _, err := os.Stat(mosquittoPath); err == nil {
+		return mosquittoPath
+	}
+	p, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto not installed: the CI image must provide it")
+		}
+		t.Skip("mosquitto not installed: skipping the mosquitto variant")
+	}
+	return p
+}
+
+func startMosquitto(t testing.TB, scheme, listenerConf string) *MosquittoServer {
+	t.Helper()
+	bin := mosquittoBinary(t)
+	dir := t.TempDir()
 	var errs []error
-	for range mosquittoAttempts {
-		url, err := startMosquitto(t, bin)
+	for i := range mosquittoAttempts {
+		port := FreePort(t)
+		m := &MosquittoServer{
+			t:      t,
+			bin:    bin,
+			conf:   filepath.Join(dir, fmt.Sprintf("mosquitto-%d.conf", i)),
+			addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+			scheme: scheme,
+		}
+		body := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous true\npersistence false\nlog_dest stderr\n", port, listenerConf)
+		if os.Geteuid() == 0 {
+			// As root, mosquitto drops to its own user before it reads the
+			// certificates, which then cannot enter the test's 0700 TempDir.
+			body += "user root\n"
+		}
+		if err := os.WriteFile(m.conf, []byte(body), 0o600); err != nil {
+			t.Fatalf("mosquitto config: %v", err)
+		}
+		p, err := m.launch()
 		if err == nil {
-			return url
+			m.proc = p
+			t.Cleanup(m.Stop)
+			return m
 		}
 		errs = append(errs, err)
 	}
 	t.Fatalf("mosquitto: %v", errors.Join(errs...))
-	return ""
+	return nil
 }
 
 // syncBuffer collects mosquitto's output for the failure message.
@@ -130,54 +224,43 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startMosquitto(t testing.TB, bin string) (string, error) {
-	t.Helper()
-	port := FreePort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n", port)
-	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-		return "", err
+// launch starts the process and waits until it accepts TCP connections.
+func (m *MosquittoServer) launch() (*mosquittoProc, error) {
+	p := &mosquittoProc{exited: make(chan error, 1), out: new(syncBuffer)}
+	p.cmd = exec.Command(m.bin, "-c", m.conf)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", m.bin, err)
 	}
-	var out syncBuffer
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { p.exited <- p.cmd.Wait() }()
 
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	deadline := time.Now().Add(startupTimeout)
 	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", m.addr, 200*time.Millisecond)
 		if err == nil {
 			_ = c.Close()
-			break
+			return p, nil
 		}
 		select {
-		case werr := <-exited:
-			return "", fmt.Errorf("exited before accepting on %s (%v): %s", addr, werr, out.String())
-		case <-time.After(20 * time.Millisecond):
+		case werr := <-p.exited:
+			return nil, fmt.Errorf("exited before accepting on %s (%v): %s", m.addr, werr, p.out.String())
+		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			stop(cmd, exited)
-			return "", fmt.Errorf("not accepting on %s after %v: %s", addr, startupTimeout, out.String())
+			p.stop()
+			return nil, fmt.Errorf("not accepting on %s after %v: %s", m.addr, startupTimeout, p.out.String())
 		}
 	}
-	t.Cleanup(func() { stop(cmd, exited) })
-	return "tcp://" + addr, nil
 }
 
 // stop asks mosquitto to exit, kills it if it does not, and reaps it.
-func stop(cmd *exec.Cmd, exited <-chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+func (p *mosquittoProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-exited:
+	case <-p.exited:
 	case <-time.After(stopTimeout):
-		_ = cmd.Process.Kill()
-		<-exited
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }

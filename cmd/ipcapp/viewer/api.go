@@ -11,17 +11,17 @@ import (
 	"github.com/ipcd/ipcd/p2p"
 )
 
-// videoCodec is one H.264 profile the viewer offers.
-type videoCodec struct {
+// h264Profile is one H.264 profile the viewer offers.
+type h264Profile struct {
 	pt   webrtc.PayloadType
 	fmtp string
 }
 
-// videoCodecs are the H.264 profiles offered, most common first, as a phone
+// h264Profiles are the H.264 profiles offered, most common first, as a phone
 // offers them. Only packetization-mode=1 is offered: the device fragments
 // large NAL units with FU-A.
-func videoCodecs() []videoCodec {
-	return []videoCodec{
+func h264Profiles() []h264Profile {
+	return []h264Profile{
 		{102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
 		{104, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"},
 		{106, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f"},
@@ -29,21 +29,40 @@ func videoCodecs() []videoCodec {
 	}
 }
 
-// newAPI builds the pion API shared by the client's sessions.
-func newAPI(cfg Config) (*webrtc.API, error) {
+// H.265 Main profile, main tier, single RTP stream, as browsers offer it.
+// level-id=93 (level 3.1) is what the device sends; pion matches
+// profile-id and tier-flag only.
+const (
+	ptH265   webrtc.PayloadType = 110
+	fmtpH265                    = "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST"
+)
+
+// newAPI builds a pion API whose offers list the video codecs in order. The
+// media engine registers only those, so a codec the caller did not ask for
+// cannot be negotiated.
+func newAPI(cfg Config, video []videoCodec) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
-	for _, v := range videoCodecs() {
-		err := me.RegisterCodec(webrtc.RTPCodecParameters{
-			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType:     webrtc.MimeTypeH264,
-				ClockRate:    90000,
-				SDPFmtpLine:  v.fmtp,
-				RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}},
-			},
-			PayloadType: v.pt,
-		}, webrtc.RTPCodecTypeVideo)
-		if err != nil {
-			return nil, fmt.Errorf("register h264: %w", err)
+	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}}
+	for _, vc := range video {
+		var params []webrtc.RTPCodecParameters
+		switch vc {
+		case codecH264:
+			for _, p := range h264Profiles() {
+				params = append(params, webrtc.RTPCodecParameters{
+					RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: p.fmtp, RTCPFeedback: fb},
+					PayloadType:        p.pt,
+				})
+			}
+		case codecH265:
+			params = append(params, webrtc.RTPCodecParameters{
+				RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: fmtpH265, RTCPFeedback: fb},
+				PayloadType:        ptH265,
+			})
+		}
+		for _, p := range params {
+			if err := me.RegisterCodec(p, webrtc.RTPCodecTypeVideo); err != nil {
+				return nil, fmt.Errorf("register %s: %w", vc, err)
+			}
 		}
 	}
 	for _, a := range []webrtc.RTPCodecParameters{

@@ -4,68 +4,18 @@ import (
 	"bytes"
 
 	"github.com/pion/rtp"
-	"github.com/pion/rtp/codecs"
 )
 
-// H.264 NAL unit types the viewer looks at.
-const (
-	nalIDR   = 5
-	nalSPS   = 7
-	nalPPS   = 8
-	nalSTAPA = 24
-)
-
-// nalSet is the set of NAL unit types found in an access unit.
-type nalSet uint32
-
-func (s nalSet) has(t byte) bool { return s&(1<<(t&0x1f)) != 0 }
-
-// key reports an IDR access unit.
-func (s nalSet) key() bool { return s.has(nalIDR) }
-
-// decodable reports a keyframe that carries its own parameter sets, which
-// is what a decoder joining the stream needs.
-func (s nalSet) decodable() bool { return s.has(nalIDR) && s.has(nalSPS) && s.has(nalPPS) }
-
-// annexBTypes returns the types of the NAL units in an Annex-B buffer.
-// Emulation prevention guarantees 00 00 01 never occurs inside a NAL unit.
-func annexBTypes(b []byte) nalSet {
-	var s nalSet
-	for {
-		i := bytes.Index(b, []byte{0, 0, 1})
-		if i < 0 || i+3 >= len(b) {
-			return s
-		}
-		b = b[i+3:]
-		s |= 1 << (b[0] & 0x1f)
-	}
-}
-
-// startsWithSPS reports whether an RTP payload begins with an SPS, directly
-// or as the first unit of a STAP-A. The device puts the SPS first in every
-// keyframe, so such a packet cannot have lost a predecessor of its own
-// access unit.
-func startsWithSPS(p []byte) bool {
-	if len(p) == 0 {
-		return false
-	}
-	switch p[0] & 0x1f {
-	case nalSPS:
-		return true
-	case nalSTAPA:
-		return len(p) > 3 && p[3]&0x1f == nalSPS
-	}
-	return false
-}
-
-// assembler rebuilds H.264 access units from RTP packets of one SSRC, in
-// arrival order. Packets of an access unit share a timestamp and the last
-// one carries the marker bit. A sequence gap breaks the access unit it falls
-// in, and everything after it is dropped until the next IDR: a decoder fed
-// P-frames whose reference is missing shows garbage, which is worse for a
-// viewer than a short freeze.
+// assembler rebuilds H.264 or H.265 access units from RTP packets of one
+// SSRC, in arrival order, as Annex-B with 4-byte start codes. Packets of an
+// access unit share a timestamp and the last one carries the marker bit. A
+// sequence gap breaks the access unit it falls in, and everything after it
+// is dropped until the next keyframe: a decoder fed P-frames whose
+// reference is missing shows garbage, which is worse for a viewer than a
+// short freeze.
 type assembler struct {
-	depack  codecs.H264Packet
+	codec   videoCodec
+	depack  rtp.Depacketizer
 	started bool
 	lastSeq uint16
 
@@ -75,11 +25,13 @@ type assembler struct {
 	types  nalSet
 	broken bool // a packet of the current access unit was lost or undecodable
 
-	needKey bool // after a gap: drop access units until an IDR
+	needKey bool // after a gap: drop access units until a keyframe
 	// skipped counts access units that were at least partly received but not
 	// emitted. Units whose every packet fell into a gap cannot be counted.
 	skipped int
 }
+
+func newAssembler(c videoCodec) *assembler { return &assembler{codec: c} }
 
 // push feeds one packet and calls emit for each access unit it completes.
 // emit owns the buffer it is given.
@@ -110,22 +62,28 @@ func (a *assembler) push(p *rtp.Packet, emit func(au []byte, types nalSet)) {
 		a.ts = p.Timestamp
 		a.au = nil
 		a.types = 0
-		a.depack = codecs.H264Packet{}
+		a.depack = a.codec.depacketizer()
 		// An access unit that starts inside a fragmented NAL unit lost its
 		// head, even when the sequence numbers do not show it (first packet).
 		head := a.depack.IsPartitionHead(p.Payload)
-		a.broken = !head || gap && !startsWithSPS(p.Payload)
+		a.broken = !head || gap && !a.codec.startsWithParamSets(p.Payload)
 		if !head {
 			a.needKey = true
 		}
 	}
 	if !a.broken {
-		out, err := a.depack.Unmarshal(p.Payload)
+		payload := p.Payload
+		if a.codec.retainsFragments() {
+			// The caller reuses its packet buffer, and this depacketizer
+			// keeps the fragments of a NAL unit until its last one.
+			payload = bytes.Clone(payload)
+		}
+		out, err := a.depack.Unmarshal(payload)
 		if err != nil {
 			a.broken = true
 		} else {
 			a.au = append(a.au, out...)
-			a.types |= annexBTypes(out)
+			a.types |= a.codec.nalTypes(out)
 		}
 	}
 	if p.Marker {
@@ -133,7 +91,7 @@ func (a *assembler) push(p *rtp.Packet, emit func(au []byte, types nalSet)) {
 	}
 }
 
-// waitingForKey reports whether the assembler drops frames until an IDR.
+// waitingForKey reports whether the assembler drops frames until a keyframe.
 func (a *assembler) waitingForKey() bool { return a.needKey }
 
 func (a *assembler) finish(emit func([]byte, nalSet)) {
@@ -143,7 +101,7 @@ func (a *assembler) finish(emit func([]byte, nalSet)) {
 	switch {
 	case a.broken || len(au) == 0:
 		a.skipped++
-	case a.needKey && !types.key():
+	case a.needKey && !a.codec.key(types):
 		a.skipped++
 	default:
 		a.needKey = false

@@ -1,8 +1,9 @@
 // Package viewer is the reference client of the camera: it plays the mobile
 // app's part of protocol-302 signaling over MQTT and receives the live stream
-// with its own pion peer connection. It talks to the broker with paho
-// directly, so it exercises the device as an independent implementation
-// would.
+// (H.264 or H.265, G.711) with its own pion peer connection, sends
+// protocol-312 live control, and plays the cloud's part of protocol-46
+// activation and reset. It talks to the broker with paho directly, so it
+// exercises the device as an independent implementation would.
 package viewer
 
 import (
@@ -32,14 +33,17 @@ const inboxSize = 64
 type Client struct {
 	cfg      Config
 	log      *slog.Logger
-	api      *webrtc.API
 	ice      []webrtc.ICEServer
 	topicIn  string
 	topicOut string
 	mqtt     paho.Client
 
 	mu       sync.Mutex
+	apis     map[string]*webrtc.API // by codecKey of the offered video codecs
 	sessions map[string]chan p2p.Message
+	controls map[string]*controlWait // by tid of the pending 312 request
+	// controlSeq orders the pending 312 requests.
+	controlSeq uint64
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -52,22 +56,23 @@ func NewClient(ctx context.Context, cfg Config, log *slog.Logger) (*Client, erro
 	if err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	api, err := newAPI(cfg)
-	if err != nil {
-		return nil, err
-	}
+	log = logger(log)
 	c := &Client{
 		cfg:      cfg,
 		log:      log.With("component", "viewer", "from", cfg.From, "dev_id", cfg.DevID),
-		api:      api,
 		ice:      iceServers(cfg.ICEServers),
 		topicIn:  topic(cfg.TopicIn, cfg.DevID),
 		topicOut: topic(cfg.TopicOut, cfg.DevID),
+		apis:     make(map[string]*webrtc.API),
 		sessions: make(map[string]chan p2p.Message),
+		controls: make(map[string]*controlWait),
 		done:     make(chan struct{}),
+	}
+	// The default codec list's API is built now, so that a media engine
+	// error surfaces before the connection.
+	def, _ := parseCodecs(nil)
+	if _, err := c.apiFor(def); err != nil {
+		return nil, err
 	}
 
 	subscribed := make(chan error, 1)
@@ -97,16 +102,8 @@ func NewClient(ctx context.Context, cfg Config, log *slog.Logger) (*Client, erro
 		})
 	c.mqtt = paho.NewClient(opts)
 
-	tok := c.mqtt.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		c.mqtt.Disconnect(0)
-		return nil, fmt.Errorf("%w: connect %s: %w", ErrMQTT, cfg.Broker, ctx.Err())
-	}
-	if err := tok.Error(); err != nil {
-		c.mqtt.Disconnect(0)
-		return nil, fmt.Errorf("%w: connect %s: %w", ErrMQTT, cfg.Broker, err)
+	if err := connect(ctx, c.mqtt, cfg.Broker); err != nil {
+		return nil, err
 	}
 	select {
 	case err = <-subscribed:
@@ -149,8 +146,12 @@ func (c *Client) PublishRaw(payload []byte) error {
 // Publish302 wraps h and msg in a protocol-302 envelope and publishes it to
 // the device's topic_in.
 func (c *Client) Publish302(h p2p.Header, msg any) error {
+	return c.publish(p2p.Protocol, h, msg)
+}
+
+func (c *Client) publish(protocol int, h p2p.Header, msg any) error {
 	b, err := json.Marshal(envelope{
-		Protocol: p2p.Protocol,
+		Protocol: protocol,
 		PV:       "2.2",
 		T:        time.Now().Unix(),
 		Data:     outMessage{Header: h, Msg: msg},
@@ -158,7 +159,7 @@ func (c *Client) Publish302(h p2p.Header, msg any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", h.Type, err)
 	}
-	c.log.Debug("Send MQTT Msg.P:302", "type", h.Type, "session", h.SessionID, "bytes", len(b))
+	c.log.Debug(fmt.Sprintf("Send MQTT Msg.P:%d", protocol), "type", h.Type, "session", h.SessionID, "bytes", len(b))
 	return c.PublishRaw(b)
 }
 
@@ -174,8 +175,25 @@ type outMessage struct {
 	Msg    any        `json:"msg"`
 }
 
+// apiFor returns the pion API whose offers carry exactly these video
+// codecs, in this order, building it on first use.
+func (c *Client) apiFor(video []videoCodec) (*webrtc.API, error) {
+	key := codecKey(video)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if api, ok := c.apis[key]; ok {
+		return api, nil
+	}
+	api, err := newAPI(c.cfg, video)
+	if err != nil {
+		return nil, err
+	}
+	c.apis[key] = api
+	return api, nil
+}
+
 // onMessage runs on paho's delivery goroutine: it only routes the message
-// to its session's inbox, never blocking.
+// to its session's inbox or to a waiting control request, never blocking.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	var env struct {
 		Protocol int             `json:"protocol"`
@@ -185,10 +203,16 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 		c.log.Debug("drop mqtt message: not json", "len", len(m.Payload()))
 		return
 	}
-	if env.Protocol != p2p.Protocol {
-		return
+	switch env.Protocol {
+	case p2p.Protocol:
+		c.route302(env.Data)
+	case p2p.ControlProtocol:
+		c.route312(env.Data)
 	}
-	msg, err := p2p.DecodeMessage(env.Data)
+}
+
+func (c *Client) route302(data json.RawMessage) {
+	msg, err := p2p.DecodeMessage(data)
 	if err != nil {
 		c.log.Debug("drop 302 message", "err", err)
 		return

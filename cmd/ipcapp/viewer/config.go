@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -33,6 +34,9 @@ type Config struct {
 	Loopback bool
 	// ICEServers are sent in the offer's token and used locally.
 	ICEServers []p2p.ICEServer
+	// ReplyTimeout bounds the wait for the device's reply to a protocol-312
+	// request. Default DefaultReplyTimeout.
+	ReplyTimeout time.Duration
 }
 
 // Default topic templates of the device.
@@ -42,13 +46,10 @@ const (
 )
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Broker == "" {
-		return c, fmt.Errorf("%w: broker is required", ErrConfig)
+	if err := checkBroker(c.Broker); err != nil {
+		return c, err
 	}
-	u, err := url.Parse(c.Broker)
-	if err != nil || u.Host == "" {
-		return c, fmt.Errorf("%w: broker %q is not a URL like tcp://host:port", ErrConfig, c.Broker)
-	}
+	u, _ := url.Parse(c.Broker)
 	if c.DevID == "" {
 		return c, fmt.Errorf("%w: dev_id is required", ErrConfig)
 	}
@@ -61,6 +62,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.TopicOut == "" {
 		c.TopicOut = DefaultTopicOut
 	}
+	if c.ReplyTimeout <= 0 {
+		c.ReplyTimeout = DefaultReplyTimeout
+	}
 	if isLoopbackHost(u.Hostname()) {
 		c.Loopback = true
 		if len(c.Interfaces) == 0 {
@@ -68,6 +72,17 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+func checkBroker(broker string) error {
+	if broker == "" {
+		return fmt.Errorf("%w: broker is required", ErrConfig)
+	}
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%w: broker %q is not a URL like tcp://host:port", ErrConfig, broker)
+	}
+	return nil
 }
 
 func isLoopbackHost(host string) bool {

@@ -22,4 +22,10 @@ var (
 	// ErrNoMedia is returned when no video arrives within
 	// WatchOptions.FirstFrameTimeout.
 	ErrNoMedia = errors.New("no video received")
+	// ErrNoReply is returned when the device does not answer a 312 request,
+	// an activation or a reset in time.
+	ErrNoReply = errors.New("no reply from device")
+	// ErrRejected is returned by Activate and Reset when the device answers
+	// with result -1 (bad signature, wrong uuid or dev_id, bad P2P password).
+	ErrRejected = errors.New("rejected by device")
 )

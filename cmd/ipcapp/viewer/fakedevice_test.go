@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,45 +24,67 @@ const (
 	frameTime    = 40 * time.Millisecond
 )
 
-// fakeOptions choose how the fake device misbehaves.
+// fakeOptions choose the fake device's streams and how it misbehaves.
 type fakeOptions struct {
+	mainH265        bool            // the main stream is main.h265 instead of main.h264
+	noSub           bool            // no sub stream (sub.h264 otherwise)
 	refuse          *p2p.Disconnect // refuse every authenticated offer with this
 	disconnectAfter int             // video frames sent before a disconnect with close reason 8
 	bareCandidates  bool            // send "candidate:..." without "a=" and the line ending
 	candidatesFirst bool            // publish all candidates before the answer
 	decoy           bool            // first send a disconnect addressed to another app
-	silent          bool            // never answer
+	silent          bool            // never answer, not even 312 requests
+}
+
+// fakeStream is one of the fake device's video streams.
+type fakeStream struct {
+	name  string
+	codec videoCodec
+	aus   [][]byte
 }
 
 // fakeDevice plays ipcd's part of signaling over a real broker and streams
 // the sample clip and audio over a real pion peer connection on loopback.
 type fakeDevice struct {
-	t      *testing.T
-	opts   fakeOptions
-	api    *webrtc.API
-	aus    [][]byte
-	audio  [][]byte
-	mqtt   paho.Client
-	in     chan []byte
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	t       *testing.T
+	opts    fakeOptions
+	api     *webrtc.API
+	streams map[string]*fakeStream // main, and sub unless noSub
+	audio   [][]byte
+	mqtt    paho.Client
+	in      chan []byte
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
-	// What the device saw, for assertions.
+	// What the device saw and did, for assertions.
 	raw         chan []byte
+	offers      chan p2p.Offer
+	picked      chan string // the stream each session started on
 	disconnects chan p2p.Message
 	controls    chan string
+	requests    chan controlRequest // 312 requests
+}
+
+// controlRequest is a 312 request as the fake device decoded it.
+type controlRequest struct {
+	header p2p.Header
+	value  int
 }
 
 func startFakeDevice(t *testing.T, broker string, opts fakeOptions) *fakeDevice {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
-		PayloadType: 102,
-	}, webrtc.RTPCodecTypeVideo); err != nil {
-		t.Fatal(err)
+	for _, c := range []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, PayloadType: 102},
+		// What ipcd registers (p2p/api.go).
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000,
+			SDPFmtpLine: "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST"}, PayloadType: 98},
+	} {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
 		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1},
@@ -75,19 +98,29 @@ func startFakeDevice(t *testing.T, broker string, opts fakeOptions) *fakeDevice 
 	lo := loopbackInterfaces()
 	se.SetInterfaceFilter(func(name string) bool { return slices.Contains(lo, name) })
 
+	streams := map[string]*fakeStream{"main": {name: "main", codec: codecH264, aus: sampleAUs(t)}}
+	if opts.mainH265 {
+		streams["main"] = &fakeStream{name: "main", codec: codecH265, aus: fileAUs(t, sampleH265)}
+	}
+	if !opts.noSub {
+		streams["sub"] = &fakeStream{name: "sub", codec: codecH264, aus: fileAUs(t, sampleSubH264)}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &fakeDevice{
 		t:           t,
 		opts:        opts,
 		api:         webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)),
-		aus:         sampleAUs(t),
+		streams:     streams,
 		audio:       sampleAudio(t),
 		in:          make(chan []byte, 256),
 		ctx:         ctx,
 		cancel:      cancel,
 		raw:         make(chan []byte, 64),
+		offers:      make(chan p2p.Offer, 16),
+		picked:      make(chan string, 16),
 		disconnects: make(chan p2p.Message, 16),
 		controls:    make(chan string, 16),
+		requests:    make(chan controlRequest, 16),
 	}
 	subscribed := make(chan error, 1)
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID("fake-" + randomHex(4)).
@@ -143,9 +176,11 @@ func sampleAudio(t testing.TB) [][]byte {
 	return frames
 }
 
-func (d *fakeDevice) publish(h p2p.Header, msg any) {
+func (d *fakeDevice) publish(h p2p.Header, msg any) { d.publishProto(p2p.Protocol, h, msg) }
+
+func (d *fakeDevice) publishProto(protocol int, h p2p.Header, msg any) {
 	b, err := json.Marshal(map[string]any{
-		"protocol": 302, "pv": "2.2", "t": time.Now().Unix(),
+		"protocol": protocol, "pv": "2.2", "t": time.Now().Unix(),
 		"data": map[string]any{"header": h, "msg": msg},
 	})
 	if err != nil {
@@ -158,9 +193,15 @@ func (d *fakeDevice) publish(h p2p.Header, msg any) {
 	}
 }
 
+// fakeSession is how the loop reaches a session's goroutine.
+type fakeSession struct {
+	inbox    chan p2p.Message
+	requests chan controlRequest
+}
+
 // loop routes messages to one goroutine per session.
 func (d *fakeDevice) loop() {
-	sessions := make(map[string]chan p2p.Message)
+	sessions := make(map[string]fakeSession)
 	for {
 		var payload []byte
 		select {
@@ -172,7 +213,14 @@ func (d *fakeDevice) loop() {
 			Protocol int             `json:"protocol"`
 			Data     json.RawMessage `json:"data"`
 		}
-		if json.Unmarshal(payload, &env) != nil || env.Protocol != p2p.Protocol {
+		if json.Unmarshal(payload, &env) != nil {
+			continue
+		}
+		if env.Protocol == p2p.ControlProtocol {
+			d.control(sessions, env.Data)
+			continue
+		}
+		if env.Protocol != p2p.Protocol {
 			continue
 		}
 		m, err := p2p.DecodeMessage(env.Data)
@@ -189,26 +237,104 @@ func (d *fakeDevice) loop() {
 			if _, ok := sessions[m.Header.SessionID]; ok {
 				continue
 			}
-			inbox := make(chan p2p.Message, 64)
-			sessions[m.Header.SessionID] = inbox
-			d.wg.Go(func() { d.session(m, inbox) })
+			fs := fakeSession{inbox: make(chan p2p.Message, 64), requests: make(chan controlRequest, 4)}
+			sessions[m.Header.SessionID] = fs
+			d.wg.Go(func() { d.session(m, fs) })
 			continue
 		}
-		if inbox, ok := sessions[m.Header.SessionID]; ok {
+		if fs, ok := sessions[m.Header.SessionID]; ok {
 			select {
-			case inbox <- m:
+			case fs.inbox <- m:
 			default:
 			}
 		}
 	}
 }
 
-func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
+// control answers a 312 request for an unknown session itself and hands
+// the others to their session, as ipcd does (p2p/control.go).
+func (d *fakeDevice) control(sessions map[string]fakeSession, data json.RawMessage) {
+	h, v, err := p2p.DecodeControl(data)
+	if err != nil {
+		d.t.Errorf("fake device: bad 312 request %s: %v", data, err)
+		return
+	}
+	if h.To != fakeDevID {
+		return
+	}
+	req := controlRequest{header: h, value: v}
+	select {
+	case d.requests <- req:
+	default:
+	}
+	if d.opts.silent {
+		return
+	}
+	fs, ok := sessions[h.SessionID]
+	if !ok {
+		d.publishProto(p2p.ControlProtocol, h.Reply(h.Type), p2p.ControlResult{ResCode: p2p.ResNoSuchSession, Message: "no such session"})
+		return
+	}
+	select {
+	case fs.requests <- req:
+	default:
+		d.t.Error("fake device: 312 queue full")
+	}
+}
+
+// offeredVideo returns the video codecs an offer's rtpmap lines name.
+func offeredVideo(sdp string) map[videoCodec]bool {
+	out := map[videoCodec]bool{}
+	video := false
+	for line := range strings.SplitSeq(sdp, "\r\n") {
+		if strings.HasPrefix(line, "m=") {
+			video = strings.HasPrefix(line, "m=video")
+		}
+		if rest, ok := strings.CutPrefix(line, "a=rtpmap:"); ok && video {
+			_, enc, _ := strings.Cut(rest, " ")
+			name, _, _ := strings.Cut(enc, "/")
+			if c := parseCodec(name); c != codecUnknown {
+				out[c] = true
+			}
+		}
+	}
+	return out
+}
+
+// pick chooses the stream like ipcd: the one asked for when the offer has
+// its codec, else the other one, else none.
+func (d *fakeDevice) pick(offer p2p.Offer) *fakeStream {
+	want, other := "main", "sub"
+	if offer.StreamType == 1 {
+		want, other = other, want
+	}
+	codecs := offeredVideo(offer.SDP)
+	for _, name := range []string{want, other} {
+		if st := d.streams[name]; st != nil && codecs[st.codec] {
+			return st
+		}
+	}
+	return nil
+}
+
+func mimeOf(c videoCodec) string {
+	if c == codecH265 {
+		return webrtc.MimeTypeH265
+	}
+	return webrtc.MimeTypeH264
+}
+
+func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 	h := offerMsg.Header
+	inbox := fs.inbox
 	offer, err := p2p.DecodeOffer(offerMsg.Msg)
 	if err != nil {
 		d.t.Errorf("fake device: bad offer: %v", err)
 		return
+	}
+	select {
+	case d.offers <- offer:
+	default:
 	}
 	if d.opts.silent {
 		return
@@ -227,6 +353,16 @@ func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
 		d.publish(h.Reply(p2p.TypeDisconnect), *d.opts.refuse)
 		return
 	}
+	cur := d.pick(offer)
+	if cur == nil {
+		r := p2p.CloseCodec
+		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+		return
+	}
+	select {
+	case d.picked <- cur.name:
+	default:
+	}
 
 	ctx, cancel := context.WithCancel(d.ctx)
 	pc, err := d.api.NewPeerConnection(webrtc.Configuration{})
@@ -243,7 +379,7 @@ func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
 		}
 		sender.Wait()
 	}()
-	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264}, "video", "ipcd")
+	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd")
 	if err != nil {
 		d.t.Error(err)
 		return
@@ -315,6 +451,7 @@ func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
 	d.publish(h.Reply(p2p.TypeAnswer), answerMsg)
 
 	tooMany := make(chan struct{})
+	switches := make(chan *fakeStream, 1)
 	for {
 		select {
 		case <-ctx.Done():
@@ -337,8 +474,20 @@ func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
 			case p2p.TypeDisconnect:
 				return
 			}
+		case req := <-fs.requests:
+			code, msg := d.resolution(req, h, cur)
+			if code == p2p.ResOK {
+				cur = d.streams[[]string{"main", "sub"}[req.value]]
+				select {
+				case <-switches: // the newest request wins
+				default:
+				}
+				switches <- cur
+			}
+			d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
 		case <-connected:
-			sender.Go(func() { d.stream(ctx, video, audio, tooMany) })
+			first := cur
+			sender.Go(func() { d.stream(ctx, video, audio, first, switches, tooMany) })
 		case <-tooMany:
 			r := p2p.CloseTimeout
 			d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
@@ -347,17 +496,53 @@ func (d *fakeDevice) session(offerMsg p2p.Message, inbox <-chan p2p.Message) {
 	}
 }
 
+// resolution decides a 312 request for a session that sends cur, with
+// ipcd's result codes.
+func (d *fakeDevice) resolution(req controlRequest, session p2p.Header, cur *fakeStream) (int, string) {
+	switch {
+	case req.header.From != session.From:
+		return p2p.ResNoSuchSession, "no such session"
+	case req.header.Type == p2p.ControlSpeaker:
+		return p2p.ResUnsupported, "talkback is not supported by this device"
+	case req.header.Type != p2p.ControlResolution:
+		return p2p.ResBadRequest, "unknown type " + req.header.Type
+	case req.value != 0 && req.value != 1:
+		return p2p.ResBadRequest, "cmdValue must be 0 or 1"
+	}
+	target := d.streams[[]string{"main", "sub"}[req.value]]
+	switch {
+	case target == nil:
+		return p2p.ResNoStream, "stream not configured"
+	case target.codec != cur.codec:
+		return p2p.ResCodecMismatch, "the streams' codecs differ"
+	}
+	return p2p.ResOK, ""
+}
+
 // stream sends the clip from its first keyframe and the audio in 40 ms
-// frames, paced in real time.
-func (d *fakeDevice) stream(ctx context.Context, video, audio *webrtc.TrackLocalStaticSample, tooMany chan<- struct{}) {
+// frames, paced in real time. A switch takes effect at the new stream's
+// next keyframe; the clips are cut alike, so frame i of one stream shows
+// the same instant as frame i of the other.
+func (d *fakeDevice) stream(ctx context.Context, video, audio *webrtc.TrackLocalStaticSample, cur *fakeStream,
+	switches <-chan *fakeStream, tooMany chan<- struct{}) {
 	tick := time.NewTicker(frameTime)
 	defer tick.Stop()
+	var pending *fakeStream
 	for i := 0; ; i++ {
 		if d.opts.disconnectAfter > 0 && i == d.opts.disconnectAfter {
 			close(tooMany)
 			return
 		}
-		if err := video.WriteSample(media.Sample{Data: d.aus[i%len(d.aus)], Duration: frameTime}); err != nil {
+		select {
+		case pending = <-switches:
+		default:
+		}
+		if pending != nil {
+			if au := pending.aus[i%len(pending.aus)]; isKeyAU(pending.codec, au) {
+				cur, pending = pending, nil
+			}
+		}
+		if err := video.WriteSample(media.Sample{Data: cur.aus[i%len(cur.aus)], Duration: frameTime}); err != nil {
 			return
 		}
 		if err := audio.WriteSample(media.Sample{Data: d.audio[i%len(d.audio)], Duration: frameTime}); err != nil {

@@ -10,11 +10,35 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ipcd/ipcd/media"
 )
 
-// sampleH264 is the demo clip: constrained baseline, 25 fps, one IDR per
-// second, one slice per picture, SPS and PPS before every IDR.
-const sampleH264 = "../../../configs/media/main.h264"
+// The demo clips (configs/media/gen.sh): 10 s of the same pattern at 25 fps,
+// one keyframe per second with its parameter sets, one slice per picture.
+const (
+	sampleH264    = "../../../configs/media/main.h264" // 640x360 constrained baseline
+	sampleSubH264 = "../../../configs/media/sub.h264"  // 320x180 constrained baseline
+	sampleH265    = "../../../configs/media/main.h265" // 640x360 Main
+)
+
+// fileAUs returns the access units of a clip exactly as the device's file
+// source appends them to its ring.
+func fileAUs(t testing.TB, path string) [][]byte {
+	t.Helper()
+	units, err := media.ReadAccessUnits(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	aus := make([][]byte, len(units))
+	for i, u := range units {
+		aus[i] = u.Payload
+	}
+	if len(aus) < 60 {
+		t.Fatalf("%s has %d access units, want at least 60", path, len(aus))
+	}
+	return aus
+}
 
 // sampleAUs returns the access units of the demo clip as the device sends
 // them: 4-byte start codes, no access unit delimiters. Without the clip it
@@ -117,7 +141,7 @@ func splitAUs(b []byte) [][]byte {
 	return aus
 }
 
-func isKeyAU(au []byte) bool { return annexBTypes(au).key() }
+func isKeyAU(c videoCodec, au []byte) bool { return c.key(c.nalTypes(au)) }
 
 func testLogger() *slog.Logger {
 	if os.Getenv("VIEWER_TEST_LOG") == "" {

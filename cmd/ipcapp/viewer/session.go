@@ -25,6 +25,7 @@ const rtpBufSize = 1500
 // each remote track is read by a goroutine that Watch waits for.
 type session struct {
 	c          *Client
+	api        *webrtc.API
 	log        *slog.Logger
 	opt        WatchOptions
 	streamType int
@@ -61,11 +62,13 @@ type stats struct {
 	videoBytes, audioBytes   int64
 	skipped                  int
 	firstKey                 bool
+	codec                    videoCodec
 }
 
-func newSession(c *Client, opt WatchOptions, streamType int) *session {
+func newSession(c *Client, api *webrtc.API, opt WatchOptions, streamType int) *session {
 	return &session{
 		c:          c,
+		api:        api,
 		log:        c.log.With("session", opt.SessionID),
 		opt:        opt,
 		streamType: streamType,
@@ -94,7 +97,7 @@ func send[T any](s *session, ch chan<- T, v T) {
 // setup builds the peer connection and the offer the way the app does:
 // audio sendrecv first, then video recvonly, then the optional data channel.
 func (s *session) setup() error {
-	pc, err := s.c.api.NewPeerConnection(webrtc.Configuration{ICEServers: s.c.ice})
+	pc, err := s.api.NewPeerConnection(webrtc.Configuration{ICEServers: s.c.ice})
 	if err != nil {
 		return fmt.Errorf("new peer connection: %w", err)
 	}
@@ -156,15 +159,36 @@ func (s *session) startReader(tr *webrtc.TrackRemote) {
 	s.log.Debug("track", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType, "ssrc", uint32(tr.SSRC()))
 	switch tr.Kind() {
 	case webrtc.RTPCodecTypeVideo:
-		s.readers.Go(func() { s.readVideo(tr) })
+		c := codecFromMime(tr.Codec().MimeType)
+		s.mu.Lock()
+		s.st.codec = c
+		s.mu.Unlock()
+		if c == codecUnknown {
+			// Only offered codecs can be negotiated, so this is a device bug;
+			// the track is still read so that its RTCP keeps flowing.
+			s.log.Warn("video track with a codec that was not offered", "codec", tr.Codec().MimeType)
+			s.readers.Go(func() { drain(tr) })
+			return
+		}
+		s.readers.Go(func() { s.readVideo(tr, c) })
 	case webrtc.RTPCodecTypeAudio:
 		s.readers.Go(func() { s.readAudio(tr) })
 	}
 }
 
+func drain(tr *webrtc.TrackRemote) {
+	buf := make([]byte, rtpBufSize)
+	for {
+		if _, _, err := tr.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
 // readVideo reassembles the video track until the peer connection closes.
-func (s *session) readVideo(tr *webrtc.TrackRemote) {
-	var asm assembler
+func (s *session) readVideo(tr *webrtc.TrackRemote, c videoCodec) {
+	asm := newAssembler(c)
+	emit := func(au []byte, types nalSet) { s.gotVideo(au, c, types) }
 	defer func() {
 		s.mu.Lock()
 		s.st.skipped += asm.skipped
@@ -182,7 +206,7 @@ func (s *session) readVideo(tr *webrtc.TrackRemote) {
 		if err := p.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
-		asm.push(&p, s.gotVideo)
+		asm.push(&p, emit)
 		if asm.waitingForKey() && time.Since(lastPLI) >= pliInterval {
 			lastPLI = time.Now()
 			pli := &rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}
@@ -193,15 +217,16 @@ func (s *session) readVideo(tr *webrtc.TrackRemote) {
 	}
 }
 
-func (s *session) gotVideo(au []byte, types nalSet) {
+func (s *session) gotVideo(au []byte, c videoCodec, types nalSet) {
 	now := time.Now()
+	key := c.key(types)
 	s.mu.Lock()
 	first := s.st.videoFrames == 0
 	if first {
 		s.st.firstAt = now
-		s.st.firstKey = types.decodable()
+		s.st.firstKey = c.decodable(types)
 	}
-	if s.st.keyAt.IsZero() && types.key() {
+	if s.st.keyAt.IsZero() && key {
 		s.st.keyAt = now
 	}
 	s.st.lastAt = now
@@ -212,7 +237,7 @@ func (s *session) gotVideo(au []byte, types nalSet) {
 		s.firstOnce.Do(func() { close(s.firstFrame) })
 	}
 	if s.opt.OnVideo != nil {
-		s.opt.OnVideo(au, types.key())
+		s.opt.OnVideo(au, key)
 	}
 }
 
@@ -293,6 +318,9 @@ func (s *session) result() Result {
 		Skipped:       s.st.skipped,
 		FirstKey:      s.st.firstKey,
 		CandidateType: s.candType,
+	}
+	if s.st.codec != codecUnknown {
+		r.Codec = s.st.codec.String()
 	}
 	if !s.st.keyAt.IsZero() {
 		r.TTFF = s.st.keyAt.Sub(s.offerAt)

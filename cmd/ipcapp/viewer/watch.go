@@ -22,6 +22,11 @@ const maxPendingCandidates = 32
 type WatchOptions struct {
 	// Stream is "main" (stream_type 0, the default) or "sub" (1).
 	Stream string
+	// Codecs are the video codecs the offer includes, in preference order:
+	// "h264", "h265". Default DefaultCodecs(). The device sends the asked
+	// stream when its codec is listed, else the other stream, else refuses
+	// the session (close_reason 1, code -101).
+	Codecs []string
 	// Duration is how long to receive after the first video frame; 0 means
 	// until ctx ends.
 	Duration time.Duration
@@ -36,7 +41,11 @@ type WatchOptions struct {
 	// DataChannel opens the "control" data channel and sends video_start
 	// and audio_start on it.
 	DataChannel bool
-	// OnVideo receives complete Annex-B access units in order. OnAudio
+	// OnVideo receives complete Annex-B access units (4-byte start codes)
+	// of the negotiated codec, in order, from a keyframe on; key reports an
+	// IDR (H.264) or IRAP (H.265) picture. After a SwitchStream the units of
+	// the new stream follow from its keyframe on, on the same callback;
+	// VideoSize tells the streams apart. OnAudio
 	// receives one G.711 frame per RTP packet. Both own the slice they are
 	// given. Each is called from its own track goroutine, so the two may run
 	// concurrently; none is called after Watch returns.
@@ -47,6 +56,10 @@ type WatchOptions struct {
 // Result describes a finished session.
 type Result struct {
 	SessionID string
+	// Codec is the negotiated video codec, "H264" or "H265"; empty when no
+	// video track arrived. Which stream the device picked cannot be told
+	// from RTP: compare VideoSize of a keyframe with the streams' sizes.
+	Codec string
 	// TTFF is the time from publishing the offer to the first complete
 	// keyframe.
 	TTFF        time.Duration
@@ -61,7 +74,8 @@ type Result struct {
 	// keyframe.
 	Skipped int
 	// FirstKey reports that the first access unit delivered was a keyframe
-	// with SPS and PPS, as the device promises.
+	// with its parameter sets (SPS and PPS, and VPS for H.265), as the
+	// device promises.
 	FirstKey bool
 	// CandidateType is the type of the connected candidate pair (host,
 	// srflx, prflx, relay): the local candidate's, or relay when the device
@@ -97,6 +111,10 @@ func (c *Client) Watch(ctx context.Context, opt WatchOptions) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	codecs, err := parseCodecs(opt.Codecs)
+	if err != nil {
+		return res, err
+	}
 	if opt.FirstFrameTimeout <= 0 {
 		opt.FirstFrameTimeout = DefaultFirstFrameTimeout
 	}
@@ -111,13 +129,17 @@ func (c *Client) Watch(ctx context.Context, opt WatchOptions) (Result, error) {
 		return res, ErrClosed
 	default:
 	}
+	api, err := c.apiFor(codecs)
+	if err != nil {
+		return res, err
+	}
 	inbox, err := c.register(opt.SessionID)
 	if err != nil {
 		return res, err
 	}
 	defer c.unregister(opt.SessionID)
 
-	s := newSession(c, opt, st)
+	s := newSession(c, api, opt, st)
 	err = s.run(ctx, inbox)
 	s.close(err)
 	res = s.result()

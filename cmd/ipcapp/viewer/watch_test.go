@@ -2,6 +2,7 @@ package viewer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -129,6 +130,13 @@ func TestWatch(t *testing.T) {
 			if res.CandidateType != "host" {
 				t.Errorf("CandidateType = %q, want host", res.CandidateType)
 			}
+			if res.Codec != "H264" {
+				t.Errorf("Codec = %q, want H264", res.Codec)
+			}
+			st := dev.streams[<-dev.picked]
+			if wantStream := cmp.Or(opt.Stream, "main"); st.name != wantStream {
+				t.Errorf("device sent the %s stream, want %s", st.name, wantStream)
+			}
 			if !tt.ctxOnly {
 				// Byte for byte what the device sent, from its first keyframe.
 				if len(rec.video) != res.VideoFrames {
@@ -137,10 +145,10 @@ func TestWatch(t *testing.T) {
 				var n int64
 				for i, au := range rec.video {
 					n += int64(len(au))
-					if !bytes.Equal(au, dev.aus[i]) {
+					if !bytes.Equal(au, st.aus[i]) {
 						t.Fatalf("access unit %d differs from what the device sent", i)
 					}
-					if rec.keys[i] != isKeyAU(dev.aus[i]) {
+					if rec.keys[i] != isKeyAU(st.codec, st.aus[i]) {
 						t.Errorf("access unit %d: key = %v", i, rec.keys[i])
 					}
 				}
@@ -406,6 +414,9 @@ func TestWatchBadOptions(t *testing.T) {
 	}
 	if _, err := c.Watch(context.Background(), WatchOptions{}); !errors.Is(err, ErrConfig) {
 		t.Errorf("no password and no auth: %v, want ErrConfig", err)
+	}
+	if _, err := c.Watch(context.Background(), WatchOptions{Auth: "x", Codecs: []string{"vp8"}}); !errors.Is(err, ErrConfig) {
+		t.Errorf("codec vp8: %v, want ErrConfig", err)
 	}
 	if _, err := c.register("dup"); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/p2p"
+)
+
+// buildMedia makes one ring per configured stream and the source that feeds
+// it, within the media memory budget: every one of max_clients sessions is
+// reserved its retransmission history, and the rings share the rest (at
+// least half of the budget) in proportion to their expected bitrate. With a
+// budget too small for max_clients sessions, the sessions that do not fit
+// are refused with close reason 14.
+func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []runner, *media.Budget, error) {
+	var m p2p.Media
+	var sources []runner
+	budget := media.NewBudget(c.MemoryMB << 20)
+	ringBytes := max(budget.Total()-s.MaxClients*p2p.SessionCost(s.NACKBuffer), budget.Total()/2)
+	type spec struct {
+		name   string
+		stream media.Stream
+		src    SourceConfig
+		share  int
+		ring   **media.Ring
+	}
+	specs := []spec{
+		{"main", media.StreamMain, c.Sources.Main, 12, &m.Main},
+		{"sub", media.StreamSub, c.Sources.Sub, 3, &m.Sub},
+		{"audio", media.StreamAudio, c.Sources.Audio, 1, &m.Audio},
+	}
+	shares := 0
+	for _, sp := range specs {
+		if sp.src.Type != "none" && sp.src.Type != "" {
+			shares += sp.share
+		}
+	}
+	for _, sp := range specs {
+		if sp.src.Type == "none" || sp.src.Type == "" {
+			continue
+		}
+		codec, err := media.ParseCodec(sp.src.ResolvedCodec(sp.stream != media.StreamAudio))
+		if err != nil {
+			return m, nil, nil, fmt.Errorf("media.sources.%s.codec: %w", sp.name, err)
+		}
+		fps := sp.src.FPS
+		if sp.stream == media.StreamAudio {
+			fps = 25 // 40 ms frames
+		}
+		size := ringBytes * sp.share / shares
+		if !budget.Reserve(size) {
+			return m, nil, nil, fmt.Errorf("media.memory_mb: no room for the %s ring", sp.name)
+		}
+		ring, err := media.NewRing(media.RingConfig{
+			Stream:    sp.stream,
+			Codec:     codec,
+			MaxBytes:  size,
+			MaxFrames: max(64, fps*c.BufferSeconds),
+		}, log.With("component", "ring", "stream", sp.name))
+		if err != nil {
+			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
+		}
+		switch sp.src.Type {
+		case "file":
+			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring,
+				log.With("component", "source", "stream", sp.name))
+			if err != nil {
+				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
+			}
+			sources = append(sources, src)
+		default:
+			return m, nil, nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", sp.name, sp.src.Type)
+		}
+		*sp.ring = ring
+	}
+	return m, sources, budget, nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/ipcd/ipcd/p2p"
+)
+
+// mediaRun is the network-independent part of the media service: rings,
+// the sources that feed them, and the pion API.
+type mediaRun struct {
+	media   p2p.Media
+	sources []runner
+	svc     *p2p.Service
+}
+
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+func (d *daemon) buildMedia() (*mediaRun, error) {
+	m, sources, budget, err := buildMedia(d.cfg.Media, d.cfg.Stream, d.log)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := p2p.NewService(p2p.Config{
+		MaxClients:         d.cfg.Stream.MaxClients,
+		ICEServers:         iceServers(d.cfg.Stream.ICEServers),
+		UDPPortRange:       d.cfg.Stream.UDPPortRange,
+		LivenessTimeout:    d.cfg.Stream.LivenessTimeout,
+		NACKBuffer:         d.cfg.Stream.NACKBuffer,
+		NetworkInterfaces:  d.cfg.Stream.NetworkInterfaces,
+		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
+		QueueSize:          d.cfg.MQTT.QueueSize,
+		Budget:             budget,
+		Now:                d.clock.Now,
+	}, m, d, d.log)
+	if err != nil {
+		return nil, err
+	}
+	return &mediaRun{media: m, sources: sources, svc: svc}, nil
+}
+
+// run feeds the rings until ctx ends.
+func (m *mediaRun) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(m.sources))
+	for _, s := range m.sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return fmt.Errorf("media source: %w", err)
+	}
+	return nil
+}
+
+func iceServers(in []ICEServer) []p2p.ICEServer {
+	out := make([]p2p.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, p2p.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}

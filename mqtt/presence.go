@@ -1,0 +1,58 @@
+package mqtt
+
+import (
+	"encoding/json"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Presence is the retained payload on Config.StatusTopic. It is not an
+// envelope: the cloud and the app read it with a plain subscription, and the
+// broker itself publishes the offline one as the last will.
+//
+// T is unix seconds. In {"online":true} it is when the connection was made.
+// In the last will it is the same instant, since the will is fixed in the
+// CONNECT; the broker publishes it whenever it finds the connection dead.
+// In the offline status of a clean shutdown it is the time of the shutdown.
+type Presence struct {
+	Online bool  `json:"online"`
+	T      int64 `json:"t"`
+}
+
+func presence(online bool, at time.Time) []byte {
+	b, _ := json.Marshal(Presence{Online: online, T: at.Unix()}) // a struct of a bool and an int cannot fail
+	return b
+}
+
+// announce publishes the retained online status of the connection made at
+// at. A failure is only logged: a broker that does not acknowledge is about
+// to be noticed as lost, and one that refuses the topic by ACL still serves
+// the device's signaling.
+func (c *Client) announce(pc paho.Client, at time.Time) {
+	if c.statusTopic == "" {
+		return
+	}
+	c.publishStatus(pc, true, at)
+}
+
+// goodbye publishes the retained offline status before a clean disconnect,
+// which makes the broker discard the last will: without it the topic would
+// keep saying online.
+func (c *Client) goodbye(pc paho.Client) {
+	if c.statusTopic == "" {
+		return
+	}
+	c.publishStatus(pc, false, time.Now())
+}
+
+func (c *Client) publishStatus(pc paho.Client, online bool, at time.Time) {
+	tok := pc.Publish(c.statusTopic, qosAtLeastOnce, true, presence(online, at))
+	if !tok.WaitTimeout(publishTimeout) {
+		c.log.Warn("mqtt status not acknowledged", "topic", c.statusTopic, "online", online, "after", publishTimeout)
+		return
+	}
+	if err := tok.Error(); err != nil {
+		c.log.Warn("mqtt status not published", "topic", c.statusTopic, "online", online, "err", err)
+	}
+}
