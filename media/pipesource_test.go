@@ -19,14 +19,15 @@ import (
 	"github.com/ipcd/ipcd/media"
 )
 
-// pipeClips are the sample clips every pipe test runs over.
-var pipeClips = []struct {
+type pipeClip struct {
 	name  string
 	path  string
 	codec media.Codec
-}{
-	{"h264", sampleH264, media.CodecH264},
-	{"h265", sampleH265, media.CodecH265},
+}
+
+// pipeClips are the sample clips the pipe tests run over.
+func pipeClips() []pipeClip {
+	return []pipeClip{{"h264", sampleH264, media.CodecH264}, {"h265", sampleH265, media.CodecH265}}
 }
 
 // runPipe runs s in a goroutine the test waits for, and reports Run's result.
@@ -140,7 +141,7 @@ func TestNewPipeSourceErrors(t *testing.T) {
 // sizes, so NAL units and start codes straddle reads, and expects exactly the
 // access units the file source would play.
 func TestPipeSourceOSPipe(t *testing.T) {
-	for _, clip := range pipeClips {
+	for _, clip := range pipeClips() {
 		t.Run(clip.name, func(t *testing.T) {
 			checkNoLeak(t)
 			data := readFile(t, clip.path)
@@ -374,7 +375,7 @@ func TestPipeSourceRegularFileReadOnce(t *testing.T) {
 // slow parser, every frame that reached the ring must be a whole access unit
 // of the clip, and the stream may only resume at a keyframe.
 func TestPipeSourceFloodNeverBlocksWriter(t *testing.T) {
-	for _, clip := range pipeClips {
+	for _, clip := range pipeClips() {
 		t.Run(clip.name, func(t *testing.T) {
 			checkNoLeak(t)
 			data := readFile(t, clip.path)
@@ -534,7 +535,7 @@ func TestPipeSourceResyncAfterGarbage(t *testing.T) {
 // TestPipeSourceJoinsMidStream starts reading inside a GOP, as when the
 // encoder was already running: nothing before the next keyframe is appended.
 func TestPipeSourceJoinsMidStream(t *testing.T) {
-	for _, clip := range pipeClips {
+	for _, clip := range pipeClips() {
 		t.Run(clip.name, func(t *testing.T) {
 			checkNoLeak(t)
 			data := readFile(t, clip.path)
@@ -864,7 +865,7 @@ func isParamSet(c media.Codec, nal []byte) bool {
 }
 
 func BenchmarkPipeIngest(b *testing.B) {
-	for _, clip := range pipeClips {
+	for _, clip := range pipeClips() {
 		b.Run(clip.name, func(b *testing.B) {
 			data := readFile(b, clip.path)
 			r := newRing(b, media.RingConfig{Stream: media.StreamMain, Codec: clip.codec, MaxBytes: 8 << 20, MaxFrames: 500})

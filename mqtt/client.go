@@ -62,8 +62,8 @@ type Config struct {
 	ID                 string
 	MaxPayload         int           // 0: DefaultMaxPayload
 	ReplayWindow       time.Duration // 0: DefaultReplayWindow
-	// Now is the synced clock the replay window is checked against; nil is
-	// time.Now.
+	// Now is the synced clock the replay window is checked against and the
+	// presence messages are dated by; nil is time.Now.
 	Now func() time.Time
 	// TimeTrusted reports whether the clock is synced; only then is the
 	// replay window enforced, since an unsynced clock would drop everything.
@@ -407,7 +407,7 @@ type link struct {
 // clients are not safe to reuse after Disconnect) and serves it until it is
 // lost or ctx ends. wasUp reports whether it got as far as subscribed.
 func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
-	at := time.Now()
+	at := c.now() // dates the presence messages, so the synced clock
 	l := &link{subscribed: make(chan error, 1), lost: make(chan error, 1)}
 	pc := paho.NewClient(c.pahoOptions(l, at))
 	tok := pc.Connect()

@@ -43,7 +43,7 @@ func (c *Client) goodbye(pc paho.Client) {
 	if c.statusTopic == "" {
 		return
 	}
-	c.publishStatus(pc, false, time.Now())
+	c.publishStatus(pc, false, c.now())
 }
 
 func (c *Client) publishStatus(pc paho.Client, online bool, at time.Time) {

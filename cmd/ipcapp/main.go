@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runActivate(ctx, args[1:], stdout, stderr)
 	case "reset":
 		return runReset(ctx, args[1:], stdout, stderr)
+	case "web":
+		return runWeb(ctx, args[1:], stdout, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "ipcapp", version)
 		return exitOK
@@ -66,6 +68,8 @@ commands:
   live      watch the live stream once, save it and print its stats;
             -switch-to asks the device to change streams mid-session
   bench     time sequential sessions, then concurrent viewers
+  web       serve the browser viewer: the page talks to the broker over
+            MQTT-over-WebSocket and plays the camera with live stats
 
 Run "ipcapp <command> -h" for the flags of a command, "ipcapp -version" for
 the version.

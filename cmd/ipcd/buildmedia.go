@@ -31,6 +31,7 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		{"sub", media.StreamSub, c.Sources.Sub, 3, &m.Sub},
 		{"audio", media.StreamAudio, c.Sources.Audio, 1, &m.Audio},
 	}
+	feeds := map[string]map[media.Stream]*media.Ring{}
 	shares := 0
 	for _, sp := range specs {
 		if sp.src.Type != "none" && sp.src.Type != "" {
@@ -62,18 +63,37 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 		}
+		slog := log
 		switch sp.src.Type {
 		case "file":
-			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring,
-				log.With("component", "source", "stream", sp.name))
+			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring, slog)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
 			sources = append(sources, src)
+		case "pipe":
+			src, err := media.NewPipeSource(media.PipeSourceConfig{Path: sp.src.Path, Codec: codec, Stream: sp.stream, FPS: sp.src.FPS}, ring, slog)
+			if err != nil {
+				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
+			}
+			sources = append(sources, src)
+		case "feed":
+			// Streams fed through the same socket share one listener.
+			if feeds[sp.src.Path] == nil {
+				feeds[sp.src.Path] = map[media.Stream]*media.Ring{}
+			}
+			feeds[sp.src.Path][sp.stream] = ring
 		default:
 			return m, nil, nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", sp.name, sp.src.Type)
 		}
 		*sp.ring = ring
+	}
+	for path, rings := range feeds {
+		src, err := media.NewFeedSource(media.FeedSourceConfig{Path: path}, rings, log)
+		if err != nil {
+			return m, nil, nil, fmt.Errorf("media.sources: feed %s: %w", path, err)
+		}
+		sources = append(sources, src)
 	}
 	return m, sources, budget, nil
 }
