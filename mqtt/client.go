@@ -343,7 +343,7 @@ func (c *Client) Publish(protocol int, data any) error {
 	if pc == nil {
 		return ErrNotConnected
 	}
-	b, err := Encode(protocol, time.Now(), data)
+	b, err := Encode(protocol, c.now(), data)
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,7 @@ func (d *daemon) connect() (*task, error) {
 		TopicIn:      cfg.TopicIn,
 		TopicOut:     cfg.TopicOut,
 		StatusTopic:  cfg.StatusTopic,
+		Backoff:      mqtt.BackoffConfig{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		ID:           id,
 		MaxPayload:   cfg.MaxPayload,
 		ReplayWindow: cfg.ReplayWindow,

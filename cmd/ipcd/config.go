@@ -75,11 +75,19 @@ type MQTTConfig struct {
 	TopicIn          string        `yaml:"topic_in"`
 	TopicOut         string        `yaml:"topic_out"`
 	StatusTopic      string        `yaml:"status_topic"`
+	Backoff          BackoffConfig `yaml:"backoff"`
 	MaxPayload       int           `yaml:"max_payload"`
 	ReplayWindow     time.Duration `yaml:"replay_window"`
 	QueueSize        int           `yaml:"queue_size"`
 	EmbeddedBroker   string        `yaml:"embedded_broker"`
 	EmbeddedBrokerWS string        `yaml:"embedded_broker_ws"`
+}
+
+// BackoffConfig bounds the reconnect delays: the n-th wait is uniform in
+// [0, min(cap, base*2^n)).
+type BackoffConfig struct {
+	Base time.Duration `yaml:"base"`
+	Cap  time.Duration `yaml:"cap"`
 }
 
 // TLSConfig is used for ssl://, mqtts:// and wss:// brokers.
@@ -161,6 +169,7 @@ func DefaultConfig() Config {
 			TopicIn:      "smart/device/in/{id}",
 			TopicOut:     "smart/device/out/{id}",
 			StatusTopic:  "smart/device/status/{id}",
+			Backoff:      BackoffConfig{Base: time.Second, Cap: time.Minute},
 			MaxPayload:   65536,
 			ReplayWindow: 600 * time.Second,
 			QueueSize:    64,
@@ -746,6 +755,12 @@ func (c *Config) validateMQTT(p *problems) {
 	validateTopic(p, "mqtt.topic_out", m.TopicOut)
 	if m.StatusTopic != "" {
 		validateTopic(p, "mqtt.status_topic", m.StatusTopic)
+	}
+	if m.Backoff.Base < 100*time.Millisecond || m.Backoff.Base > time.Minute {
+		p.add("mqtt.backoff.base", "must be between 100ms and 1m, got %s", m.Backoff.Base)
+	}
+	if m.Backoff.Cap < m.Backoff.Base || m.Backoff.Cap > time.Hour {
+		p.add("mqtt.backoff.cap", "must be between mqtt.backoff.base and 1h, got %s", m.Backoff.Cap)
 	}
 	if m.TopicIn != "" && m.TopicIn == m.TopicOut {
 		p.add("mqtt.topic_out", "must differ from mqtt.topic_in, or the device reads its own replies")

@@ -279,3 +279,36 @@ func TestNTPSilent(t *testing.T) {
 		t.Fatalf("state %s without a synced clock", rd.d.machine.State())
 	}
 }
+
+// TestLowPower: with stream.low_power the rings fill from Boot, before the
+// device is activated, and the first session after activation starts from
+// frames buffered before Ready.
+func TestLowPower(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := unactivatedConfig(t, broker, ntptest.Start(t, 0))
+	cfg.Stream.LowPower = true
+	rd := startUnready(t, cfg)
+	app := newAppSide(t, broker)
+	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingActivation")
+	waitFor(t, 5*time.Second, "frames before activation", func() bool {
+		m := rd.d.media.Load()
+		return m != nil && m.Main.Stats().Appended > 25
+	})
+	if rd.d.machine.State() != device.StateWaitingActivation {
+		t.Fatalf("state %s", rd.d.machine.State())
+	}
+
+	now := time.Now().Unix()
+	app.publish(testUUID, now, activateMsg(now, nil))
+	app.ack(device.TypeActivateAck)
+	rd.log.waitLog(t, 5*time.Second, "listen ok")
+	v := newViewer(t, broker)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	res, err := v.Watch(ctx, viewer.WatchOptions{Duration: 300 * time.Millisecond})
+	if err != nil || !res.FirstKey {
+		t.Fatalf("first session after activation: %v first keyframe %v", err, res.FirstKey)
+	}
+	t.Logf("low power: ttff %s", res.TTFF)
+}
