@@ -40,11 +40,9 @@ demo-check: build
 
 # Numbers, not verdicts: Go benchmarks plus the ipcapp bench scenario.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./media/ ./mqtt/
-	$(GO) test -run '^$$' -bench TTFF -benchtime 20x ./cmd/ipcd/
-	$(GO) test -run '^$$' -bench SessionHeap -benchtime 1x ./cmd/ipcd/
 	bash scripts/bench.sh
 
 clean:
 	rm -rf $(BIN)
 include build/cross.mk
+include build/v4l2.mk

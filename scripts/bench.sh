@@ -1,33 +1,102 @@
 #!/usr/bin/env bash
-# The ipcapp bench scenario against a real ipcd process on the embedded
-# broker: 20 sequential sessions, then 5 concurrent viewers. Prints numbers;
-# fails only when a session fails.
+# make bench: one table of the numbers that matter on a camera board.
+# Go benchmarks (ring, ingest, in-process time to first frame and heap per
+# session), then a real ipcd process on the embedded broker with a 2 Mbit/s
+# clip, measured from /proc while ipcapp viewers watch it. It reports; it
+# fails only when something does not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${BENCH_PORT:-18840}
-out=$(mktemp -d)
+work=$(mktemp -d)
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  [ -n "${BENCH_KEEP:-}" ] && cp "$out/ipcd.log" /tmp/bench-ipcd.log
-  rm -rf "$out"
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
 }
 trap cleanup EXIT
+export CGO_ENABLED=0
+
+echo "== Go benchmarks"
+go test -run '^$' -bench 'RingAppend$|ReaderNext|PipeIngest|FeedIngest' -benchmem -count=1 ./media/ | tee "$work/media.txt" | grep -E '^Benchmark'
+go test -run '^$' -bench 'TTFF' -benchtime 20x ./cmd/ipcd/ 2>/dev/null | tee "$work/ttff.txt" | grep -E '^Benchmark'
+go test -run '^$' -bench 'SessionHeap' -benchtime 1x ./cmd/ipcd/ 2>/dev/null | tee "$work/heap.txt" | grep -E '^Benchmark'
+go test -run '^$' -bench 'StartToReady' -benchtime 10x ./cmd/ipcd/ 2>/dev/null | tee "$work/ready.txt" | grep -E '^Benchmark'
+
+metric() { # file benchmark-regexp unit
+  grep -E "^$2" "$1" | head -1 | awk -v unit="$3" '{for (i = 2; i < NF; i++) if ($(i+1) == unit) {print $i; exit}}'
+}
+
+clip=bin/bench/2mbit.h264
+if [ ! -s "$clip" ]; then
+  mkdir -p bin/bench
+  ffmpeg -v error -f lavfi -i testsrc2=size=1280x720:rate=25 -t 10 -c:v libx264 -profile:v baseline \
+    -b:v 2M -maxrate 2M -bufsize 1M -x264-params keyint=25:min-keyint=25:scenecut=0:repeat-headers=1 -f h264 "$clip"
+fi
 
 IPCD_LOG_LEVEL=info \
 IPCD_MQTT_BROKERS="tcp://127.0.0.1:$port" \
 IPCD_MQTT_EMBEDDED_BROKER="127.0.0.1:$port" \
 IPCD_MQTT_EMBEDDED_BROKER_WS="127.0.0.1:$((port + 1))" \
-IPCD_DEVICE_STORE="$out/state.json" \
-  bin/ipcd -config configs/demo.yaml 2>"$out/ipcd.log" &
+IPCD_DEVICE_STORE="$work/state.json" \
+IPCD_MEDIA_SOURCES_MAIN_PATH="$clip" \
+IPCD_MEDIA_MEMORY_MB=8 \
+  bin/ipcd -config configs/demo.yaml 2>"$work/ipcd.log" &
 pid=$!
-for _ in $(seq 1 100); do
-  grep -q "listen ok" "$out/ipcd.log" && break
-  sleep 0.1
+start=$(date +%s%N)
+for _ in $(seq 1 200); do
+  grep -q "listen ok" "$work/ipcd.log" && break
+  sleep 0.01
 done
-grep -q "listen ok" "$out/ipcd.log" || { echo "bench: ipcd never became ready"; cat "$out/ipcd.log"; exit 1; }
-sleep 1 # a keyframe in the ring
+grep -q "listen ok" "$work/ipcd.log" || { echo "bench: ipcd never became ready"; cat "$work/ipcd.log"; exit 1; }
+ready_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 
-echo "ipcapp bench: 20 sequential sessions, then 5 concurrent viewers for 3 s (ipcd pid $pid)"
-bin/ipcapp bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 \
-  -sessions 20 -viewers 5 -seconds 3
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
+app=(bin/ipcapp bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
+
+sleep 3
+rss_idle=$(rss_kb)
+t0=$(cpu_ticks); sleep 3; cpu_idle=$(( $(cpu_ticks) - t0 ))
+
+# viewers N: RSS and CPU of ipcd while N viewers watch for 8 s, measured
+# over the middle 4 s; the JSON of ipcapp bench goes to $work/viewersN.json.
+viewers() {
+  "${app[@]}" -sessions 0 -viewers "$1" -seconds 8 >"$work/viewers$1.json" &
+  local b=$!
+  sleep 3
+  local c0; c0=$(cpu_ticks)
+  sleep 4
+  eval "cpu_$1=\$(( \$(cpu_ticks) - c0 ))"
+  eval "rss_$1=\$(rss_kb)"
+  wait "$b"
+}
+viewers 1
+viewers 5
+"${app[@]}" -sessions 20 -viewers 0 -seconds 0.3 >"$work/seq.json"
+
+jget() { # file phase field -> value
+  tr -d '\n ' <"$1" | grep -o "\"$2\":{[^}]*}[^}]*}" | grep -o "\"$3\":[0-9.]*" | head -1 | cut -d: -f2
+}
+pct() { awk -v t="$1" -v hz="$hz" -v s=4 -v n="$2" 'BEGIN {printf "%.1f", 100 * t / hz / s / n}'; }
+mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+size() { [ -f "$1" ] && stat -c %s "$1" | awk '{printf "%.2f MB", $1 / 1048576}' || echo "(make cross)"; }
+
+echo
+echo "== ipcd on this machine ($(nproc) cores), 2 Mbit/s 1280x720 H.264 + PCMU"
+printf '%-52s %s\n' "metric" "value"
+printf '%-52s %s\n' "time to first frame, 20 sequential, p50 / p95" "$(jget "$work/seq.json" sequential p50) / $(jget "$work/seq.json" sequential p95) ms"
+printf '%-52s %s\n' "time to first frame, 5 concurrent, p50 / p95" "$(jget "$work/viewers5.json" concurrent p50) / $(jget "$work/viewers5.json" concurrent p95) ms"
+printf '%-52s %s\n' "time to first frame in-process (Go bench), p50 / p95" "$(metric "$work/ttff.txt" BenchmarkTTFF ttff-p50-ms) / $(metric "$work/ttff.txt" BenchmarkTTFF ttff-p95-ms) ms"
+printf '%-52s %s\n' "process start to Ready (system clock)" "$ready_ms ms"
+printf '%-52s %s\n' "start to Ready in-process: system / NTP on loopback" "$(metric "$work/ready.txt" 'BenchmarkStartToReady/system' ms/ready) / $(metric "$work/ready.txt" 'BenchmarkStartToReady/ntp' ms/ready) ms"
+printf '%-52s %s\n' "RSS idle" "$(mb "$rss_idle") MB"
+printf '%-52s %s\n' "RSS with 1 viewer (+ per viewer)" "$(mb "$rss_1") MB (+$(mb $((rss_1 - rss_idle))) MB)"
+printf '%-52s %s\n' "RSS with 5 viewers (+ per viewer)" "$(mb "$rss_5") MB (+$(mb $(( (rss_5 - rss_idle) / 5 ))) MB)"
+printf '%-52s %s\n' "heap per session, live / in use (Go bench)" "$(metric "$work/heap.txt" BenchmarkSessionHeap heap-live-KB/session) / $(metric "$work/heap.txt" BenchmarkSessionHeap heap-inuse-KB/session) KB"
+printf '%-52s %s\n' "CPU idle (of one core)" "$(pct "$cpu_idle" 1) %"
+printf '%-52s %s\n' "CPU per viewer, 1 viewer / 5 viewers (of one core)" "$(pct "$cpu_1" 1) % / $(pct "$cpu_5" 5) %"
+printf '%-52s %s\n' "ring append / reader next" "$(metric "$work/media.txt" BenchmarkRingAppend- ns/op) / $(metric "$work/media.txt" BenchmarkReaderNext ns/op) ns/op, $(metric "$work/media.txt" BenchmarkRingAppend- allocs/op) / $(metric "$work/media.txt" BenchmarkReaderNext allocs/op) allocs/op"
+printf '%-52s %s\n' "binary size: ipcd linux/amd64 (this build)" "$(size bin/ipcd)"
+printf '%-52s %s\n' "binary size: ipcd linux/arm v7 / arm64 / mipsle" "$(size bin/linux-arm/ipcd) / $(size bin/linux-arm64/ipcd) / $(size bin/linux-mipsle/ipcd)"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/device/ntptest"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
@@ -122,4 +123,29 @@ func heapLive() (alloc, inuse uint64) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc, ms.HeapInuse
+}
+
+// BenchmarkStartToReady measures an activated device from start to Ready
+// (the `listen ok` line): with the system clock, and with NTP answered on
+// loopback.
+func BenchmarkStartToReady(b *testing.B) {
+	broker := mqtttest.Embedded(b)
+	ntp := ntptest.Start(b, 0)
+	for _, source := range []string{"system", "ntp"} {
+		b.Run(source, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				cfg := testConfig(broker)
+				cfg.Log.Level = "info"
+				cfg.Time.Source = source
+				cfg.Time.NTPServers = []string{ntp}
+				start := time.Now()
+				rd := startDaemonWait(b, cfg, false)
+				rd.log.waitLog(b, 10*time.Second, "listen ok")
+				total += time.Since(start)
+				rd.stop()
+			}
+			b.ReportMetric(float64(total)/float64(b.N)/float64(time.Millisecond), "ms/ready")
+		})
+	}
 }

@@ -66,7 +66,7 @@ func (l *logBuffer) waitLog(t testing.TB, d time.Duration, words ...string) stri
 		if time.Now().After(deadline) {
 			t.Fatalf("no log line with %q within %s; log:\n%s", words, d, l.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
