@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ipcd/ipcd/device"
+	"github.com/ipcd/ipcd/mqtt/mqtttest"
+)
+
+// TestPowerCut kills a real ipcd process with SIGKILL at random moments
+// while it applies activations and resets, 200 times; after every kill the
+// store must load as the state before the operation or the state after it,
+// never neither and never corrupt.
+func TestPowerCut(t *testing.T) {
+	cycles := 200
+	if testing.Short() {
+		cycles = 20
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ipcd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build ipcd: %v: %s", err, out)
+	}
+	broker := mqtttest.Embedded(t)
+	app := newAppSide(t, broker)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "state.json")
+	config := filepath.Join(dir, "ipcd.yaml")
+	yaml := fmt.Sprintf(`log: {level: info}
+device: {uuid: %s, authkey: %s, store: %s}
+mqtt: {brokers: [%q], client_id: ipcd-powercut, status_topic: ""}
+time: {source: system}
+stream: {network_interfaces: [lo], loopback_candidates: true}
+media:
+  sources:
+    main: {type: file, path: %s, fps: 25, loop: true}
+    audio: {type: file, path: %s, codec: pcmu}
+`, testUUID, testAuthKey, store, broker, filepath.Join(root, "configs/media/main.h264"), filepath.Join(root, "configs/media/audio.pcmu"))
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	loadState := func() (activated bool) {
+		t.Helper()
+		s, err := device.OpenStore(store, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, ok, err := s.Load()
+		if err != nil {
+			t.Fatalf("store unreadable after a kill: %v", err)
+		}
+		if ok && (a.DevID != testDevID || a.P2PPassword != testPassword || a.LocalKey != testLocal) {
+			t.Fatalf("store holds an activation nobody sent: %+v", a.DevID)
+		}
+		return ok
+	}
+
+	changed := 0
+	for i := range cycles {
+		before := loadState()
+		cmd := exec.Command(bin, "-config", config)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait until ipcd listens on the topic the operation goes to.
+		want := "state=WaitingActivation"
+		if before {
+			want = "listen ok"
+		}
+		up := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			sent := false
+			for sc.Scan() {
+				if !sent && strings.Contains(sc.Text(), want) {
+					up <- true
+					sent = true
+				}
+			}
+			if !sent {
+				up <- false
+			}
+		}()
+		select {
+		case ok := <-up:
+			if !ok {
+				t.Fatalf("cycle %d: ipcd exited before %q", i, want)
+			}
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("cycle %d: ipcd not up within 10 s", i)
+		}
+		now := time.Now().Unix()
+		if before {
+			app.publish(testDevID, now, map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, now)})
+		} else {
+			app.publish(testUUID, now, activateMsg(now, nil))
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(4 * time.Millisecond))))
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		// Drain acks of this cycle so the next one starts clean.
+		for len(app.out) > 0 {
+			<-app.out
+		}
+		if after := loadState(); after != before {
+			changed++
+		}
+	}
+	t.Logf("%d kills; %d landed after the operation took effect, %d before", cycles, changed, cycles-changed)
+	if changed == 0 || changed == cycles {
+		t.Fatalf("every kill landed on the same side (%d of %d changed): the kill window misses the write", changed, cycles)
+	}
+}
