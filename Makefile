@@ -24,15 +24,9 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 # ipcd on the embedded broker with the sample media and a pre-provisioned
-# activation. Ctrl-C stops it.
+# activation, and the browser viewer; prints the URL. Ctrl-C stops both.
 demo: build
-	@echo
-	@echo "ipcd demo: embedded MQTT broker on 127.0.0.1:18830 (WebSocket 18831), sample media from configs/media."
-	@echo "Watch it from another terminal with:"
-	@echo "  $(BIN)/ipcapp live -broker tcp://127.0.0.1:18830 -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -seconds 5 -out /tmp/ipcd-demo.h264"
-	@echo
-	@mkdir -p /tmp/ipcd-demo
-	exec $(BIN)/ipcd -config configs/demo.yaml
+	@bash scripts/demo.sh
 
 # Starts the demo, records 5 s with ipcapp and checks the file with ffprobe.
 demo-check: build

@@ -20,6 +20,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 grep -q "listen ok" "$out/demo.log" || { echo "demo-check: ipcd never became ready"; cat "$out/demo.log"; exit 1; }
+grep -q "http://127.0.0.1:18080/" "$out/demo.log" || { echo "demo-check: no viewer URL printed"; cat "$out/demo.log"; exit 1; }
+curl -fsS -o /dev/null http://127.0.0.1:18080/ || { echo "demo-check: the viewer page does not load"; exit 1; }
 
 bin/ipcapp live -broker tcp://127.0.0.1:18830 -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 \
   -seconds 5 -out "$out/live.h264" -audio-out "$out/live.pcmu" -json | tee "$out/stats.json"

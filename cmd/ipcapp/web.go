@@ -238,12 +238,14 @@ func newWebHandler(cfg webConfig) (http.Handler, error) {
 }
 
 // contentSecurityPolicy lets the page load only its own files and open
-// only the broker's WebSocket: the page holds the P2P password.
+// only the broker's WebSocket: the page holds the P2P password. MQTT.js
+// runs its keepalive timer in a blob worker, which background tabs do not
+// throttle.
 func contentSecurityPolicy(broker string) string {
 	connect := "'self'"
 	if u, err := url.Parse(broker); err == nil && u.Host != "" {
 		connect += " " + u.Scheme + "://" + u.Host
 	}
 	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
-		"media-src 'self' blob: mediastream:; connect-src " + connect + "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+		"media-src 'self' blob: mediastream:; worker-src blob:; connect-src " + connect + "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }

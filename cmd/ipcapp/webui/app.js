@@ -153,8 +153,10 @@
     });
     c.on('message', onMessage);
     c.on('error', (err) => setStatus('error', `MQTT: ${err.message}`));
+    let toldUnreachable = false;
     c.on('close', () => {
-      if (!connectedOnce) {
+      if (!connectedOnce && !toldUnreachable) {
+        toldUnreachable = true;
         setStatus('error', `Cannot reach the broker at ${cfg.broker} over WebSocket. Is ipcd running with ` +
           'mqtt.embedded_broker_ws on that address (or your broker\'s WebSocket listener)? Retrying…');
       }
@@ -198,6 +200,7 @@
       this.timers = [];
       this.closed = false;
       this.prev = null;
+      this.switchedFrom = ''; // picture size when a 312 switch was accepted
     }
   }
 
@@ -319,6 +322,7 @@
       return;
     } else {
       line = `a=${cand.candidate}\r\n`;
+      log('info', `local candidate ${cand.type || ''} ${candidateAddress(cand)}:${cand.port || ''} ${cand.protocol || ''}`);
     }
     if (!s.offered) {
       s.localQueue.push(line);
@@ -525,6 +529,7 @@
     if (s !== app.session || s.closed) return;
     if (r && r.resCode === 0) {
       s.stream = to;
+      s.switchedFrom = app.stats ? `${app.stats.width}x${app.stats.height}` : '';
       app.stream = to;
       ui.st.stream.textContent = to;
       renderButtons();
@@ -603,12 +608,16 @@
         // As the reference client reports it: the local type, or relay
         // when the camera's side is relayed.
         st.candidateType = r.candidateType === 'relay' ? 'relay' : l.candidateType;
-        st.candidate = `${st.candidateType} (${l.address || l.ip}:${l.port} ↔ ${r.candidateType} ` +
-          `${r.address || r.ip}:${r.port}, ${l.protocol})`;
+        const addr = (c) => `${c.address || c.ip || '(hidden)'}:${c.port}`;
+        st.candidate = `${st.candidateType} (${addr(l)} ↔ ${r.candidateType} ${addr(r)}, ${l.protocol})`;
       }
       if (pair.currentRoundTripTime !== undefined) st.rttMs = pair.currentRoundTripTime * 1000;
     }
     if (st.frames > 0) firstFrame(s);
+    if (s.switchedFrom && st.width && `${st.width}x${st.height}` !== s.switchedFrom) {
+      s.switchedFrom = '';
+      setStatus('ok', `Live: ${app.cfg.dev_id}, ${s.stream} stream.`);
+    }
     app.stats = st;
     renderStats(st);
   }
