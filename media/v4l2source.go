@@ -256,11 +256,12 @@ func (s *V4L2Source) Stats() V4L2Stats {
 	return st
 }
 
-// Run captures until ctx ends and returns nil then. A device that is
-// missing, refuses the configuration, or stops delivering frames is reopened
-// every 2 s; the first failure after a working capture is logged at warn
-// level, repeats at debug. Run fails only if the ring is closed. It returns
-// within the device's read timeout (at most 5 s) of ctx ending.
+// Run captures until ctx ends and returns nil then; it must not run twice at
+// once. A device that is missing, refuses the configuration, or stops
+// delivering frames is reopened every 2 s; the first failure after a working
+// capture is logged at warn level, repeats at debug. Run fails only if the
+// ring is closed. It returns within the device's read timeout (at most 5 s)
+// of ctx ending.
 func (s *V4L2Source) Run(ctx context.Context) error {
 	s.log.Info("v4l2 source started", "width", s.cfg.Width, "height", s.cfg.Height, "fps", s.cfg.FPS,
 		"bitrate_kbps", s.cfg.BitrateKbps, "keyframe_interval", s.cfg.KeyframeInterval)
@@ -445,26 +446,32 @@ func (s *V4L2Source) captureRaw(ctx context.Context, path string) error {
 	if err := d.Open(); err != nil {
 		return fmt.Errorf("%w: open %s: %w", ErrV4L2Device, path, err)
 	}
-	closeCam := sync.OnceValue(d.Close)
-	defer closeCam()
-
 	p, err := chooseRawMode(d.Properties(), s.cfg.Width, s.cfg.Height, float32(s.cfg.FPS))
 	if err != nil {
+		d.Close()
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	rec, ok := d.(driver.VideoRecorder)
 	if !ok {
+		d.Close()
 		return fmt.Errorf("%w: %s is not a video recorder", ErrV4L2Device, path)
 	}
 	r, err := rec.VideoRecord(p)
 	if err != nil {
+		// mediadevices has closed the driver already. Closing it again
+		// would close its file descriptor twice, and by then the number
+		// may belong to another file of the process.
 		return fmt.Errorf("%w: start %s: %w", ErrV4L2Device, p.FrameFormat, err)
 	}
-	// Closing the camera is what ends a read in progress when ctx ends:
-	// mediadevices' reader then returns io.EOF. Only a streaming camera
-	// is safe to close while another goroutine uses it.
+	// Closing the camera is also what ends a read in progress when ctx
+	// ends: mediadevices' reader then returns io.EOF. Only a streaming
+	// camera is safe to close while another goroutine reads it.
+	closeCam := sync.OnceValue(d.Close)
 	stop := context.AfterFunc(ctx, func() { closeCam() })
-	defer stop()
+	defer func() {
+		stop()
+		closeCam()
+	}()
 
 	mode := V4L2Mode{Width: p.Width, Height: p.Height, FPS: p.FrameRate, Format: string(p.FrameFormat)}
 	s.started(mode)

@@ -20,7 +20,8 @@
 #   V4L2VM_OUT         build products, console log, capture.h264 (default bin/v4l2vm)
 #   V4L2VM_KERNEL_PKG  kernel package, e.g. linux-image-6.1.0-56-amd64
 #                      (default: what linux-image-amd64 depends on)
-#   V4L2VM_ACCEL       qemu accelerator (default tcg; kvm works where allowed)
+#   V4L2VM_ACCEL       qemu accelerator (default tcg; kvm where allowed, with V4L2VM_CPU=host)
+#   V4L2VM_CPU         qemu CPU model (default max: SSE4/AVX2 for x264 under TCG)
 #   V4L2VM_TIMEOUT     seconds before qemu is killed (default 300)
 #   V4L2VM_ARGS        extra v4l2check flags for the x264 run, e.g. "-duration 10s -v"
 #   V4L2VM_NATIVE      0 skips the v4l2loopback scenarios (and their build)
@@ -31,6 +32,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=${V4L2VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ipcd/v4l2-vm}
 out=${V4L2VM_OUT:-$repo/bin/v4l2vm}
 accel=${V4L2VM_ACCEL:-tcg}
+cpu=${V4L2VM_CPU:-max}
 qemu_timeout=${V4L2VM_TIMEOUT:-300}
 native=${V4L2VM_NATIVE:-1}
 GO=${GO:-go}
@@ -238,7 +240,7 @@ say "booting $kpkg (accel $accel, timeout ${qemu_timeout}s)"
 t=$(now)
 set +e
 timeout "$qemu_timeout" qemu-system-x86_64 \
-	-accel "$accel" -cpu max -smp 2 -m 512 \
+	-accel "$accel" -cpu "$cpu" -smp 2 -m 512 \
 	-nographic -serial stdio -monitor none -no-reboot -nic none \
 	-kernel "$kdir/vmlinux" -initrd "$out/initramfs.cpio" \
 	-append "console=ttyS0 quiet panic=-1" \
@@ -268,9 +270,14 @@ if [ -n "$len" ] && [ "$len" -gt 0 ]; then
 	fi
 fi
 
+guest() {
+	local v
+	v=$(field "$1" "$vm")
+	printf '%s' "${v:-?}"
+}
 say "timing: build ${build_s}s, initramfs ${initramfs_s}s, qemu ${qemu_s}s" \
-	"(guest: init at $(field uptime_init "$vm")s, modules loaded at $(field uptime_modules "$vm")s," \
-	"checks done at $(field uptime_done "$vm")s)"
+	"(guest uptime: init $(guest uptime_init)s, modules loaded $(guest uptime_modules)s," \
+	"checks done $(guest uptime_done)s)"
 [ -n "$probe" ] && say "ffprobe capture.h264: $probe"
 [ -n "$results" ] || die "no V4L2CHECK line on the console (see $out/console.log)"
 echo "$results"

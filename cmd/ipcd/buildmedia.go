@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
@@ -54,11 +55,20 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		if !budget.Reserve(size) {
 			return m, nil, nil, fmt.Errorf("media.memory_mb: no room for the %s ring", sp.name)
 		}
+		// A source that can make a keyframe on demand (v4l2) is set here
+		// once built: the ring asks when a reader starts and none is
+		// buffered.
+		var keyframer atomic.Pointer[media.V4L2Source]
 		ring, err := media.NewRing(media.RingConfig{
 			Stream:    sp.stream,
 			Codec:     codec,
 			MaxBytes:  size,
 			MaxFrames: max(64, fps*c.BufferSeconds),
+			OnKeyframeRequest: func() {
+				if k := keyframer.Load(); k != nil {
+					k.RequestKeyframe()
+				}
+			},
 		}, log.With("component", "ring", "stream", sp.name))
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
@@ -76,6 +86,13 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
+			sources = append(sources, src)
+		case "v4l2":
+			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS}, ring, slog)
+			if err != nil {
+				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
+			}
+			keyframer.Store(src)
 			sources = append(sources, src)
 		case "feed":
 			// Streams fed through the same socket share one listener.
