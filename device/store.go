@@ -182,8 +182,13 @@ func (s *Store) Wipe() error {
 	rec := encodeRecord([]byte("null"))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writeBackup(rec); err != nil {
-		return fmt.Errorf("wipe activation: %w", err)
+	// With neither file there is no old activation to keep from coming
+	// back, and a backup written first would be the only file a crash
+	// leaves: an unusable store that says nothing.
+	if fileExists(s.path) || fileExists(s.bak) {
+		if err := s.writeBackup(rec); err != nil {
+			return fmt.Errorf("wipe activation: %w", err)
+		}
 	}
 	if err := writeDurable(s.path+".tmp", s.path, s.dir, rec); err != nil {
 		return fmt.Errorf("wipe activation: %w", err)
@@ -274,4 +279,9 @@ func syncDir(dir string) error {
 	serr := d.Sync()
 	cerr := d.Close()
 	return errors.Join(serr, cerr)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -51,7 +51,9 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		if sp.stream == media.StreamAudio {
 			fps = 25 // 40 ms frames
 		}
-		size := ringBytes * sp.share / shares
+		// In 64 bits: on 32-bit boards budget*share overflows int from
+		// about 171 MB up.
+		size := int(int64(ringBytes) * int64(sp.share) / int64(shares))
 		if !budget.Reserve(size) {
 			return m, nil, nil, fmt.Errorf("media.memory_mb: no room for the %s ring", sp.name)
 		}

@@ -69,6 +69,7 @@ media:
 	}
 
 	changed := 0
+	var window time.Duration
 	for i := range cycles {
 		before := loadState()
 		cmd := exec.Command(bin, "-config", config)
@@ -113,7 +114,17 @@ media:
 		} else {
 			app.publish(testUUID, now, activateMsg(now, nil))
 		}
-		time.Sleep(time.Duration(rand.Int64N(int64(4 * time.Millisecond))))
+		if i == 0 {
+			// Calibration: how long this machine takes from publish to
+			// ack sets the window the kills fall into (emulated boards
+			// are far slower than the host).
+			start := time.Now()
+			<-app.out
+			window = max(time.Since(start), time.Millisecond)
+			t.Logf("publish to ack: %s; kills fall in [0, %s)", time.Since(start).Round(time.Microsecond), window)
+		} else {
+			time.Sleep(time.Duration(rand.Int64N(int64(window))))
+		}
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
