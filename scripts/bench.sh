@@ -94,6 +94,7 @@ printf '%-52s %s\n' "start to Ready in-process: system / NTP on loopback" "$(met
 printf '%-52s %s\n' "RSS idle" "$(mb "$rss_idle") MB"
 printf '%-52s %s\n' "RSS with 1 viewer (+ per viewer)" "$(mb "$rss_1") MB (+$(mb $((rss_1 - rss_idle))) MB)"
 printf '%-52s %s\n' "RSS with 5 viewers (+ per viewer)" "$(mb "$rss_5") MB (+$(mb $(( (rss_5 - rss_idle) / 5 ))) MB)"
+printf '%-52s %s\n' "RSS per additional viewer (5 viewers vs 1)" "$(mb $(( (rss_5 - rss_1) / 4 ))) MB"
 printf '%-52s %s\n' "heap per session, live / in use (Go bench)" "$(metric "$work/heap.txt" BenchmarkSessionHeap heap-live-KB/session) / $(metric "$work/heap.txt" BenchmarkSessionHeap heap-inuse-KB/session) KB"
 printf '%-52s %s\n' "CPU idle (of one core)" "$(pct "$cpu_idle" 1) %"
 printf '%-52s %s\n' "CPU per viewer, 1 viewer / 5 viewers (of one core)" "$(pct "$cpu_1" 1) % / $(pct "$cpu_5" 5) %"
