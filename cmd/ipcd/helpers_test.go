@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/goleak"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
@@ -266,4 +267,36 @@ func leakCheck(t *testing.T) {
 	t.Helper()
 	opts := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, opts) })
+}
+
+// topicLog records every message published on a topic.
+type topicLog struct {
+	mu   sync.Mutex
+	msgs [][]byte
+}
+
+func (l *topicLog) all() [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([][]byte(nil), l.msgs...)
+}
+
+// captureTopic subscribes a plain MQTT client to topic for the test.
+func captureTopic(t testing.TB, broker, topic string) *topicLog {
+	t.Helper()
+	l := &topicLog{}
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("capture-" + t.Name()).SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("capture connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.msgs = append(l.msgs, append([]byte(nil), m.Payload()...))
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("capture subscribe: %v", tok.Error())
+	}
+	return l
 }
