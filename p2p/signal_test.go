@@ -107,3 +107,17 @@ func FuzzDecode302(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeControl runs the protocol-312 decoder on arbitrary data.
+func FuzzDecodeControl(f *testing.F) {
+	f.Add([]byte(`{"header":{"type":"resolution","from":"a","to":"d","sessionid":"s"},"msg":{"cmdValue":1}}`))
+	f.Add([]byte(`{"header":{"type":"speaker","from":"a","to":"d","sessionid":"s"},"msg":{"cmdValue":"1"}}`))
+	f.Add([]byte(`{"header":{"type":"resolution","from":"a","to":"d","sessionid":"s"},"msg":{}}`))
+	f.Add([]byte(`{"msg":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, _, err := DecodeControl(b)
+		if err == nil && (h.Type == "" || h.From == "" || h.To == "" || h.SessionID == "") {
+			t.Fatalf("accepted a header without required fields: %+v", h)
+		}
+	})
+}
