@@ -312,3 +312,38 @@ func TestLowPower(t *testing.T) {
 	}
 	t.Logf("low power: ttff %s", res.TTFF)
 }
+
+// TestBrokerLossKeepsSessions: losing the broker in Ready does not stop a
+// running session (media is peer to peer), and signaling resumes once the
+// broker is back.
+func TestBrokerLossKeepsSessions(t *testing.T) {
+	leakCheck(t)
+	m := mqtttest.StartMosquitto(t)
+	cfg := testConfig(m.URL())
+	cfg.MQTT.Backoff = BackoffConfig{Base: 100 * time.Millisecond, Cap: 500 * time.Millisecond}
+	rd := startDaemon(t, cfg)
+	v := newViewer(t, m.URL())
+	w := startWatch(t, v, viewer.WatchOptions{})
+	waitFor(t, 15*time.Second, "a session", func() bool { return w.fl.count() > 10 })
+
+	m.Stop()
+	rd.log.waitLog(t, 5*time.Second, "mqtt connection lost")
+	n := w.fl.count()
+	waitFor(t, 5*time.Second, "frames while the broker is down", func() bool { return w.fl.count() > n+25 })
+	if st := rd.d.machine.State(); st != device.StateReady {
+		t.Fatalf("state %s after broker loss", st)
+	}
+	m.Start()
+	waitFor(t, 10*time.Second, "the device to reconnect", func() bool { return rd.d.client.Load().Connected() })
+	w.stop()
+	got, _ := w.fl.snapshot()
+	checkContiguous(t, sourceAUs(t), got)
+
+	// A new viewer gets a session through the restarted broker.
+	v2 := newViewer(t, m.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := v2.Watch(ctx, viewer.WatchOptions{Duration: 300 * time.Millisecond}); err != nil {
+		t.Fatalf("offer after the broker came back: %v", err)
+	}
+}
