@@ -202,7 +202,8 @@ func (p *PipeSource) Run(ctx context.Context) error {
 	bb := ringbuffer.New(p.cfg.BufferBytes).SetBlocking(true)
 	stop := context.AfterFunc(ctx, func() { bb.CloseWithError(ctx.Err()) })
 	defer stop()
-	gaps := &gapQueue{}
+	gaps := &gapQueue{wake: make(chan struct{}, 1)}
+	ingested := make(chan struct{})
 
 	p.log.Info("pipe source started", "codec", p.cfg.Codec.String(), "buffer_bytes", p.cfg.BufferBytes, "fps", p.cfg.FPS)
 	var wg sync.WaitGroup
@@ -216,8 +217,9 @@ func (p *PipeSource) Run(ctx context.Context) error {
 		}
 		// The parser drains what is buffered, then sees EOF.
 		bb.CloseWriter()
+		close(ingested)
 	})
-	parseErr := p.parse(ctx, bb, gaps)
+	parseErr := p.parse(ctx, bb, gaps, ingested)
 	cancel()
 	wg.Wait()
 
@@ -271,6 +273,16 @@ func (p *PipeSource) logSummary(final bool) {
 type gapQueue struct {
 	mu   sync.Mutex
 	gaps []gap
+	// wake tells a parser waiting on an empty byte ring that bytes or a
+	// gap arrived; capacity 1, never blocks the ingester.
+	wake chan struct{}
+}
+
+func (q *gapQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }
 
 type gap struct {
@@ -281,6 +293,7 @@ type gap struct {
 func (q *gapQueue) add(g gap) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	defer q.signal()
 	if n := len(q.gaps); n > 0 && q.gaps[n-1].at == g.at {
 		q.gaps[n-1].loss = q.gaps[n-1].loss || g.loss
 		return
@@ -339,6 +352,7 @@ func (in *ingester) offer(b []byte) error {
 		return err // the byte ring was closed: Run is ending
 	}
 	in.written += int64(n)
+	in.gaps.signal()
 	return nil
 }
 
@@ -505,13 +519,30 @@ type auSplitter interface {
 
 // parse is the parsing goroutine: it reads the byte ring until EOF or until
 // ctx ends, and returns an error only if the ring is closed.
-func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps *gapQueue) error {
+func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps *gapQueue, ingested <-chan struct{}) error {
 	ps := newPipeParser(p)
 	buf := make([]byte, min(maxPipeChunk, p.cfg.BufferBytes))
 	var off int64 // bytes read from the byte ring so far
 	for {
 		if p.beforeRead != nil {
 			p.beforeRead()
+		}
+		if bb.Length() == 0 {
+			// Nothing buffered. A gap here is a writer that ended its
+			// stream: settle its last access unit now rather than when
+			// the next writer's bytes arrive, which may be never.
+			if g, ok := gaps.first(off); ok {
+				if rerr := ps.resync(g.loss); rerr != nil {
+					return rerr
+				}
+				continue
+			}
+			select {
+			case <-gaps.wake:
+				continue
+			case <-ingested:
+			case <-ctx.Done():
+			}
 		}
 		n, err := bb.Read(buf)
 		if n > 0 {
