@@ -75,22 +75,21 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 		}
-		slog := log
 		switch sp.src.Type {
 		case "file":
-			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring, slog)
+			src, err := media.NewFileSource(media.FileSourceConfig{Path: sp.src.Path, Codec: codec, FPS: sp.src.FPS, Loop: sp.src.Loop}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
 			sources = append(sources, src)
 		case "pipe":
-			src, err := media.NewPipeSource(media.PipeSourceConfig{Path: sp.src.Path, Codec: codec, Stream: sp.stream, FPS: sp.src.FPS}, ring, slog)
+			src, err := media.NewPipeSource(media.PipeSourceConfig{Path: sp.src.Path, Codec: codec, Stream: sp.stream, FPS: sp.src.FPS}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
 			sources = append(sources, src)
 		case "v4l2":
-			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS}, ring, slog)
+			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
