@@ -29,6 +29,9 @@ type Config struct {
 	LoopbackCandidates bool
 	// QueueSize bounds the inbound signaling queue; extra messages are dropped.
 	QueueSize int
+	// DefaultStream is sent to offers that name no stream_type;
+	// StreamUnknown means main.
+	DefaultStream media.Stream
 	// Now is the clock used for auth; nil means time.Now.
 	Now func() time.Time
 	// Budget, when set, is the media memory budget; every session reserves

@@ -154,7 +154,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		return CloseCodec, true
 	}
 	want := media.StreamMain
-	if se.offer.StreamType == 1 {
+	switch {
+	case se.offer.NoStreamType && se.svc.cfg.DefaultStream == media.StreamSub:
+		want = media.StreamSub
+	case se.offer.StreamType == 1:
 		want = media.StreamSub
 	}
 	stream, ring := pickStream(want, se.svc.media, offered)

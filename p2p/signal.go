@@ -82,6 +82,9 @@ type Offer struct {
 	Token             []ICEServer     `json:"token,omitempty"`
 	TCPToken          json.RawMessage `json:"tcp_token,omitempty"`
 	DataChannelEnable bool            `json:"datachannel_enable"`
+	// NoStreamType is set by DecodeOffer when the offer names no
+	// stream_type; the device then sends its default stream.
+	NoStreamType bool `json:"-"`
 }
 
 // Answer is the msg of an answer.
@@ -138,6 +141,12 @@ func DecodeOffer(msg json.RawMessage) (Offer, error) {
 	}
 	if o.SDP == "" {
 		return Offer{}, fmt.Errorf("%w: msg.sdp", ErrMissingField)
+	}
+	var present struct {
+		StreamType *int `json:"stream_type"`
+	}
+	if json.Unmarshal(msg, &present) == nil && present.StreamType == nil {
+		o.NoStreamType = true
 	}
 	if o.StreamType != 0 && o.StreamType != 1 {
 		return Offer{}, fmt.Errorf("%w: msg.stream_type must be 0 or 1, got %d", ErrMalformed, o.StreamType)

@@ -121,3 +121,14 @@ func FuzzDecodeControl(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeOfferStreamTypePresence(t *testing.T) {
+	o, err := DecodeOffer(json.RawMessage(`{"sdp":"v=0"}`))
+	if err != nil || !o.NoStreamType {
+		t.Fatalf("offer without stream_type: %+v %v", o, err)
+	}
+	o, err = DecodeOffer(json.RawMessage(`{"sdp":"v=0","stream_type":0}`))
+	if err != nil || o.NoStreamType {
+		t.Fatalf("offer with stream_type 0: %+v %v", o, err)
+	}
+}

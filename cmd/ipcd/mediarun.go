@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
 )
 
@@ -35,6 +36,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
 		QueueSize:          d.cfg.MQTT.QueueSize,
 		Budget:             budget,
+		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
 	}, m, d, d.log)
 	if err != nil {
@@ -62,6 +64,13 @@ func (m *mediaRun) run(ctx context.Context) error {
 		return fmt.Errorf("media source: %w", err)
 	}
 	return nil
+}
+
+func defaultStream(name string) media.Stream {
+	if name == "sub" {
+		return media.StreamSub
+	}
+	return media.StreamMain
 }
 
 func iceServers(in []ICEServer) []p2p.ICEServer {
