@@ -35,3 +35,9 @@ var (
 	ErrUnsupportedFile  = errors.New("unsupported file type")
 	ErrFileSourceConfig = errors.New("invalid file source config")
 )
+
+// Sequence parameter sets.
+var (
+	ErrNotSPS       = errors.New("not a sequence parameter set")
+	ErrMalformedSPS = errors.New("malformed sequence parameter set")
+)

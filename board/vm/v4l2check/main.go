@@ -114,7 +114,7 @@ type result struct {
 	bytes                      int
 	fps                        float64
 	captureTime                time.Duration
-	sps                        spsInfo
+	sps                        media.SPSInfo
 	mode                       media.V4L2Mode
 	forcedDelay                time.Duration
 	forcedAfter                int // frames from the join to the forced keyframe
@@ -305,12 +305,15 @@ func check(o options, log *slog.Logger) (result, error) {
 	}
 	if o.codec == media.CodecH264 {
 		for _, nal := range media.SplitNALUs(f0.Payload) {
-			if nal[0]&0x1f == 7 {
-				if res.sps, err = parseSPS(nal); err != nil {
-					return res, fail("sps", "%w", err)
-				}
-				break
+			sps, err := media.ParseSPS(nal, o.codec)
+			if errors.Is(err, media.ErrNotSPS) {
+				continue
 			}
+			if err != nil {
+				return res, fail("sps", "%w", err)
+			}
+			res.sps = sps
+			break
 		}
 		if res.sps.Width != o.width || res.sps.Height != o.height {
 			return res, fail("sps-size", "SPS says %dx%d, asked for %dx%d", res.sps.Width, res.sps.Height, o.width, o.height)
