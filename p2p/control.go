@@ -35,6 +35,8 @@ const (
 	ResNoStream      = 3
 	ResCodecMismatch = 4
 	ResUnsupported   = 5
+	// ResSpeakerInUse is Tuya's SPEAKER_ISUSED: another session talks.
+	ResSpeakerInUse = 10
 )
 
 // DecodeControl decodes a 312 message: the header as in 302 and a cmdValue.
@@ -86,32 +88,55 @@ func (s *Service) control(sessions map[string]*session, data []byte) {
 	}
 	switch h.Type {
 	case ControlResolution:
-		var want media.Stream
-		switch v {
-		case 0:
-			want = media.StreamMain
-		case 1:
-			want = media.StreamSub
-		default:
-			reply(ResBadRequest, fmt.Sprintf("cmdValue %d: want 0 (main) or 1 (sub)", v))
-			return
+		code, msg := s.setClarity(se, v)
+		if code == ResOK {
+			log.Info("312 resolution", "stream", clarityName(v))
+			s.events.emit(EventLiveVideoClaritySet, se.id, v)
 		}
-		target := s.media.ring(want)
-		if target == nil {
-			reply(ResNoStream, want.String()+" stream not configured")
-			return
-		}
-		cur := s.media.ring(media.Stream(se.stream.Load()))
-		if cur != nil && cur.Codec() != target.Codec() {
-			reply(ResCodecMismatch, fmt.Sprintf("%s stream is %s, session sends %s: switching needs a new session", want, target.Codec(), cur.Codec()))
-			return
-		}
-		se.switchStream(want)
-		log.Info("312 resolution", "stream", want.String())
-		reply(ResOK, "")
+		reply(code, msg)
 	case ControlSpeaker:
-		reply(ResUnsupported, "talkback is not supported by this device")
+		switch v {
+		case 1:
+			reply(se.speakerOn())
+		case 0:
+			reply(se.speakerOff())
+		default:
+			reply(ResBadRequest, fmt.Sprintf("cmdValue %d: want 1 (on) or 0 (off)", v))
+		}
 	default:
 		reply(ResBadRequest, "unknown type "+h.Type)
 	}
+}
+
+// setClarity moves se to the main (0) or sub (1) stream at its next
+// keyframe, for 312 resolution and the control channel's clarity_set. It
+// reads only what does not change while the service runs, so any goroutine
+// may call it.
+func (s *Service) setClarity(se *session, v int) (int, string) {
+	var want media.Stream
+	switch v {
+	case 0:
+		want = media.StreamMain
+	case 1:
+		want = media.StreamSub
+	default:
+		return ResBadRequest, fmt.Sprintf("cmdValue %d: want 0 (main) or 1 (sub)", v)
+	}
+	target := s.media.ring(want)
+	if target == nil {
+		return ResNoStream, want.String() + " stream not configured"
+	}
+	cur := s.media.ring(media.Stream(se.stream.Load()))
+	if cur != nil && cur.Codec() != target.Codec() {
+		return ResCodecMismatch, fmt.Sprintf("%s stream is %s, session sends %s: switching needs a new session", want, target.Codec(), cur.Codec())
+	}
+	se.switchStream(want)
+	return ResOK, ""
+}
+
+func clarityName(v int) string {
+	if v == 1 {
+		return media.StreamSub.String()
+	}
+	return media.StreamMain.String()
 }

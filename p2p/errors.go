@@ -17,6 +17,12 @@ var (
 	// ErrAuthMismatch means the token's signature does not match.
 	ErrAuthMismatch = errors.New("auth token mismatch")
 
+	// ErrUnknownCommand is returned for a control channel command the
+	// device does not know.
+	ErrUnknownCommand = errors.New("unknown command")
+	// ErrBadValue is returned for a command value out of range.
+	ErrBadValue = errors.New("bad value")
+
 	// ErrClosed is returned by a service that has stopped.
 	ErrClosed = errors.New("service closed")
 )

@@ -188,6 +188,10 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.skipped.Add(uint64(skipped))
 			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
 		}
+		if se.pause.skipVideo(f) {
+			lastWall = f.Timestamp
+			continue
+		}
 		if err := vp.write(video, f); err != nil {
 			se.log.Debug("write video", "err", err)
 		}
@@ -228,6 +232,9 @@ func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrt
 		}
 		if skipped > 0 {
 			se.skipped.Add(uint64(skipped))
+		}
+		if se.pause.audio.Load() {
+			continue
 		}
 		if err := ap.write(track, f); err != nil {
 			se.log.Debug("write audio", "err", err)

@@ -38,6 +38,14 @@ type Config struct {
 	// SessionCost bytes of it and is refused with close reason 14 when they
 	// are not there.
 	Budget *media.Budget
+	// Speaker is the talkback sink; nil means the board has none and
+	// speaker requests are refused.
+	Speaker Speaker
+	// Events, when set, receives the control events (SPEC §6.1) in order
+	// from one goroutine of the service. It must return quickly: while it
+	// runs, up to EventQueue events wait and later ones are dropped.
+	Events     func(Event)
+	EventQueue int
 }
 
 // SessionCost is what a session is charged against the media memory
@@ -61,6 +69,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.EventQueue == 0 {
+		c.EventQueue = 64
 	}
 }
 
@@ -91,6 +102,9 @@ type Service struct {
 	dropped atomic.Uint64
 	pcs     atomic.Uint64
 
+	speaker *speakerGate // nil without a speaker
+	events  *eventQueue
+
 	// cred is set by Run and read only by its goroutine.
 	cred Credentials
 }
@@ -107,7 +121,13 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
+	var gate *speakerGate
+	if cfg.Speaker != nil {
+		gate = &speakerGate{sink: cfg.Speaker}
+	}
 	return &Service{
+		speaker: gate,
+		events:  newEventQueue(cfg.Events, cfg.EventQueue, log),
 		cfg:     cfg,
 		media:   m,
 		pub:     pub,
@@ -166,6 +186,9 @@ func (s *Service) PeerConnections() uint64 { return s.pcs.Load() }
 // Dropped is how many signaling messages the full inbound queue refused.
 func (s *Service) Dropped() uint64 { return s.dropped.Load() }
 
+// DroppedEvents is how many events the full event queue refused.
+func (s *Service) DroppedEvents() uint64 { return s.events.dropped.Load() }
+
 const aliveInterval = 10 * time.Second
 
 // Credentials are what the activation gives the service: the device id
@@ -184,6 +207,16 @@ func (s *Service) Run(ctx context.Context, cred Credentials) error {
 		return errors.New("p2p: dev id and p2p password are required")
 	}
 	s.cred = cred
+	if s.cfg.Events != nil {
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			s.events.run(stop)
+		}()
+		// Deferred before the sessions are waited for, so it runs after:
+		// their last events are delivered too.
+		defer func() { close(stop); <-done }()
+	}
 	s.log.Info("listen ok", "dev_id", cred.DevID, "max_clients", s.cfg.MaxClients)
 	sessions := map[string]*session{}
 	alive := time.NewTicker(aliveInterval)

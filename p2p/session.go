@@ -57,6 +57,9 @@ type session struct {
 	audioBytes  atomic.Uint64
 	skipped     atomic.Uint64
 	ttff        atomic.Int64
+
+	pause pauses    // control channel: what the app stopped
+	talk  talkStats // talkback counters
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
@@ -110,6 +113,8 @@ func (se *session) run(parent context.Context) {
 		}
 	}
 	wg.Wait()
+	// After the talkback writer has written its tail.
+	se.releaseSpeaker()
 	st := se.stats()
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
 		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
@@ -142,6 +147,8 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		case <-ctx.Done():
 		}
 	})
+
+	hooks := se.hook(ctx, pc)
 
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
 		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
@@ -278,6 +285,12 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			case webrtc.PeerConnectionStateClosed:
 				return CloseUser, false
 			}
+
+		case tr := <-hooks.tracks:
+			se.startTalk(wg, tr)
+
+		case m := <-hooks.cmds:
+			se.command(m)
 
 		case <-liveness.C:
 			return CloseTimeout, true

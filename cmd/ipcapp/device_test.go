@@ -29,6 +29,13 @@ const (
 // and 312 control. sub may be empty.
 func startDevice(t *testing.T, broker, main, sub string) {
 	t.Helper()
+	startDeviceWith(t, broker, main, sub, p2p.Config{})
+}
+
+// startDeviceWith is startDevice with the talkback and event settings of
+// extra.
+func startDeviceWith(t *testing.T, broker, main, sub string, extra p2p.Config) {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -56,7 +63,8 @@ func startDevice(t *testing.T, broker, main, sub string) {
 	}
 
 	pub := &bridge{}
-	svc, err := p2p.NewService(p2p.Config{NetworkInterfaces: loopbackInterfaces(t), LoopbackCandidates: true}, m, pub, log)
+	svc, err := p2p.NewService(p2p.Config{NetworkInterfaces: loopbackInterfaces(t), LoopbackCandidates: true,
+		Speaker: extra.Speaker, Events: extra.Events}, m, pub, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/ipcd/ipcd/media"
@@ -15,6 +16,9 @@ type mediaRun struct {
 	media   p2p.Media
 	sources []runner
 	svc     *p2p.Service
+	// speaker is closed when the media stops, after the service that
+	// writes to it.
+	speaker io.Closer
 }
 
 type runner interface {
@@ -25,6 +29,15 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	m, sources, budget, err := buildMedia(d.cfg.Media, d.cfg.Stream, d.log)
 	if err != nil {
 		return nil, err
+	}
+	var speaker p2p.Speaker
+	var closer io.Closer
+	if d.cfg.Media.Speaker.Type == "file" {
+		fs, err := media.NewFileSink(d.cfg.Media.Speaker.Path)
+		if err != nil {
+			return nil, fmt.Errorf("media.speaker.path: %w", err)
+		}
+		speaker, closer = fs, fs
 	}
 	svc, err := p2p.NewService(p2p.Config{
 		MaxClients:         d.cfg.Stream.MaxClients,
@@ -38,17 +51,24 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		Budget:             budget,
 		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
+		Speaker:            speaker,
+		Events: func(e p2p.Event) {
+			d.log.Debug("media stream event", "event", e.Type.String(), "session", e.SessionID, "source", e.Source, "value", e.Value)
+		},
 	}, m, d, d.log)
 	if err != nil {
+		if closer != nil {
+			_ = closer.Close()
+		}
 		return nil, err
 	}
-	return &mediaRun{media: m, sources: sources, svc: svc}, nil
+	return &mediaRun{media: m, sources: sources, svc: svc, speaker: closer}, nil
 }
 
 // run feeds the rings until ctx ends.
 func (m *mediaRun) run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, len(m.sources))
+	errs := make(chan error, len(m.sources)+1)
 	for _, s := range m.sources {
 		wg.Add(1)
 		go func() {
@@ -59,6 +79,11 @@ func (m *mediaRun) run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if m.speaker != nil {
+		if err := m.speaker.Close(); err != nil {
+			errs <- fmt.Errorf("speaker: %w", err)
+		}
+	}
 	close(errs)
 	for err := range errs {
 		return fmt.Errorf("media source: %w", err)

@@ -1,6 +1,7 @@
 package viewer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,14 @@ type session struct {
 	firstOnce  sync.Once
 	readers    sync.WaitGroup
 
+	// bg ends when the session closes; the talk and OnControl goroutines,
+	// counted in readers, run under it.
+	bg        context.Context
+	stopBg    context.CancelFunc
+	ctl       *ControlChannel
+	talkTrack *webrtc.TrackLocalStaticSample
+	talking   bool
+
 	mu sync.Mutex
 	st stats
 }
@@ -63,10 +72,16 @@ type stats struct {
 	skipped                  int
 	firstKey                 bool
 	codec                    videoCodec
+	talkBytes                int64
+	talkRes                  int
+	talkDone                 bool
 }
 
 func newSession(c *Client, api *webrtc.API, opt WatchOptions, streamType int) *session {
+	bg, stopBg := context.WithCancel(context.Background())
 	return &session{
+		bg:         bg,
+		stopBg:     stopBg,
 		c:          c,
 		api:        api,
 		log:        c.log.With("session", opt.SessionID),
@@ -114,7 +129,17 @@ func (s *session) setup() error {
 
 	// A sendrecv audio transceiver without samples is what an app does
 	// before talkback starts; pion gives it an idle PCMU track.
-	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio,
+	if s.opt.Talk != nil {
+		tr, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, "talk", "ipcapp")
+		if err != nil {
+			return fmt.Errorf("talk track: %w", err)
+		}
+		s.talkTrack = tr
+		if _, err := pc.AddTransceiverFromTrack(tr,
+			webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv}); err != nil {
+			return fmt.Errorf("audio transceiver: %w", err)
+		}
+	} else if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio,
 		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv}); err != nil {
 		return fmt.Errorf("audio transceiver: %w", err)
 	}
@@ -128,7 +153,11 @@ func (s *session) setup() error {
 			return fmt.Errorf("data channel: %w", err)
 		}
 		dc.OnOpen(func() { send(s, s.dcOpen, struct{}{}) })
-		dc.OnMessage(func(m webrtc.DataChannelMessage) { s.log.Debug("control reply", "msg", string(m.Data)) })
+		s.ctl = newControlChannel(dc)
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			s.log.Debug("control reply", "msg", string(m.Data))
+			s.ctl.route(m.Data, s.opt.OnControlReply)
+		})
 		s.dc = dc
 	}
 	offer, err := pc.CreateOffer(nil)
@@ -288,6 +317,7 @@ func (s *session) candidateType() string {
 // when it returns.
 func (s *session) close(endErr error) {
 	close(s.ending)
+	s.stopBg()
 	var refused *RefusedError
 	if s.offered && !errors.As(endErr, &refused) && !errors.Is(endErr, ErrClosed) {
 		err := s.c.Publish302(s.header(p2p.TypeDisconnect), p2p.Disconnect{
@@ -318,6 +348,8 @@ func (s *session) result() Result {
 		Skipped:       s.st.skipped,
 		FirstKey:      s.st.firstKey,
 		CandidateType: s.candType,
+		TalkBytes:     s.st.talkBytes,
+		TalkRes:       s.st.talkRes,
 	}
 	if s.st.codec != codecUnknown {
 		r.Codec = s.st.codec.String()
@@ -332,4 +364,14 @@ func (s *session) result() Result {
 		}
 	}
 	return r
+}
+
+// startTalk starts sending opt.Talk once, when the connection is up and,
+// with a control channel, when it is open.
+func (s *session) startTalk() {
+	if s.opt.Talk == nil || s.talking {
+		return
+	}
+	s.talking = true
+	s.readers.Go(func() { s.talk(s.bg) })
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -51,6 +52,19 @@ type WatchOptions struct {
 	// concurrently; none is called after Watch returns.
 	OnVideo func(au []byte, key bool)
 	OnAudio func(frame []byte)
+
+	// Talk is raw PCMU (8 kHz) sent as talkback on the sendrecv audio
+	// track, 20 ms a packet in real time, once the connection is up. The
+	// session first takes the speaker (speaker_start on the control channel
+	// with DataChannel, else 312 speaker 1) and releases it at the end of
+	// Talk. OnTalkDone is called then, from a goroutine of the session.
+	Talk       io.Reader
+	OnTalkDone func()
+	// OnControl is called once the control channel is open (DataChannel),
+	// on its own goroutine; ctx ends when the session does. OnControlReply
+	// receives replies that no ControlChannel.Do call waits for.
+	OnControl      func(ctx context.Context, ctl *ControlChannel)
+	OnControlReply func(p2p.CommandReply)
 }
 
 // Result describes a finished session.
@@ -83,6 +97,10 @@ type Result struct {
 	CandidateType string
 	// Duration is the time from the first video frame to the end.
 	Duration time.Duration
+	// TalkBytes is how much of WatchOptions.Talk was sent, TalkRes the
+	// device's answer to the speaker request (10: another session talks).
+	TalkBytes int64
+	TalkRes   int
 }
 
 func streamType(s string) (int, error) {
@@ -208,11 +226,18 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 			switch state {
 			case webrtc.PeerConnectionStateConnected:
 				s.candType = s.candidateType()
+				if s.dc == nil {
+					s.startTalk()
+				}
 			case webrtc.PeerConnectionStateFailed:
 				return ErrConnection
 			}
 		case <-s.dcOpen:
 			s.startControl()
+			if f := s.opt.OnControl; f != nil {
+				s.readers.Go(func() { f(s.bg, s.ctl) })
+			}
+			s.startTalk()
 		case <-firstFrame:
 			firstFrame = nil
 			noMedia.Stop()

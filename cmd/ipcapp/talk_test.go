@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/mqtt/mqtttest"
+	"github.com/ipcd/ipcd/p2p"
+)
+
+// eventLog collects the device's events.
+type eventLog struct {
+	mu sync.Mutex
+	ev []p2p.Event
+}
+
+func (l *eventLog) add(e p2p.Event) {
+	l.mu.Lock()
+	l.ev = append(l.ev, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) of(session string) []p2p.EventType {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []p2p.EventType
+	for _, e := range l.ev {
+		if e.SessionID == session {
+			if e.Source != p2p.SourceWebRTC {
+				panic("source " + e.Source)
+			}
+			out = append(out, e.Type)
+		}
+	}
+	return out
+}
+
+func newViewer(t *testing.T, broker string) *viewer.Client {
+	t.Helper()
+	c, err := viewer.NewClient(context.Background(), viewer.Config{Broker: broker, DevID: testDevID, P2PPassword: testPassword}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestTalkback sends the sample audio from one session while a second one
+// asks for the speaker, and checks what reaches the speaker file, the
+// control replies and the events.
+func TestTalkback(t *testing.T) {
+	broker := mqtttest.Embedded(t)
+	path := filepath.Join(t.TempDir(), "speaker.pcmu")
+	sink, err := media.NewFileSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var events eventLog
+	startDeviceWith(t, broker, "main.h264", "sub.h264", p2p.Config{Speaker: sink, Events: events.add})
+
+	want, err := os.ReadFile(mediaDir + "audio.pcmu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = want[:8000] // 1 s
+	c := newViewer(t, broker)
+	// Sessions, on both sides, leave nothing behind once Watch returns.
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	talkCtx, stopTalk := context.WithCancel(ctx)
+	first, err := c.Watch(talkCtx, viewer.WatchOptions{
+		SessionID:   "talker",
+		DataChannel: true,
+		Talk:        bytes.NewReader(want),
+		OnTalkDone:  stopTalk,
+	})
+	if err != nil {
+		t.Fatalf("talker: %v", err)
+	}
+	got, _ := os.ReadFile(path)
+	if len(got) < len(want)/2 {
+		t.Fatalf("speaker got %d bytes of %d", len(got), len(want))
+	}
+	if i := bytes.Index(want, got); i < 0 {
+		t.Fatalf("speaker bytes (%d) are not a contiguous run of the input", len(got))
+	}
+	t.Logf("speaker got %d of %d bytes, sent %d", len(got), len(want), first.TalkBytes)
+	if ev := events.of("talker"); len(ev) < 4 || ev[len(ev)-2] != p2p.EventSpeakerStart || ev[len(ev)-1] != p2p.EventSpeakerStop {
+		t.Fatalf("talker events %v, want ... SpeakerStart SpeakerStop", ev)
+	}
+	checkGoroutines(t, before)
+}
+
+func checkGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before+2 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestControlChannel drives a session with control commands: every reply
+// carries its req, the speaker is refused to a second session, video stops
+// and resumes at a keyframe, and the events arrive in order.
+func TestControlChannel(t *testing.T) {
+	broker := mqtttest.Embedded(t)
+	sink, err := media.NewFileSink(filepath.Join(t.TempDir(), "speaker.pcmu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var events eventLog
+	startDeviceWith(t, broker, "main.h264", "sub.h264", p2p.Config{Speaker: sink, Events: events.add})
+	c := newViewer(t, broker)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	var mu sync.Mutex
+	var frames, keys int
+	var afterStop, firstKeyAfterStart = -1, false
+	var bad []p2p.CommandReply
+	sctx, stop := context.WithCancel(ctx)
+	_, err = c.Watch(sctx, viewer.WatchOptions{
+		SessionID:   "ctl",
+		DataChannel: true,
+		OnVideo: func(_ []byte, key bool) {
+			mu.Lock()
+			frames++
+			if afterStop >= 0 && frames == afterStop+1 {
+				firstKeyAfterStart = key
+			}
+			if key {
+				keys++
+			}
+			mu.Unlock()
+		},
+		OnControlReply: func(r p2p.CommandReply) {
+			mu.Lock()
+			if r.Res != 0 {
+				bad = append(bad, r)
+			}
+			mu.Unlock()
+		},
+		OnControl: func(cctx context.Context, ctl *viewer.ControlChannel) {
+			defer stop()
+			do := func(cmd string, v any, wantRes int) p2p.CommandReply {
+				r, err := ctl.Do(cctx, cmd, v)
+				if err != nil || r.Res != wantRes {
+					t.Errorf("%s: %+v, %v; want res %d", cmd, r, err, wantRes)
+				}
+				return r
+			}
+			if r := do(p2p.CmdClarityQuery, nil, 0); r.Value == nil || *r.Value != 0 {
+				t.Errorf("clarity_query value %v, want 0", r.Value)
+			}
+			do(p2p.CmdSpeakerStart, nil, 0)
+			// A second session asks for the speaker on its control channel.
+			_, err := c.Watch(cctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
+				OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
+					r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
+					if err != nil || r.Res != p2p.ResSpeakerInUse {
+						t.Errorf("second speaker_start: %+v, %v; want res 10", r, err)
+					}
+				}, Duration: 500 * time.Millisecond})
+			if err != nil {
+				t.Errorf("second session: %v", err)
+			}
+			if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
+				t.Error(err)
+			}
+			if err := ctl.SendRaw(`{not json`); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(300 * time.Millisecond) // frames flow
+			do(p2p.CmdVideoStop, nil, 0)
+			time.Sleep(200 * time.Millisecond) // in flight
+			mu.Lock()
+			n := frames
+			mu.Unlock()
+			time.Sleep(600 * time.Millisecond)
+			mu.Lock()
+			if frames != n {
+				t.Errorf("%d video frames arrived after video_stop", frames-n)
+			}
+			afterStop = frames
+			mu.Unlock()
+			do(p2p.CmdVideoStart, nil, 0)
+			do(p2p.CmdClaritySet, 1, 0)
+			do(p2p.CmdClaritySet, 7, 1)
+			do(p2p.CmdSpeakerStop, nil, 0)
+			time.Sleep(2500 * time.Millisecond) // a GOP
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if frames <= afterStop || !firstKeyAfterStart {
+		t.Errorf("after video_start: %d frames (had %d), first is key: %v", frames, afterStop, firstKeyAfterStart)
+	}
+	if len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
+		t.Errorf("bad commands answered %+v, want req 77 res 1 and res 1", bad)
+	}
+	wantEv := []p2p.EventType{p2p.EventLiveVideoStart, p2p.EventLiveAudioStart, p2p.EventLiveVideoClarityQuery,
+		p2p.EventSpeakerStart, p2p.EventLiveVideoStop, p2p.EventLiveVideoStart, p2p.EventLiveVideoClaritySet, p2p.EventSpeakerStop}
+	got := events.of("ctl")
+	if fmt.Sprint(got) != fmt.Sprint(wantEv) {
+		t.Errorf("events %v, want %v", got, wantEv)
+	}
+	if ev := events.of("ctl2"); slices.Contains(ev, p2p.EventSpeakerStart) {
+		t.Errorf("second session got the speaker: %v", ev)
+	}
+}
