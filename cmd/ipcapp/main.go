@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runReset(ctx, args[1:], stdout, stderr)
 	case "web":
 		return runWeb(ctx, args[1:], stdout, stderr)
+	case "talk":
+		return runTalk(ctx, args[1:], stdout, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "ipcapp", version)
 		return exitOK
@@ -67,6 +69,7 @@ commands:
   reset     wipe a device's activation (protocol 46)
   live      watch the live stream once, save it and print its stats;
             -switch-to asks the device to change streams mid-session
+  talk      send a raw PCMU file to the camera's speaker (talkback)
   bench     time sequential sessions, then concurrent viewers
   web       serve the browser viewer: the page talks to the broker over
             MQTT-over-WebSocket and plays the camera with live stats

@@ -256,3 +256,49 @@ func TestResolutionSwitchRefused(t *testing.T) {
 	n := w.fl.count()
 	waitFor(t, 5*time.Second, "the session to go on", func() bool { return w.fl.count() > n+10 })
 }
+
+// TestTalkback: the app's audio reaches the board's speaker sink through the
+// daemon byte for byte, over 312 speaker (no control channel) and over the
+// control channel; a second talker is refused with 10 while one holds it.
+func TestTalkback(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := testConfig(broker)
+	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+	startDaemon(t, cfg)
+	v := newViewer(t, broker)
+	clip, err := os.ReadFile("../../configs/media/audio.pcmu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	talk := clip[:16000] // 2 s
+	var want []byte
+	for _, dc := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := v.Watch(ctx, viewer.WatchOptions{Talk: bytes.NewReader(talk), DataChannel: dc,
+			OnTalkDone: func() { time.AfterFunc(200*time.Millisecond, cancel) }})
+		cancel()
+		if err != nil || res.TalkRes != 0 || res.TalkBytes != int64(len(talk)) {
+			t.Fatalf("talk (control channel %v): sent %d res %d err %v", dc, res.TalkBytes, res.TalkRes, err)
+		}
+		want = append(want, talk...)
+		waitFor(t, 2*time.Second, "the speaker to get it", func() bool {
+			got, _ := os.ReadFile(cfg.Media.Speaker.Path)
+			return len(got) >= len(want)
+		})
+		got, _ := os.ReadFile(cfg.Media.Speaker.Path)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("speaker holds %d bytes, not the %d sent", len(got), len(want))
+		}
+	}
+
+	// While one session talks, another's speaker request gets 10.
+	holder := startWatch(t, v, viewer.WatchOptions{Talk: bytes.NewReader(clip), SessionID: "holder"})
+	waitFor(t, 10*time.Second, "the holder to talk", func() bool { return holder.fl.count() > 5 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, _ := v.Watch(ctx, viewer.WatchOptions{Talk: bytes.NewReader(talk), Duration: 500 * time.Millisecond})
+	if res.TalkRes != 10 {
+		t.Fatalf("second talker got res %d, want 10 (speaker in use)", res.TalkRes)
+	}
+}
