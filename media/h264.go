@@ -152,7 +152,11 @@ func (s *H264AUSplitter) reset() {
 // access units. Splitting the concatenation of the result again yields the same
 // access units. It fails only when data holds no NAL unit at all.
 func SplitAccessUnitsH264(data []byte) ([]AccessUnit, error) {
-	var s H264AUSplitter
+	return splitAccessUnits(data, &H264AUSplitter{})
+}
+
+// splitAccessUnits runs a whole byte stream through an access-unit splitter.
+func splitAccessUnits(data []byte, s auSplitter) ([]AccessUnit, error) {
 	var out []AccessUnit
 	found := false
 	it := newNALIter(data)

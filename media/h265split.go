@@ -117,21 +117,5 @@ func (s *H265AUSplitter) reset() {
 // access units. Splitting the concatenation of the result again yields the same
 // access units. It fails only when data holds no NAL unit at all.
 func SplitAccessUnitsH265(data []byte) ([]AccessUnit, error) {
-	var s H265AUSplitter
-	var out []AccessUnit
-	found := false
-	it := newNALIter(data)
-	for nal, ok := it.next(); ok; nal, ok = it.next() {
-		found = true
-		if au, done := s.Push(nal); done {
-			out = append(out, au)
-		}
-	}
-	if !found {
-		return nil, ErrNoNALUnits
-	}
-	if au, done := s.Flush(); done {
-		out = append(out, au)
-	}
-	return out, nil
+	return splitAccessUnits(data, &H265AUSplitter{})
 }
