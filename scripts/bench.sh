@@ -51,12 +51,16 @@ grep -q "listen ok" "$work/ipcd.log" || { echo "bench: ipcd never became ready";
 ready_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+# File-backed pages are the binary's code, clean and shared; anonymous ones
+# are what ipcd allocated.
+rss_split() { awk '/^RssAnon/ {a = $2} /^RssFile/ {f = $2} END {printf "anon %.1f MB, file %.1f MB", a / 1024, f / 1024}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 app=(bin/ipcapp bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
 
 sleep 3
 rss_idle=$(rss_kb)
+rss_idle_split=$(rss_split)
 t0=$(cpu_ticks); sleep 3; cpu_idle=$(( $(cpu_ticks) - t0 ))
 
 # viewers N: RSS and CPU of ipcd while N viewers watch for 8 s, measured
@@ -91,7 +95,7 @@ printf '%-52s %s\n' "time to first frame, 5 concurrent, p50 / p95" "$(jget "$wor
 printf '%-52s %s\n' "time to first frame in-process (Go bench), p50 / p95" "$(metric "$work/ttff.txt" BenchmarkTTFF ttff-p50-ms) / $(metric "$work/ttff.txt" BenchmarkTTFF ttff-p95-ms) ms"
 printf '%-52s %s\n' "process start to Ready (system clock)" "$ready_ms ms"
 printf '%-52s %s\n' "start to Ready in-process: system / NTP on loopback" "$(metric "$work/ready.txt" 'BenchmarkStartToReady/system' ms/ready) / $(metric "$work/ready.txt" 'BenchmarkStartToReady/ntp' ms/ready) ms"
-printf '%-52s %s\n' "RSS idle" "$(mb "$rss_idle") MB"
+printf '%-52s %s\n' "RSS idle" "$(mb "$rss_idle") MB ($rss_idle_split)"
 printf '%-52s %s\n' "RSS with 1 viewer (+ per viewer)" "$(mb "$rss_1") MB (+$(mb $((rss_1 - rss_idle))) MB)"
 printf '%-52s %s\n' "RSS with 5 viewers (+ per viewer)" "$(mb "$rss_5") MB (+$(mb $(( (rss_5 - rss_idle) / 5 ))) MB)"
 printf '%-52s %s\n' "RSS per additional viewer (5 viewers vs 1)" "$(mb $(( (rss_5 - rss_1) / 4 ))) MB"
