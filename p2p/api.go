@@ -3,6 +3,7 @@ package p2p
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -87,6 +88,12 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 			allowed[n] = true
 		}
 		se.SetInterfaceFilter(func(name string) bool { return allowed[name] })
+		// A device gathering on loopback only cannot reach any other
+		// address: checks toward an app's LAN candidates would be wasted
+		// (and on a shared test machine, aimed past loopback).
+		if loopbackOnly(cfg.NetworkInterfaces) {
+			se.SetRemoteIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+		}
 	}
 	se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates)
 	if cfg.UDPPortRange[0] != 0 || cfg.UDPPortRange[1] != 0 {
@@ -99,4 +106,15 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// loopbackOnly reports whether every named interface is a loopback one.
+func loopbackOnly(names []string) bool {
+	for _, n := range names {
+		ifi, err := net.InterfaceByName(n)
+		if err != nil || ifi.Flags&net.FlagLoopback == 0 {
+			return false
+		}
+	}
+	return len(names) > 0
 }
