@@ -22,7 +22,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
-	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
@@ -56,33 +55,6 @@ func chromium(t *testing.T) string {
 	}
 	t.Skip("chromium is not installed (apt-get install chromium); skipping the browser test")
 	return ""
-}
-
-// startWSBroker runs the embedded broker with its WebSocket listener and
-// returns the TCP URL for the device and the WebSocket URL for the page.
-func startWSBroker(t *testing.T) (tcpURL, wsURL string) {
-	t.Helper()
-	ws := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
-	b, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", ws, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("embedded broker: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("embedded broker: %v", err)
-		}
-	})
-	select {
-	case <-b.Ready():
-	case err := <-done:
-		done <- err
-		t.Fatalf("embedded broker: %v", err)
-	}
-	return "tcp://" + b.TCPAddr(), "ws://" + ws
 }
 
 // startWeb serves the page for cfg as ipcapp web does and returns its URL.
@@ -329,7 +301,7 @@ func TestPictureCheck(t *testing.T) {
 // protocol 312, disconnect and reconnect, and explain an auth refusal.
 func TestBrowserViewer(t *testing.T) {
 	path := chromium(t)
-	tcpURL, wsURL := startWSBroker(t)
+	tcpURL, wsURL := mqtttest.EmbeddedWS(t)
 	startDevice(t, tcpURL, "main.h264", "sub.h264")
 	cfg := webConfig{
 		Broker:      wsURL,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -299,4 +300,18 @@ func captureTopic(t testing.TB, broker, topic string) *topicLog {
 		t.Fatalf("capture subscribe: %v", tok.Error())
 	}
 	return l
+}
+
+// offerRefused sends one more offer and asserts the device refuses it with
+// the close reason and code given.
+func offerRefused(t *testing.T, v *viewer.Client, opt viewer.WatchOptions, reason, code int) *viewer.RefusedError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := v.Watch(ctx, opt)
+	var refused *viewer.RefusedError
+	if !errors.As(err, &refused) || refused.CloseReason != reason || refused.Code != code {
+		t.Fatalf("want a refusal with close reason %d code %d, got %v", reason, code, err)
+	}
+	return refused
 }

@@ -248,13 +248,7 @@ func TestMaxClients(t *testing.T) {
 	w2 := startWatch(t, v, viewer.WatchOptions{})
 	waitFor(t, 15*time.Second, "two sessions streaming", func() bool { return w1.fl.count() > 10 && w2.fl.count() > 10 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := v.Watch(ctx, viewer.WatchOptions{})
-	var refused *viewer.RefusedError
-	if !errors.As(err, &refused) || refused.CloseReason != 4 || refused.Code != -104 {
-		t.Fatalf("third offer: want close reason 4 code -104, got %v", err)
-	}
+	offerRefused(t, v, viewer.WatchOptions{}, 4, -104)
 	rd.log.waitLog(t, time.Second, "incoming connection refused")
 	n1, n2 := w1.fl.count(), w2.fl.count()
 	waitFor(t, 5*time.Second, "more frames after the refusal", func() bool { return w1.fl.count() > n1+25 && w2.fl.count() > n2+25 })

@@ -61,9 +61,23 @@ func FreePort(t testing.TB) int {
 // "tcp://127.0.0.1:PORT".
 func Embedded(t testing.TB) string {
 	t.Helper()
+	tcp, _ := embedded(t, "")
+	return tcp
+}
+
+// EmbeddedWS is Embedded with an MQTT-over-WebSocket listener too, for the
+// browser viewer; it returns both URLs.
+func EmbeddedWS(t testing.TB) (tcpURL, wsURL string) {
+	t.Helper()
+	ws := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	return embedded(t, ws)
+}
+
+func embedded(t testing.TB, ws string) (tcpURL, wsURL string) {
+	t.Helper()
 	// The broker's logs are discarded: its goroutines may still log while
 	// the test ends, and testing.T panics on a late Log.
-	b, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", "", slog.New(slog.DiscardHandler))
+	b, err := mqtt.NewEmbeddedBroker("127.0.0.1:0", ws, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("embedded broker: %v", err)
 	}
@@ -82,7 +96,10 @@ func Embedded(t testing.TB) string {
 		done <- err
 		t.Fatalf("embedded broker: %v", err)
 	}
-	return "tcp://" + b.TCPAddr()
+	if ws != "" {
+		wsURL = "ws://" + ws
+	}
+	return "tcp://" + b.TCPAddr(), wsURL
 }
 
 // Mosquitto starts /usr/sbin/mosquitto (or mosquitto from PATH) on a free
