@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -43,8 +45,12 @@ type session struct {
 	created time.Time
 
 	in     chan Message
-	stopc  chan CloseReason
+	stopc  chan stopRequest
 	reason atomic.Int32
+
+	// Owned by the service loop.
+	borrowed    bool // runs on the budget share of a closing session
+	remoteCands int  // candidates taken from the app
 
 	stream      atomic.Uint32 // media.Stream being sent
 	switchc     chan media.Stream
@@ -72,23 +78,30 @@ func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session 
 		log:     log,
 		created: time.Now(),
 		in:      make(chan Message, candidateQueue),
-		stopc:   make(chan CloseReason, 1),
+		stopc:   make(chan stopRequest, 1),
 	}
 }
 
-// deliver hands a candidate or disconnect to the session without blocking.
+// deliver hands a candidate to the session without blocking.
 func (se *session) deliver(m Message) {
 	select {
 	case se.in <- m:
 	default:
-		se.log.Warn("drop 302 message", "rule", "session_queue_full", "type", m.Header.Type)
+		se.svc.drops.warn(se.log, RuleSessionQueueFull, "drop 302 message", "type", m.Header.Type)
 	}
 }
 
-// stop asks the session to close and tell the app why.
-func (se *session) stop(r CloseReason) {
+// stopRequest is why the service closes a session, and whether the app is
+// to be told (not when the app asked for it).
+type stopRequest struct {
+	reason CloseReason
+	notify bool
+}
+
+// stop asks the session to close; the first request wins.
+func (se *session) stop(r CloseReason, notify bool) {
 	select {
-	case se.stopc <- r:
+	case se.stopc <- stopRequest{r, notify}:
 	default:
 	}
 }
@@ -100,8 +113,11 @@ func (se *session) run(parent context.Context) {
 	var wg sync.WaitGroup
 	reason, notify := se.serve(ctx, &wg)
 	se.reason.Store(int32(reason))
+	// The slot is freed before the app hears of the close, so that an app
+	// that reopens at once finds it free.
+	se.svc.notes <- sessionNote{se, noteClosing}
 	if notify {
-		se.svc.send(se.header.Reply(TypeDisconnect), Disconnect{
+		_ = se.svc.send(se.header.Reply(TypeDisconnect), Disconnect{
 			Mode: ModeWebRTC, CloseReason: int(reason), Code: reason.Code(), Message: reason.String(),
 		})
 	}
@@ -118,7 +134,7 @@ func (se *session) run(parent context.Context) {
 	st := se.stats()
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
 		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
-	se.svc.ended <- se
+	se.svc.notes <- sessionNote{se, noteExited}
 }
 
 // serve runs the session until it ends and returns why, and whether the app
@@ -150,14 +166,17 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 
 	hooks := se.hook(ctx, pc)
 
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
-		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
-		return CloseCodec, true
-	}
-
 	offered, err := parseOffered(se.offer.SDP)
 	if err != nil {
-		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
+		rule := RuleBadSDP
+		if errors.Is(err, ErrTooManyMLines) {
+			rule = RuleTooManyMLines
+		}
+		se.svc.drops.warn(se.log, rule, "drop 302 message", "err", err)
+		return CloseCodec, true
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
+		se.svc.drops.warn(se.log, RuleBadSDP, "drop 302 message", "err", err)
 		return CloseCodec, true
 	}
 	want := media.StreamMain
@@ -170,7 +189,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	stream, ring := pickStream(want, se.svc.media, offered)
 	if ring == nil {
 		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
-			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub))
+			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub), "refused_formats", offered.refused)
 		return CloseCodec, true
 	}
 	if stream != want {
@@ -186,6 +205,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	vsender, err := pc.AddTrack(video)
 	if err != nil {
 		se.log.Warn("add video track", "err", err)
+		return CloseCodec, true
+	}
+	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()]); err != nil {
+		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
 	}
 	drainRTCP(wg, vsender)
@@ -214,9 +237,16 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("set local description", "err", err)
 		return CloseCodec, true
 	}
-	se.svc.send(se.header.Reply(TypeAnswer), Answer{
+	if err := checkAnswer(answer.SDP, ring.Codec()); err != nil {
+		se.log.Warn("no common codec: the answer would not describe what is sent", "err", err)
+		return CloseCodec, true
+	}
+	if err := se.svc.send(se.header.Reply(TypeAnswer), Answer{
 		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
-	})
+	}); errors.Is(err, ErrTooLarge) {
+		se.log.Warn("no common codec: the answer does not fit in a message", "err", err)
+		return CloseCodec, true
+	}
 
 	liveness := time.NewTimer(cfg.LivenessTimeout)
 	defer liveness.Stop()
@@ -227,38 +257,17 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			return CloseUser, true
 
 		case r := <-se.stopc:
-			return r, true
+			return r.reason, r.notify
 
 		case m := <-se.in:
-			switch m.Header.Type {
-			case TypeDisconnect:
-				d, err := DecodeDisconnect(m.Msg)
-				if err != nil {
-					se.log.Warn("disconnect with malformed msg, closing anyway", "err", err)
-				}
-				se.log.Info("disconnect from app", "close_reason", d.CloseReason)
-				return CloseUser, false
-			case TypeCandidate:
-				c, err := DecodeCandidate(m.Msg)
-				if err != nil {
-					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
-					continue
-				}
-				line := ParseCandidateLine(c.Candidate)
-				if line == "" {
-					continue
-				}
-				if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
-					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
-				}
-			}
+			se.addCandidate(pc, m)
 
 		case c := <-cands:
 			line := ""
 			if c != nil {
 				line = CandidateLine(c.ToJSON().Candidate)
 			}
-			se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
+			_ = se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
 
 		case st := <-states:
 			se.log.Debug("peer connection state", "state", st.String())
@@ -296,6 +305,39 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			return CloseTimeout, true
 		}
 	}
+}
+
+// addCandidate gives the peer connection one of the app's candidates.
+func (se *session) addCandidate(pc *webrtc.PeerConnection, m Message) {
+	c, err := DecodeCandidate(m.Msg)
+	if err == nil && len(c.Candidate) > MaxCandidateLine {
+		err = fmt.Errorf("%w: candidate of %d bytes, limit %d", ErrFieldTooLong, len(c.Candidate), MaxCandidateLine)
+	}
+	if err != nil {
+		se.svc.drops.warn(se.log, RuleBadCandidate, "drop 302 message", "err", err)
+		return
+	}
+	line := ParseCandidateLine(c.Candidate)
+	if line == "" {
+		return
+	}
+	if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+		se.svc.drops.warn(se.log, RuleBadCandidate, "drop 302 message", "err", err)
+	}
+}
+
+// preferSent restricts the video section of the answer to the one codec
+// the session sends, under the offer's payload type for it.
+func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType) error {
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() != s {
+			continue
+		}
+		c := track.Codec()
+		c.RTCPFeedback = videoFeedback
+		return tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}})
+	}
+	return errors.New("video sender has no transceiver")
 }
 
 // iceServers merges the configured servers with those the offer carries,
