@@ -116,9 +116,9 @@ type Service struct {
 	events  *eventQueue
 
 	// Owned by the Run goroutine.
-	cred      Credentials
-	refusals  map[string]*tokenBucket
-	recent    map[string]endedSession
+	cred     Credentials
+	refusals map[string]*tokenBucket
+	recent   map[string]endedSession
 }
 
 // NewService builds the service and its pion API. Nothing touches the
