@@ -108,7 +108,20 @@ type Client struct {
 	received  atomic.Uint64
 	delivered atomic.Uint64
 	dropped   [numRules]atomic.Uint64
+
+	// input carries payloads from paho's goroutine to the one that applies
+	// the input rules; inputBytes bounds what it holds.
+	input      chan []byte
+	inputBytes atomic.Int64
 }
+
+// Bounds of the input queue: paho's goroutine only copies a message into
+// it, so a flood is read off the socket at once and dropped here, never
+// left to back up in the broker in front of other apps' messages.
+const (
+	inputQueue    = 1024
+	inputQueueMax = 1 << 20 // bytes
+)
 
 // NewClient validates cfg and returns a Client that connects when Run is called.
 func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
@@ -156,6 +169,7 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 		log:         log.With("component", "mqtt"),
 		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		routes:      make(map[int]func(Envelope) bool),
+		input:       make(chan []byte, inputQueue),
 	}, nil
 }
 
@@ -369,6 +383,12 @@ func (c *Client) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer c.running.Store(false)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		c.dispatch(stop)
+	}()
+	defer func() { close(stop); <-done }()
 	for ctx.Err() == nil {
 		wasUp, err := c.connection(ctx)
 		if ctx.Err() != nil {
@@ -516,10 +536,38 @@ func (c *Client) subscribe(pc paho.Client) error {
 	return nil
 }
 
-// onMessage runs on paho's router goroutine, in arrival order: it checks the
-// input rules and hands the data over, nothing slower.
+// onMessage runs on paho's router goroutine, in arrival order: it queues
+// the payload for dispatch and returns, so that paho never waits on the
+// input rules or their owners.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
-	c.handle(m.Payload())
+	p := m.Payload()
+	if c.inputBytes.Add(int64(len(p))) > inputQueueMax {
+		c.inputBytes.Add(-int64(len(p)))
+		c.received.Add(1)
+		c.drop(RuleInputQueueFull, "len", len(p))
+		return
+	}
+	select {
+	case c.input <- p:
+	default:
+		c.inputBytes.Add(-int64(len(p)))
+		c.received.Add(1)
+		c.drop(RuleInputQueueFull, "len", len(p))
+	}
+}
+
+// dispatch applies the input rules to queued messages, in order, until
+// stop is closed.
+func (c *Client) dispatch(stop <-chan struct{}) {
+	for {
+		select {
+		case p := <-c.input:
+			c.inputBytes.Add(-int64(len(p)))
+			c.handle(p)
+		case <-stop:
+			return
+		}
+	}
 }
 
 func (c *Client) handle(p []byte) {

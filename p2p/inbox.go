@@ -1,8 +1,10 @@
 package p2p
 
 import (
+	"bytes"
 	"encoding/json"
 	"sync"
+	"time"
 )
 
 // inbox queues signaling for the service loop with one bounded queue per
@@ -19,6 +21,9 @@ type inbox struct {
 	total   int
 	ready   chan struct{} // holds a token while messages are queued
 	dropLog *dropLog
+	// penalty holds the apps whose offers are dropped unread until a
+	// time: those that keep offering with a bad auth token.
+	penalty map[string]time.Time
 }
 
 type senderQueue struct {
@@ -30,32 +35,59 @@ func newInbox(capacity, perSender int, dl *dropLog) *inbox {
 		perSender: min(perSender, capacity),
 		capacity:  capacity,
 		queues:    map[string]*senderQueue{},
+		penalty:   map[string]time.Time{},
 		ready:     make(chan struct{}, 1),
 		dropLog:   dl,
 	}
 }
 
-// senderOf reads the header's from, cheaply and without judging the rest:
-// the service loop applies the rules. Messages without a usable from share
-// one queue.
-func senderOf(data []byte) string {
-	var m struct {
-		Header struct {
+// senderOf reads the header's from and type, cheaply and without judging the rest:
+// the service loop applies the rules. It stops reading at the header, so a
+// flood of large offers costs one scan of each, in the MQTT layer, not two.
+// Messages without a usable from share one queue.
+func senderOf(data []byte) (from, typ string) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return "", ""
+		}
+		if key != "header" {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return "", ""
+			}
+			continue
+		}
+		var h struct {
 			From string `json:"from"`
-		} `json:"header"`
+			Type string `json:"type"`
+		}
+		if dec.Decode(&h) != nil || len(h.From) > MaxHeaderField {
+			return "", ""
+		}
+		return h.From, h.Type
 	}
-	if json.Unmarshal(data, &m) != nil || len(m.Header.From) > MaxHeaderField {
-		return ""
-	}
-	return m.Header.From
+	return "", ""
 }
 
 // put queues in without blocking. When the sender's queue is full the
 // message is dropped; when the whole inbox is full, the longest queue
 // gives up its newest message, so a flood never crowds out another sender.
 func (q *inbox) put(in inbound) bool {
-	from := senderOf(in.data)
+	from, typ := senderOf(in.data)
 	q.mu.Lock()
+	if until, ok := q.penalty[from]; ok && typ == TypeOffer && in.protocol == Protocol {
+		if time.Now().Before(until) {
+			q.mu.Unlock()
+			q.dropLog.count(RuleSenderRateLimited)
+			return false
+		}
+		delete(q.penalty, from)
+	}
 	sq := q.queues[from]
 	if sq == nil {
 		sq = &senderQueue{}
@@ -99,6 +131,25 @@ func (q *inbox) longestLocked() string {
 		}
 	}
 	return best
+}
+
+// penalize drops the offers of from unread until until. The number of
+// apps penalized at once is bounded; beyond it the expired are forgotten
+// and then new ones are not taken.
+func (q *inbox) penalize(from string, until time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.penalty) >= maxTracked {
+		now := time.Now()
+		for f, u := range q.penalty {
+			if now.After(u) {
+				delete(q.penalty, f)
+			}
+		}
+	}
+	if len(q.penalty) < maxTracked {
+		q.penalty[from] = until
+	}
 }
 
 // take returns the next message in turn, and whether there was one. It

@@ -13,6 +13,9 @@ const (
 	// recentEnd is how long an ended session is remembered, so that the
 	// app's late disconnect or candidates for it are expected, not odd.
 	recentEnd = 10 * time.Second
+	// penaltyTime is how long the offers of an app that floods with bad
+	// auth are dropped unread.
+	penaltyTime = time.Second
 )
 
 type tokenBucket struct {

@@ -26,6 +26,7 @@ const (
 	RuleInboxFull          Rule = "inbox_full"
 	RuleAuthFailed         Rule = "auth_failed"
 	RuleRefusalRateLimited Rule = "refusal_rate_limited"
+	RuleSenderRateLimited  Rule = "sender_rate_limited"
 	RuleReplyTooLarge      Rule = "reply_too_large"
 	RuleOutboxFull         Rule = "outbox_full"
 	RulePublishFailed      Rule = "publish_failed"

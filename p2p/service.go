@@ -429,7 +429,12 @@ func (s *Service) handle(ctx context.Context, t *table, data json.RawMessage) {
 		}
 		if err := VerifyAuth(offer.Auth, s.cred.P2PPassword, s.cred.DevID, h.From, s.cfg.Now()); err != nil {
 			s.drops.warn(log, RuleAuthFailed, "auth failed", "reason", authReason(err), "err", err)
-			s.refuse(h, CloseAuth)
+			if !s.refuse(h, CloseAuth) {
+				// An app past its refusals that still offers with a bad
+				// token is flooding: its offers are dropped unread for a
+				// while, before they cost a decode.
+				s.in.penalize(h.From, time.Now().Add(penaltyTime))
+			}
 			return
 		}
 		if len(t.live) >= s.cfg.MaxClients {
@@ -524,12 +529,14 @@ func authReason(err error) string {
 
 // refuse answers an offer that gets no session. Refusals to one app are
 // rate limited: a flood of bad offers costs the broker a few replies.
-func (s *Service) refuse(h Header, r CloseReason) {
+// It reports whether the refusal was sent.
+func (s *Service) refuse(h Header, r CloseReason) bool {
 	if !s.allowRefusal(h.From) {
 		s.drops.count(RuleRefusalRateLimited)
-		return
+		return false
 	}
 	_ = s.send(h.Reply(TypeDisconnect), Disconnect{Mode: ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+	return true
 }
 
 // send queues one 302 message for the outbox.

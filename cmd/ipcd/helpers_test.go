@@ -112,7 +112,11 @@ func startDaemonWait(t testing.TB, cfg Config, ready bool) *runningDaemon {
 		t.Fatalf("config: %v", err)
 	}
 	lb := &logBuffer{}
-	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		t.Fatalf("log.level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level}))
 	d, err := newDaemon(cfg, log)
 	if err != nil {
 		t.Fatal(err)

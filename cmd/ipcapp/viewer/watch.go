@@ -39,6 +39,11 @@ type WatchOptions struct {
 	// Auth replaces the signed token (tests send bad ones). Default
 	// SignAuth(password, dev_id, from, now+1h).
 	Auth string
+	// BeforeOffer, when set, runs just before the offer is published, on
+	// the same connection: an app that closes one session and at once
+	// opens the next sends its disconnect here, back to back with the
+	// offer.
+	BeforeOffer func() error
 	// DataChannel opens the "control" data channel and sends video_start
 	// and audio_start on it.
 	DataChannel bool
@@ -178,6 +183,11 @@ func (c *Client) Watch(ctx context.Context, opt WatchOptions) (Result, error) {
 func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 	if err := s.setup(); err != nil {
 		return err
+	}
+	if f := s.opt.BeforeOffer; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
 	}
 	s.offerAt = time.Now()
 	s.offered = true
