@@ -66,7 +66,9 @@ type Ring struct {
 	appended atomic.Uint64
 	evicted  atomic.Uint64
 	segments atomic.Uint64
-	rejected [ruleCount]atomic.Uint64
+
+	timelineSeq atomic.Uint64
+	rejected    [ruleCount]atomic.Uint64
 }
 
 // NewRing builds an empty ring. A nil logger discards.

@@ -34,13 +34,16 @@ const saneFirstPTS = 1 << 53
 // clock has. A Timeline must be used from one goroutine at a time; Close it
 // when its producer ends, so the next producer takes over at once.
 //
-// One timeline feeds a ring at a time. A frame from another timeline is
-// refused while the current one is open and has appended a frame within
-// TimelineIdle; after that the new timeline takes over, at a keyframe on a
-// video ring so that no reader gets a picture referring to another
-// producer's frames.
+// One timeline feeds a ring at a time. A timeline made after the current
+// one takes over with its first frame, so a producer that restarts is
+// served at once even before its old connection is seen to close. An older
+// timeline's frames are refused while the current one is open and has
+// appended a frame within TimelineIdle, and take over after that. On a video
+// ring a takeover happens at a keyframe, so that no reader gets a picture
+// referring to another producer's frames.
 type Timeline struct {
 	ring *Ring
+	seq  uint64 // creation order
 
 	// Guarded by ring.mu.
 	anchored bool      // inBase/outBase are valid: the current segment has begun
@@ -53,7 +56,9 @@ type Timeline struct {
 
 // NewTimeline starts a timeline for a new producer. Nothing changes on the
 // ring until its first frame is appended.
-func (r *Ring) NewTimeline() *Timeline { return &Timeline{ring: r} }
+func (r *Ring) NewTimeline() *Timeline {
+	return &Timeline{ring: r, seq: r.timelineSeq.Add(1)}
+}
 
 // Append is Ring.Append for a frame of this timeline: f.PTS is in the
 // producer's clock, and the frame stored in the ring carries the rebased
@@ -79,7 +84,8 @@ type timelinePlan struct {
 
 // planLocked applies the timeline rules to f, arriving at now.
 func (r *Ring) planLocked(t *Timeline, f Frame, now time.Time) (timelinePlan, rejectRule, error) {
-	if owner := r.owner; owner != t && owner != nil && !owner.closed && now.Sub(owner.lastAt) < TimelineIdle {
+	if owner := r.owner; owner != t && owner != nil && owner.seq > t.seq &&
+		!owner.closed && now.Sub(owner.lastAt) < TimelineIdle {
 		return timelinePlan{}, ruleProducer, ErrOtherProducer
 	}
 	if r.owner == t && t.anchored {

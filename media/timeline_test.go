@@ -185,26 +185,41 @@ func TestTimelineResync(t *testing.T) {
 	})
 }
 
-// TestTimelineOneProducerAtATime: while one producer feeds the ring, another
-// one's frames are refused; once the first is silent for TimelineIdle, the
-// second takes over at its keyframe, and the first is then the one refused.
+// TestTimelineOneProducerAtATime: a newer producer takes the ring over at
+// its first keyframe, even while the older one is live; the older one is
+// then refused until the newer one has been silent for TimelineIdle, and
+// loses the ring again when the newer one resumes.
 func TestTimelineOneProducerAtATime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRing(t, media.RingConfig{Stream: media.StreamMain, MaxBytes: 1 << 20, MaxFrames: 1000})
+		rd := r.NewReader()
+		defer rd.Close()
+		var last int64
 		a, b := r.NewTimeline(), r.NewTimeline()
 		pa := feedGOP(t, a, 0, 5)
-		if err := b.Append(keyFrame(7_000_000, 100)); !errors.Is(err, media.ErrOtherProducer) {
-			t.Fatalf("second producer while the first is live: %v, want ErrOtherProducer", err)
+		if err := b.Append(pFrame(7_000_000, 100)); !errors.Is(err, media.ErrAwaitKeyframe) {
+			t.Fatalf("newer producer's P frame: %v, want ErrAwaitKeyframe", err)
+		}
+		pb := feedGOP(t, b, 7_000_000, 5)
+		if err := a.Append(keyFrame(pa, 100)); !errors.Is(err, media.ErrOtherProducer) {
+			t.Fatalf("older producer while the newer one is live: %v, want ErrOtherProducer", err)
 		}
 		time.Sleep(media.TimelineIdle)
-		if err := b.Append(keyFrame(7_000_000, 100)); err != nil {
-			t.Fatalf("second producer after the first went silent: %v", err)
+		if err := a.Append(keyFrame(pa, 100)); err != nil {
+			t.Fatalf("older producer once the newer one went silent: %v", err)
 		}
-		if err := a.Append(pFrame(pa, 100)); !errors.Is(err, media.ErrOtherProducer) {
-			t.Fatalf("first producer after the takeover: %v, want ErrOtherProducer", err)
+		// The newer producer resumes: it is the newest, so it takes over.
+		if err := b.Append(keyFrame(pb, 100)); err != nil {
+			t.Fatalf("the newer producer resuming: %v", err)
 		}
-		if st := r.Stats(); st.Rejected.OtherProducer != 2 || st.Timelines != 2 {
-			t.Errorf("stats %+v: want 2 other-producer rejections, 2 timelines", st)
+		if err := a.Append(pFrame(pa+40000, 100)); !errors.Is(err, media.ErrOtherProducer) {
+			t.Fatalf("older producer after the newer one resumed: %v, want ErrOtherProducer", err)
+		}
+		if got := drainMonotonic(t, rd, &last); len(got) != 12 {
+			t.Errorf("reader got %d frames, want 5 + 5 + 1 + 1", len(got))
+		}
+		if st := r.Stats(); st.Rejected.OtherProducer != 2 || st.Timelines != 4 {
+			t.Errorf("stats %+v: want 2 other-producer rejections, 4 timelines", st)
 		}
 	})
 }
