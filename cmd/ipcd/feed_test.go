@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
+	"github.com/ipcd/ipcd/p2p"
 )
 
 // feedProducer is a capture application on the feed socket.
@@ -149,4 +152,55 @@ func TestFeedSourceUnusablePath(t *testing.T) {
 	src := sourceAUs(t)
 	p.send(feedMessage(t, src[0], 0))
 	waitFor(t, 5*time.Second, "the keyframe in the main ring", func() bool { return rd.rings(t).Main.Stats().Appended == 1 })
+}
+
+// TestAudioAfterVideoStop: a viewer stops video on its control channel
+// before any video frame exists (the capture application has not connected
+// yet). Audio still starts when the connection is up and flows; when video
+// frames then arrive, none is sent.
+func TestAudioAfterVideoStop(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	sock := filepath.Join(t.TempDir(), "feed.sock")
+	cfg := testConfig(broker)
+	cfg.Media.Sources.Main = SourceConfig{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
+	rd := startDaemonWait(t, cfg, false)
+	rd.log.waitLog(t, 10*time.Second, "listen ok")
+	v := newViewer(t, broker)
+
+	var audio atomic.Int64
+	stopped := make(chan struct{})
+	w := startWatch(t, v, viewer.WatchOptions{
+		DataChannel:       true,
+		FirstFrameTimeout: 20 * time.Second,
+		OnAudio:           func([]byte) { audio.Add(1) },
+		OnControl: func(ctx context.Context, ctl *viewer.ControlChannel) {
+			if r, err := ctl.Do(ctx, p2p.CmdVideoStop, nil); err != nil || r.Res != 0 {
+				t.Errorf("video_stop: %+v, %v", r, err)
+			}
+			close(stopped)
+		},
+	})
+	select {
+	case <-stopped:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the control channel did not open")
+	}
+	if n := w.fl.count(); n != 0 {
+		t.Fatalf("%d video frames before any was produced", n)
+	}
+	waitFor(t, 10*time.Second, "audio with video stopped", func() bool { return audio.Load() >= 25 })
+
+	p := dialProducer(t, sock)
+	src := sourceAUs(t)
+	for i, au := range src[:50] {
+		p.send(feedMessage(t, au, int64(i)*40000))
+	}
+	waitFor(t, 5*time.Second, "the video frames in the ring", func() bool { return rd.rings(t).Main.Stats().Appended == 50 })
+	n := audio.Load()
+	waitFor(t, 5*time.Second, "audio to go on", func() bool { return audio.Load() >= n+25 })
+	w.stop()
+	if got := w.fl.count(); got != 0 {
+		t.Errorf("%d video frames sent after video_stop", got)
+	}
 }
