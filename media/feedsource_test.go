@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"testing/synctest"
@@ -919,6 +920,26 @@ func sameFrame(got, want media.Frame) bool {
 	return ok && want.Kind == media.KindI && len(prefix) > 0 && bytes.HasPrefix(prefix, []byte{0, 0, 0, 1})
 }
 
+// socketPair is a connected pair of Unix stream sockets, as accept makes.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs[i] = c
+	}
+	return cs[0], cs[1]
+}
+
 func FuzzFeedStream(f *testing.F) {
 	key := keyFrame(0, 120)
 	withMsgs := func(fs ...media.Frame) []byte {
@@ -1017,6 +1038,41 @@ func FuzzFeedStream(f *testing.F) {
 		}
 		if appended != st.Frames {
 			t.Fatalf("rings appended %d frames, source counted %d", appended, st.Frames)
+		}
+
+		// The same bytes on a socket connection, whose first header goes
+		// through its own deadline and the producer slots, end the same way.
+		serveErr := err
+		rings2 := map[media.Stream]*media.Ring{}
+		for _, s := range []media.Stream{media.StreamMain, media.StreamSub, media.StreamAudio} {
+			r, err := media.NewRing(media.RingConfig{Stream: s, MaxBytes: 8 << 20, MaxFrames: 4096}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			rings2[s] = r
+		}
+		src2, err := media.NewFeedSource(media.FeedSourceConfig{Path: "unused"}, rings2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours, theirs := socketPair(t)
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			_, _ = theirs.Write(data)
+			theirs.Close()
+		}()
+		err2 := media.ServeFeedConn(context.Background(), src2, ours)
+		ours.Close()
+		<-wrote
+		for _, e := range append(feedHeaderErrors, media.ErrFeedTruncated) {
+			if errors.Is(err2, e) != errors.Is(serveErr, e) {
+				t.Fatalf("on a connection: %v, from Serve: %v", err2, serveErr)
+			}
+		}
+		if st2 := src2.Stats(); st2.Frames != st.Frames || st2.Rejected != st.Rejected || st2.Closed != st.Closed {
+			t.Fatalf("on a connection: stats %+v, from Serve %+v", st2, st)
 		}
 	})
 }
