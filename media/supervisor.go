@@ -37,7 +37,8 @@ type SupervisorConfig struct {
 // Supervisor runs sources and restarts any that fails, so a source whose
 // socket path or device is not usable yet starts serving once it is. Each
 // failure is logged when it happens (`media source failed`, with the error
-// and the delay before the next try).
+// and the delay before the next try): the first of a run of failures as an
+// error, the retries as warnings.
 type Supervisor struct {
 	cfg     SupervisorConfig
 	log     *slog.Logger
@@ -144,9 +145,15 @@ func (s *Supervisor) keep(ctx context.Context, sv supervised, err error, delay t
 	}
 }
 
+// logFailure logs the first failure in a row as an error and the retries as
+// warnings; the backoff bounds them to one line per MaxBackoff.
 func (s *Supervisor) logFailure(name string, err error, failures int, delay time.Duration) {
-	s.log.Error("media source failed", "source", name, "err", err, "failures", failures,
-		"retry_in", delay.Round(time.Millisecond))
+	level := slog.LevelWarn
+	if failures == 1 {
+		level = slog.LevelError
+	}
+	s.log.Log(context.Background(), level, "media source failed", "source", name, "err", err,
+		"failures", failures, "retry_in", delay.Round(time.Millisecond))
 }
 
 // backoff is the delay after the n-th failure in a row.
