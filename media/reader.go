@@ -61,11 +61,14 @@ func (rd *Reader) Peek() (f Frame, ok bool) {
 	if rd.closed || r.closed || rd.next < r.head || rd.next >= r.tail {
 		return Frame{}, false
 	}
-	f = *r.slotLocked(rd.next)
-	if rd.waitKey && f.Kind != KindI {
+	s := rd.next
+	for rd.waitKey && s < r.tail && r.slotLocked(s).Kind != KindI {
+		s++
+	}
+	if s == r.tail {
 		return Frame{}, false
 	}
-	return f, true
+	return *r.slotLocked(s), true
 }
 
 // TryNext is Next without the wait: ok is false when no frame is due yet.

@@ -277,3 +277,36 @@ func FuzzTimelines(f *testing.F) {
 		})
 	})
 }
+
+// TestReaderPeek: Peek shows the frame Next will return without consuming
+// it, and nothing while a video reader still waits for a keyframe.
+func TestReaderPeek(t *testing.T) {
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, MaxBytes: 1 << 20, MaxFrames: 10})
+	waiting := r.NewReader()
+	defer waiting.Close()
+	if _, ok := waiting.Peek(); ok {
+		t.Fatal("Peek on an empty ring returned a frame")
+	}
+	if err := r.Append(pFrame(0, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := waiting.Peek(); ok {
+		t.Fatal("Peek returned a P frame to a reader waiting for a keyframe")
+	}
+	k := keyFrame(40000, 100)
+	if err := r.Append(k); err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := waiting.Peek(); !ok || f.Kind != media.KindI {
+		t.Fatal("Peek did not show the keyframe a waiting reader starts at")
+	}
+	rd := r.NewReader()
+	defer rd.Close()
+	f, ok := rd.Peek()
+	if !ok || f.PTS != k.PTS || f.Kind != media.KindI {
+		t.Fatalf("Peek = %v %v, want the keyframe", f.PTS, ok)
+	}
+	if got, _ := next(t, rd); got.Seq != f.Seq {
+		t.Fatalf("Next after Peek returned frame %d, want %d", got.Seq, f.Seq)
+	}
+}
