@@ -17,14 +17,18 @@ var (
 	ErrVideoTooLarge   = errors.New("video payload larger than 1 MiB")
 	ErrExceedsBudget   = errors.New("frame larger than the ring's byte budget")
 	ErrPTSBackwards    = errors.New("pts went backwards")
+	ErrPTSAhead        = errors.New("pts too far ahead of the stream's clock")
+	ErrOtherProducer   = errors.New("another producer feeds this stream")
+	ErrAwaitKeyframe   = errors.New("new timeline must start with a keyframe")
 	ErrNoParameterSets = errors.New("keyframe without parameter sets and none seen earlier")
 )
 
 // Ring and reader lifecycle.
 var (
-	ErrRingConfig   = errors.New("invalid ring config")
-	ErrRingClosed   = errors.New("ring closed")
-	ErrReaderClosed = errors.New("reader closed")
+	ErrRingConfig     = errors.New("invalid ring config")
+	ErrRingClosed     = errors.New("ring closed")
+	ErrReaderClosed   = errors.New("reader closed")
+	ErrTimelineClosed = errors.New("timeline closed")
 )
 
 // Annex-B parsing and file sources.

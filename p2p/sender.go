@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
@@ -133,6 +134,9 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			pending.Close()
 		}
 	}()
+	if audio != nil && se.svc.media.Audio != nil {
+		se.startAudio(ctx, wg, rd, audio)
+	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	first := true
 	var lastWall int64
@@ -185,8 +189,8 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			return
 		}
 		if skipped > 0 {
-			se.skipped.Add(uint64(skipped))
-			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
+			se.skipped.video.Add(uint64(skipped))
+			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.video.Load())
 		}
 		if se.pause.skipVideo(f) {
 			lastWall = f.Timestamp
@@ -203,15 +207,6 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			ttff := time.Since(se.created)
 			se.ttff.Store(int64(ttff))
 			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
-			if audio != nil {
-				ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer ard.Close()
-					se.sendAudio(ctx, ard, audio)
-				}()
-			}
 		}
 		if time.Now().UnixMilli()-f.Timestamp > behindLive {
 			select {
@@ -223,6 +218,34 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	}
 }
 
+// skipCounts counts the frames a slow session skipped, per track.
+type skipCounts struct {
+	video, audio atomic.Uint64
+}
+
+// Load returns the total of both tracks.
+func (c *skipCounts) Load() uint64 { return c.video.Load() + c.audio.Load() }
+
+// startAudio starts the audio sender at the instant video starts: the
+// keyframe the video reader begins with, or, with none buffered yet, the
+// newest audio. It does not wait for a video frame to be sent: a session
+// whose video is stopped, or whose video source has nothing yet, still
+// gets audio.
+func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *media.Reader, track *webrtc.TrackLocalStaticRTP) {
+	var rd *media.Reader
+	if f, ok := video.Peek(); ok {
+		rd = se.svc.media.Audio.NewReaderAt(f.Timestamp)
+	} else {
+		rd = se.svc.media.Audio.NewReader()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer rd.Close()
+		se.sendAudio(ctx, rd, track)
+	}()
+}
+
 func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrtc.TrackLocalStaticRTP) {
 	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
 	for {
@@ -231,7 +254,7 @@ func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrt
 			return
 		}
 		if skipped > 0 {
-			se.skipped.Add(uint64(skipped))
+			se.skipped.audio.Add(uint64(skipped))
 		}
 		if se.pause.audio.Load() {
 			continue

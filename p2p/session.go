@@ -28,7 +28,9 @@ type SessionStats struct {
 	VideoBytes    uint64
 	AudioFrames   uint64
 	AudioBytes    uint64
-	Skipped       uint64
+	Skipped       uint64 // VideoSkipped + AudioSkipped
+	VideoSkipped  uint64
+	AudioSkipped  uint64
 	TTFF          time.Duration
 	CandidateType string
 	RTT           time.Duration
@@ -61,7 +63,7 @@ type session struct {
 	videoBytes  atomic.Uint64
 	audioFrames atomic.Uint64
 	audioBytes  atomic.Uint64
-	skipped     atomic.Uint64
+	skipped     skipCounts
 	ttff        atomic.Int64
 
 	pause pauses    // control channel: what the app stopped
@@ -389,6 +391,7 @@ func (se *session) stats() SessionStats {
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
 	}
+	st.VideoSkipped, st.AudioSkipped = se.skipped.video.Load(), se.skipped.audio.Load()
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t
 	}

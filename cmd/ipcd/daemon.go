@@ -191,6 +191,7 @@ func (d *daemon) Run(ctx context.Context) error {
 			return err
 		}
 		mediaTask = d.start("media", m.run)
+		m.waitStarted(ctx)
 		d.media.Store(&m.media)
 	}
 
@@ -224,6 +225,7 @@ func (d *daemon) Run(ctx context.Context) error {
 						return err
 					}
 					mediaTask = d.start("media", m.run)
+					m.waitStarted(ctx)
 					d.media.Store(&m.media)
 				}
 				a := d.activation.Load()

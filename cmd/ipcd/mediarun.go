@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
@@ -14,15 +14,16 @@ import (
 // the sources that feed them, and the pion API.
 type mediaRun struct {
 	media   p2p.Media
-	sources []runner
+	sources *media.Supervisor
 	svc     *p2p.Service
 	// speaker is closed when the media stops, after the service that
 	// writes to it.
 	speaker io.Closer
 }
 
-type runner interface {
-	Run(ctx context.Context) error
+type namedSource struct {
+	name string
+	src  media.Source
 }
 
 func (d *daemon) buildMedia() (*mediaRun, error) {
@@ -62,33 +63,35 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		return nil, err
 	}
-	return &mediaRun{media: m, sources: sources, svc: svc, speaker: closer}, nil
+	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
+	for _, s := range sources {
+		sup.Add(s.name, s.src)
+	}
+	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
 }
 
-// run feeds the rings until ctx ends.
+// run feeds the rings until ctx ends. A source that fails is logged and
+// restarted (media.Supervisor).
 func (m *mediaRun) run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(m.sources)+1)
-	for _, s := range m.sources {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Run(ctx); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
+	err := m.sources.Run(ctx)
 	if m.speaker != nil {
-		if err := m.speaker.Close(); err != nil {
-			errs <- fmt.Errorf("speaker: %w", err)
+		if cerr := m.speaker.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("speaker: %w", cerr))
 		}
 	}
-	close(errs)
-	for err := range errs {
-		return fmt.Errorf("media source: %w", err)
+	if err != nil {
+		return fmt.Errorf("media: %w", err)
 	}
 	return nil
+}
+
+// waitStarted returns once every source has made its first start, so that
+// a source that cannot start is logged before the service says it is ready.
+func (m *mediaRun) waitStarted(ctx context.Context) {
+	select {
+	case <-m.sources.Started():
+	case <-ctx.Done():
+	}
 }
 
 func defaultStream(name string) media.Stream {
