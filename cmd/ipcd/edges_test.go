@@ -171,4 +171,3 @@ func sampleOfferSDP(t testing.TB) string {
 	}
 	return o.SDP
 }
-
