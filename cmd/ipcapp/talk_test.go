@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -61,7 +62,7 @@ func newViewer(t *testing.T, broker string) *viewer.Client {
 func TestTalkback(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	path := filepath.Join(t.TempDir(), "speaker.pcmu")
-	sink, err := media.NewFileSink(path)
+	sink, err := media.NewFileSink(media.FileSinkConfig{Path: path}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func checkGoroutines(t *testing.T, before int) {
 // and resumes at a keyframe, and the events arrive in order.
 func TestControlChannel(t *testing.T) {
 	broker := mqtttest.Embedded(t)
-	sink, err := media.NewFileSink(filepath.Join(t.TempDir(), "speaker.pcmu"))
+	sink, err := media.NewFileSink(media.FileSinkConfig{Path: filepath.Join(t.TempDir(), "speaker.pcmu")}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
