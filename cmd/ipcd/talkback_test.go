@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
@@ -116,8 +118,16 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	talk := bytes.Repeat(clip, 3) // 30 s, more than the test needs
 
 	talker := startWatch(t, v, viewer.WatchOptions{SessionID: "talker", Talk: bytes.NewReader(talk), TalkWithoutSpeaker: true})
-	rd.log.waitLog(t, 15*time.Second, "speaker sink stalled")
-	waitFor(t, 5*time.Second, "talkback to be dropped", func() bool { return rd.talkback(t).DroppedSink > 0 })
+	waitFor(t, 15*time.Second, "the pipe to fill", func() bool {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		return err == nil && n > 4096-320
+	})
+	// Another second and a half of talk: the talkback reader does not wait
+	// on the sink. Signaling is checked even if it does, to tell which.
+	arriving := time.Now().Add(10 * time.Second)
+	for rd.talkback(t).Received <= 16000 && time.Now().Before(arriving) {
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	// Signaling while the sink is stalled.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -128,9 +138,14 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	}
 	other := startWatch(t, v, viewer.WatchOptions{SessionID: "other"})
 	waitFor(t, 10*time.Second, "another session to stream", func() bool { return other.fl.count() > 25 })
+	if st := rd.talkback(t); st.Received <= 16000 {
+		t.Fatalf("talkback stopped arriving while the sink was stalled: %+v", st)
+	}
 	if n := talker.fl.count(); n == 0 {
 		t.Fatal("the talker's session gets no video")
 	}
+	rd.log.waitLog(t, 5*time.Second, "speaker sink stalled")
+	waitFor(t, 5*time.Second, "talkback to be dropped", func() bool { return rd.talkback(t).DroppedSink > 0 })
 	stalled := rd.talkback(t)
 	if stalled.Written == 0 || stalled.DroppedSink == 0 {
 		t.Fatalf("while stalled: %+v", stalled)
