@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -86,6 +88,71 @@ func TestTalkbackWithout312(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitReader blocks the first Read until open is closed, then reads r.
+type waitReader struct {
+	open <-chan struct{}
+	r    io.Reader
+}
+
+func (w waitReader) Read(p []byte) (int, error) {
+	<-w.open
+	return w.r.Read(p)
+}
+
+// TestTalkbackAutoSecondTalker: with talkback auto, while one app talks
+// without 312 another one's audio is dropped and counted, and only the
+// first is heard, byte for byte.
+func TestTalkbackAutoSecondTalker(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := testConfig(broker)
+	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+	rd := startDaemon(t, cfg)
+	v := newViewer(t, broker)
+	clip := talkClip(t)
+	first, second := clip[:16000], clip[16000:24000]
+
+	// The first talker pauses after a second until the second is done.
+	resume := make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		res, err := v.Watch(ctx, viewer.WatchOptions{SessionID: "first", TalkWithoutSpeaker: true,
+			Talk:       io.MultiReader(bytes.NewReader(first[:8000]), waitReader{resume, bytes.NewReader(first[8000:])}),
+			OnTalkDone: func() { time.AfterFunc(200*time.Millisecond, cancel) }})
+		if err == nil && res.TalkBytes != int64(len(first)) {
+			err = fmt.Errorf("sent %d of %d", res.TalkBytes, len(first))
+		}
+		done <- err
+	}()
+	waitFor(t, 10*time.Second, "the first talker to be heard", func() bool { return rd.talkback(t).Written >= 8000 })
+
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	res, err := v.Watch(ctx2, viewer.WatchOptions{SessionID: "second", Talk: bytes.NewReader(second), TalkWithoutSpeaker: true,
+		OnTalkDone: func() { time.AfterFunc(200*time.Millisecond, cancel2) }})
+	if err != nil || res.TalkBytes != int64(len(second)) {
+		t.Fatalf("second talker: sent %d, err %v", res.TalkBytes, err)
+	}
+	waitFor(t, 5*time.Second, "the second talker's audio to be dropped", func() bool {
+		return rd.talkback(t).DroppedNotHolder == uint64(len(second))
+	})
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatalf("first talker: %v", err)
+	}
+	waitFor(t, 5*time.Second, "the first talker's tail", func() bool { return rd.talkback(t).Written >= uint64(len(first)) })
+	got, _ := os.ReadFile(cfg.Media.Speaker.Path)
+	if !bytes.Equal(got, first) {
+		t.Fatalf("speaker holds %d bytes, want the first talker's %d", len(got), len(first))
+	}
+	if st := rd.talkback(t); st.Written != uint64(len(first)) || st.Dropped != uint64(len(second)) {
+		t.Fatalf("talkback counters %+v", st)
+	}
+	rd.log.waitLog(t, time.Second, "talkback ended", "session=second", "not_holder=8000")
 }
 
 // TestTalkbackStalledFIFO: the speaker is a FIFO whose reader stops
