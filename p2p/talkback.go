@@ -81,26 +81,30 @@ type speakerGate struct {
 	holder *session
 	wmu    sync.Mutex
 
-	totals talkStats // of every session since the service was built
+	totals talkCounts // of every session since the service was built
 }
 
-// acquire takes the speaker for se; false when another session holds it.
-func (g *speakerGate) acquire(se *session) bool {
+// acquire takes the speaker for se on its explicit request, and clears its
+// stop; ok is false when another session holds it, taken is true when se
+// did not hold it before.
+func (g *speakerGate) acquire(se *session) (ok, taken bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.holder != nil && g.holder != se {
-		return false
+		return false, false
 	}
+	se.talk.stopped = false
+	taken = g.holder != se
 	g.holder = se
-	return true
+	return true, taken
 }
 
-// acquireFree takes the speaker for se only if nobody holds it, and
-// reports whether it did.
-func (g *speakerGate) acquireFree(se *session) bool {
+// acquireAuto takes the speaker for se because it sends audio: only when
+// nobody holds it and se has not stopped talking explicitly.
+func (g *speakerGate) acquireAuto(se *session) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.holder != nil {
+	if g.holder != nil || se.talk.stopped {
 		return false
 	}
 	g.holder = se
@@ -108,9 +112,13 @@ func (g *speakerGate) acquireFree(se *session) bool {
 }
 
 // release frees the speaker if se holds it and reports whether it did.
-func (g *speakerGate) release(se *session) bool {
+// With stop, se's own request, se does not take it again by talking.
+func (g *speakerGate) release(se *session, stop bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if stop {
+		se.talk.stopped = true
+	}
 	if g.holder != se {
 		return false
 	}
@@ -149,26 +157,28 @@ const (
 	talkCounters
 )
 
-// talkStats are a session's talkback counters, or the service's totals.
-type talkStats struct {
-	n [talkCounters]atomic.Uint64
+// talkCounts are a session's talkback counters, or the service's totals.
+type talkCounts [talkCounters]atomic.Uint64
 
-	// stopped is set by an explicit stop and cleared by an explicit
-	// start: a session that gave the speaker back does not take it again
-	// by talking.
-	stopped atomic.Bool
-}
-
-func (t *talkStats) snapshot() TalkbackStats {
+func (t *talkCounts) snapshot() TalkbackStats {
 	st := TalkbackStats{
-		Received:          t.n[talkReceived].Load(),
-		Written:           t.n[talkWritten].Load(),
-		DroppedNotHolder:  t.n[talkNotHolder].Load(),
-		DroppedJitterFull: t.n[talkJitterFull].Load(),
-		DroppedSink:       t.n[talkSink].Load(),
+		Received:          t[talkReceived].Load(),
+		Written:           t[talkWritten].Load(),
+		DroppedNotHolder:  t[talkNotHolder].Load(),
+		DroppedJitterFull: t[talkJitterFull].Load(),
+		DroppedSink:       t[talkSink].Load(),
 	}
 	st.Dropped = st.DroppedNotHolder + st.DroppedJitterFull + st.DroppedSink
 	return st
+}
+
+// talkStats are a session's talkback state.
+type talkStats struct {
+	talkCounts
+	// stopped is set by an explicit stop and cleared by an explicit
+	// start, under the gate's mu: a session that gave the speaker back
+	// does not take it again by talking.
+	stopped bool
 }
 
 // TalkbackStats count the apps' talkback audio in payload bytes.
@@ -197,9 +207,9 @@ func (s *Service) Talkback() TalkbackStats {
 
 // count adds n bytes to the session's counter c and to the service's.
 func (se *session) count(c talkCounter, n int) {
-	se.talk.n[c].Add(uint64(n))
+	se.talk.talkCounts[c].Add(uint64(n))
 	if g := se.svc.speaker; g != nil {
-		g.totals.n[c].Add(uint64(n))
+		g.totals[c].Add(uint64(n))
 	}
 }
 
@@ -210,7 +220,7 @@ func (se *session) mayTalk() bool {
 	if g.holds(se) {
 		return true
 	}
-	if se.svc.cfg.talkbackMode() == TalkbackExplicit || se.talk.stopped.Load() || !g.acquireFree(se) {
+	if se.svc.cfg.talkbackMode() == TalkbackExplicit || !g.acquireAuto(se) {
 		return false
 	}
 	se.log.Info("speaker start", "talkback", TalkbackAuto.String())
@@ -319,14 +329,13 @@ func (se *session) speakerOn() (int, string) {
 	if g == nil {
 		return ResUnsupported, "talkback is not supported by this device"
 	}
-	if g.holds(se) {
-		se.talk.stopped.Store(false)
-		return ResOK, ""
-	}
-	if !g.acquire(se) {
+	ok, taken := g.acquire(se)
+	if !ok {
 		return ResSpeakerInUse, "speaker is used by another session"
 	}
-	se.talk.stopped.Store(false)
+	if !taken {
+		return ResOK, ""
+	}
 	se.log.Info("speaker start")
 	se.svc.events.emit(EventSpeakerStart, se.id, 0)
 	return ResOK, ""
@@ -339,13 +348,17 @@ func (se *session) speakerOff() (int, string) {
 	if g == nil {
 		return ResUnsupported, "talkback is not supported by this device"
 	}
-	se.talk.stopped.Store(true)
-	se.releaseSpeaker()
+	se.freeSpeaker(true)
 	return ResOK, ""
 }
 
-func (se *session) releaseSpeaker() {
-	if g := se.svc.speaker; g != nil && g.release(se) {
+// releaseSpeaker frees the speaker when the session ends.
+func (se *session) releaseSpeaker() { se.freeSpeaker(false) }
+
+// freeSpeaker frees the speaker if se holds it and raises SpeakerStop;
+// stop is se's own request.
+func (se *session) freeSpeaker(stop bool) {
+	if g := se.svc.speaker; g != nil && g.release(se, stop) {
 		st := se.talk.snapshot()
 		se.log.Info("speaker stop", "received", st.Received, "written", st.Written, "dropped", st.Dropped)
 		se.svc.events.emit(EventSpeakerStop, se.id, 0)
