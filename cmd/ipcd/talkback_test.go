@@ -199,7 +199,9 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	// Signaling while the sink is stalled.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	began := time.Now()
 	res, err := v.Watch(ctx, viewer.WatchOptions{Talk: bytes.NewReader(clip[:1600]), Duration: 300 * time.Millisecond})
+	t.Logf("second session while stalled: ttff %s, speaker res %d, %s in all (300 ms of it watching)", res.TTFF, res.TalkRes, time.Since(began).Round(time.Millisecond))
 	if err != nil || res.TalkRes != p2p.ResSpeakerInUse || res.VideoFrames == 0 {
 		t.Fatalf("second session while the speaker is stalled: res %d, %d frames, err %v; want res 10 and video", res.TalkRes, res.VideoFrames, err)
 	}
@@ -236,9 +238,11 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 		t.Fatal("the audio after the resume is not the talker's")
 	}
 	rd.log.waitLog(t, time.Second, "speaker sink resumed")
-	if after := rd.talkback(t); after.Written <= stalled.Written {
+	after := rd.talkback(t)
+	if after.Written <= stalled.Written {
 		t.Fatalf("nothing written after the resume: %+v then %+v", stalled, after)
 	}
+	t.Logf("stalled: %+v; after the resume, %d bytes read: %+v", stalled, len(got), after)
 	talker.stop()
 	other.stop()
 	rd.log.waitLog(t, 5*time.Second, "talkback ended", "session=talker")
