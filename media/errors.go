@@ -45,3 +45,12 @@ var (
 	ErrNotSPS       = errors.New("not a sequence parameter set")
 	ErrMalformedSPS = errors.New("malformed sequence parameter set")
 )
+
+// Talkback sink.
+var (
+	// ErrSpeakerFull means the speaker's queue is full: the sink is
+	// stalled or slower than real time, and the audio was dropped.
+	ErrSpeakerFull = errors.New("speaker queue full")
+	// ErrSpeakerWriteTooLarge means one write exceeds MaxSpeakerWrite.
+	ErrSpeakerWriteTooLarge = errors.New("speaker write too large")
+)

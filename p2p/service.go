@@ -45,6 +45,9 @@ type Config struct {
 	// Speaker is the talkback sink; nil means the board has none and
 	// speaker requests are refused.
 	Speaker Speaker
+	// Talkback says when a session gets the speaker; TalkbackUnknown
+	// means TalkbackAuto.
+	Talkback TalkbackMode
 	// Events, when set, receives the control events (SPEC §6.1) in order
 	// from one goroutine of the service. It must return quickly: while it
 	// runs, up to EventQueue events wait and later ones are dropped.

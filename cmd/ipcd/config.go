@@ -117,6 +117,9 @@ type StreamConfig struct {
 	LoopbackCandidates bool          `yaml:"loopback_candidates"`
 	LivenessTimeout    time.Duration `yaml:"liveness_timeout"`
 	NACKBuffer         int           `yaml:"nack_buffer"`
+	// Talkback is auto (a session that sends audio takes a free speaker)
+	// or explicit (only speaker_start or 312 speaker 1 take it).
+	Talkback string `yaml:"talkback"`
 }
 
 // ICEServer is a STUN or TURN server, shaped like the browser's RTCIceServer.
@@ -183,6 +186,7 @@ func DefaultConfig() Config {
 			DefaultStream:   "main",
 			LivenessTimeout: 20 * time.Second,
 			NACKBuffer:      256,
+			Talkback:        "auto",
 		},
 		Media: MediaConfig{
 			MemoryMB:      5,
@@ -897,6 +901,7 @@ func (c *Config) validateStream(p *problems) {
 	if s.LivenessTimeout < 2*time.Second || s.LivenessTimeout > 10*time.Minute {
 		p.add("stream.liveness_timeout", "must be between 2s and 10m, got %s", s.LivenessTimeout)
 	}
+	p.oneOf("stream.talkback", s.Talkback, "auto", "explicit")
 	// pion's NACK responder sizes its ring with a power of two up to 1<<15.
 	if n := s.NACKBuffer; n < 1 || n > 32768 || n&(n-1) != 0 {
 		p.add("stream.nack_buffer", "must be a power of two between 1 and 32768, got %d", n)

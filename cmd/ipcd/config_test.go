@@ -142,6 +142,7 @@ func TestValidateValidVariants(t *testing.T) {
 		}},
 		{"audio fps is not checked", func(c *Config) { c.Media.Sources.Audio.FPS = 0 }},
 		{"speaker off", func(c *Config) { c.Media.Speaker = SpeakerConfig{Type: "none"} }},
+		{"talkback explicit", func(c *Config) { c.Stream.Talkback = "explicit" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,6 +253,7 @@ func TestValidateRules(t *testing.T) {
 		{"sub unknown type", func(c *Config) { c.Media.Sources.Sub.Type = "rtsp" }, "media.sources.sub.type"},
 		{"speaker type", func(c *Config) { c.Media.Speaker.Type = "alsa" }, "media.speaker.type"},
 		{"speaker path", func(c *Config) { c.Media.Speaker.Path = "" }, "media.speaker.path"},
+		{"talkback mode", func(c *Config) { c.Stream.Talkback = "always" }, "stream.talkback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,10 +31,14 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	if err != nil {
 		return nil, err
 	}
+	talkback, err := p2p.ParseTalkbackMode(d.cfg.Stream.Talkback)
+	if err != nil {
+		return nil, fmt.Errorf("stream.talkback: %w", err)
+	}
 	var speaker p2p.Speaker
 	var closer io.Closer
 	if d.cfg.Media.Speaker.Type == "file" {
-		fs, err := media.NewFileSink(d.cfg.Media.Speaker.Path)
+		fs, err := media.NewFileSink(media.FileSinkConfig{Path: d.cfg.Media.Speaker.Path}, d.log)
 		if err != nil {
 			return nil, fmt.Errorf("media.speaker.path: %w", err)
 		}
@@ -53,6 +57,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
 		Speaker:            speaker,
+		Talkback:           talkback,
 		Events: func(e p2p.Event) {
 			d.log.Debug("media stream event", "event", e.Type.String(), "session", e.SessionID, "source", e.Source, "value", e.Value)
 		},

@@ -65,6 +65,10 @@ type WatchOptions struct {
 	// Talk. OnTalkDone is called then, from a goroutine of the session.
 	Talk       io.Reader
 	OnTalkDone func()
+	// TalkWithoutSpeaker sends Talk without asking for the speaker first
+	// or releasing it after, as clients that never send 312 speaker do
+	// (go2rtc's Tuya client); the device's talkback mode decides.
+	TalkWithoutSpeaker bool
 	// OnControl is called once the control channel is open (DataChannel),
 	// on its own goroutine; ctx ends when the session does. OnControlReply
 	// receives replies that no ControlChannel.Do call waits for.
