@@ -429,7 +429,7 @@ func codecOf(r *media.Ring) string {
 
 func (se *session) logCounts() {
 	st := se.stats()
-	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.Skipped)
-	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes,
+	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped)
+	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }
