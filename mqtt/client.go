@@ -39,6 +39,10 @@ const (
 	// disconnectQuiesce is in milliseconds, as paho takes it.
 	disconnectQuiesce = 250
 	logPayloadMax     = 1024
+	// revPerSecond `Rev MQTT:` lines are logged in full each second; beyond
+	// that a flood is summarized in one line a second (SPEC §8).
+	revPerSecond = 20
+	revKey       = "rev_rate"
 	// protocolV311 pins MQTT 3.1.1 so paho does not fall back to 3.1.
 	protocolV311   = 4
 	qosAtLeastOnce = 1
@@ -108,6 +112,11 @@ type Client struct {
 	received  atomic.Uint64
 	delivered atomic.Uint64
 	dropped   [numRules]atomic.Uint64
+
+	// drops summarizes the drop warnings per rule, revs the `Rev MQTT:`
+	// lines beyond revPerSecond; Run reports them periodically.
+	drops *Summary
+	revs  *Summary
 }
 
 // NewClient validates cfg and returns a Client that connects when Run is called.
@@ -147,13 +156,18 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	log = log.With("component", "mqtt")
+	revs := NewSummary(log, slog.LevelDebug, "Rev MQTT: messages not shown", "rule")
+	revs.Interval, revs.Burst = time.Second, revPerSecond
 	return &Client{
+		drops:       NewSummary(log, slog.LevelWarn, "mqtt message dropped", "rule"),
+		revs:        revs,
 		cfg:         cfg,
 		topicIn:     in,
 		topicOut:    out,
 		statusTopic: status,
 		tls:         tc,
-		log:         log.With("component", "mqtt"),
+		log:         log,
 		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		routes:      make(map[int]func(Envelope) bool),
 	}, nil
@@ -369,6 +383,12 @@ func (c *Client) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer c.running.Store(false)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { c.drops.Run(sctx) })
+	wg.Go(func() { c.revs.Run(sctx) })
 	for ctx.Err() == nil {
 		wasUp, err := c.connection(ctx)
 		if ctx.Err() != nil {
@@ -524,7 +544,7 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 
 func (c *Client) handle(p []byte) {
 	c.received.Add(1)
-	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+	if c.log.Enabled(context.Background(), slog.LevelDebug) && c.revs.Allow(revKey) {
 		c.log.Debug("Rev MQTT: "+logCut(redact(p)), "len", len(p))
 	}
 	if len(p) > c.cfg.MaxPayload {
@@ -559,8 +579,14 @@ func (c *Client) handle(p []byte) {
 	c.delivered.Add(1)
 }
 
+// drop counts a dropped message. The first drop of a rule in an interval
+// is logged with its details; the rest are summarized in one line per rule
+// with their count.
 func (c *Client) drop(r Rule, args ...any) {
 	c.dropped[r].Add(1)
+	if !c.drops.Allow(r.String()) {
+		return
+	}
 	c.log.Warn("mqtt message dropped", append([]any{"rule", r.String(), "topic", c.topicIn}, args...)...)
 }
 
