@@ -80,6 +80,12 @@ type Config struct {
 	// connect under the same ClientID, or it fires later and overwrites the
 	// online status.
 	StatusTopic string
+	// HoldOnline makes the status say online only while the owner has
+	// called SetServing(true): then online tells an app that an offer is
+	// taken now, not only that the connection is up. A connection made
+	// while not serving publishes offline, which replaces a stale online
+	// of an earlier connection.
+	HoldOnline bool
 	// Backoff bounds the reconnect delays (SPEC §3).
 	Backoff BackoffConfig
 	// OnUp is called after connect, subscribe and the online status; it must
@@ -108,6 +114,9 @@ type Client struct {
 	mu      sync.Mutex
 	pc      paho.Client // non-nil while connected and subscribed
 	lastErr error
+
+	serving   atomic.Bool
+	servingCh chan struct{} // wakes the connection to republish the status
 
 	received  atomic.Uint64
 	delivered atomic.Uint64
@@ -170,6 +179,7 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 		log:         log,
 		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		routes:      make(map[int]func(Envelope) bool),
+		servingCh:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -350,6 +360,19 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
+// SetServing tells the client whether its owner takes offers now; with
+// Config.HoldOnline the status topic follows it. It does not wait for the
+// broker: the connection publishes the change.
+func (c *Client) SetServing(on bool) {
+	if c.serving.Swap(on) == on {
+		return
+	}
+	select {
+	case c.servingCh <- struct{}{}:
+	default:
+	}
+}
+
 // Publish sends data in an envelope stamped with the current time to
 // TopicOut at QoS 1 and waits for the broker's PUBACK.
 func (c *Client) Publish(protocol int, data any) error {
@@ -452,7 +475,8 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 		return false, err
 	}
 
-	c.announce(pc, at)
+	online := !c.cfg.HoldOnline || c.serving.Load()
+	c.announce(pc, at, online)
 	c.setCurrent(pc)
 	c.setLastError(nil)
 	c.backoff.Reset()
@@ -464,19 +488,26 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
-	select {
-	case err = <-l.lost:
-		c.setCurrent(nil)
-		if c.cfg.OnDown != nil {
-			c.cfg.OnDown(err)
+	for {
+		select {
+		case err = <-l.lost:
+			c.setCurrent(nil)
+			if c.cfg.OnDown != nil {
+				c.cfg.OnDown(err)
+			}
+			return true, err
+		case <-ctx.Done():
+			c.setCurrent(nil)
+			c.goodbye(pc)
+			pc.Disconnect(disconnectQuiesce)
+			c.log.Info("mqtt disconnected", "broker", broker)
+			return true, nil
+		case <-c.servingCh:
+			if now := c.serving.Load(); c.cfg.HoldOnline && now != online {
+				online = now
+				c.serve(pc, online)
+			}
 		}
-		return true, err
-	case <-ctx.Done():
-		c.setCurrent(nil)
-		c.goodbye(pc)
-		pc.Disconnect(disconnectQuiesce)
-		c.log.Info("mqtt disconnected", "broker", broker)
-		return true, nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
@@ -52,6 +53,9 @@ func (d *daemon) connect() (*task, error) {
 		TopicIn:      cfg.TopicIn,
 		TopicOut:     cfg.TopicOut,
 		StatusTopic:  cfg.StatusTopic,
+		// Online means offers are answered: an app that offers the moment
+		// it sees online must not meet a device still starting its service.
+		HoldOnline: true,
 		Backoff:      mqtt.BackoffConfig{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		ID:           id,
 		MaxPayload:   cfg.MaxPayload,
@@ -113,7 +117,13 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 			return activationUnchanged
 		}
 		a.UID, a.MQTTUsername, a.MQTTPassword = msg.UID, creds.Username, creds.Password
-		if err := d.store.Save(a); err != nil {
+		// Activation comes before time sync, so the replay window cannot
+		// protect it: the store refuses a t not newer than the last one.
+		if err := d.store.SaveAt(a, e.T); errors.Is(err, device.ErrReplayed) {
+			log.Warn("activation refused", "rule", "replayed", "reason", err.Error(), "dev_id", msg.DevID)
+			d.ack(device.ActivateAck(msg.DevID, err))
+			return activationUnchanged
+		} else if err != nil {
 			log.Error("activation not stored", "err", err)
 			d.ack(device.ActivateAck(msg.DevID, err))
 			return activationUnchanged
@@ -136,7 +146,11 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 			d.ack(device.ResetAck(msg.DevID, err))
 			return activationUnchanged
 		}
-		if err := d.store.Wipe(); err != nil {
+		if err := d.store.WipeAt(e.T); errors.Is(err, device.ErrReplayed) {
+			log.Warn("reset refused", "rule", "replayed", "reason", err.Error(), "dev_id", msg.DevID)
+			d.ack(device.ResetAck(msg.DevID, err))
+			return activationUnchanged
+		} else if err != nil {
 			log.Error("reset not stored", "err", err)
 			d.ack(device.ResetAck(msg.DevID, err))
 			return activationUnchanged

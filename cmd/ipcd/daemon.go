@@ -233,9 +233,14 @@ func (d *daemon) Run(ctx context.Context) error {
 				}
 				cred := p2p.Credentials{DevID: a.DevID, P2PPassword: a.P2PPassword}
 				svc := m.svc
-				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				// Offers are delivered from here on: they wait in the
+				// service's inbox until Run takes them. Only then does the
+				// presence say online.
 				d.running.Store(svc)
+				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				d.client.Load().SetServing(true)
 			case tr.From == device.StateReady && tr.To != device.StateReady:
+				d.client.Load().SetServing(false)
 				serving.stop()
 				serving = nil
 				d.running.Store(nil)

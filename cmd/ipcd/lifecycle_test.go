@@ -173,7 +173,9 @@ func TestActivationLifecycle(t *testing.T) {
 	// Reset: sessions close, the activation is wiped, back to waiting.
 	w := startWatch(t, v, viewer.WatchOptions{})
 	waitFor(t, 15*time.Second, "a session", func() bool { return w.fl.count() > 5 })
-	now = time.Now().Unix()
+	// A reset must be newer than the activation (SPEC §5.2), also when the
+	// test gets here within the same second.
+	now = max(time.Now().Unix(), now+1)
 	app.publish(testDevID, now, map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, now)})
 	if ack := app.ack(device.TypeResetAck); ack.Result != 0 {
 		t.Fatalf("reset ack %+v", ack)
