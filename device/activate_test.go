@@ -19,7 +19,7 @@ const (
 	// The same activation without MQTT credentials: empty strings in the
 	// canonical string.
 	knownActivateSignNoMQTT = "c+0CeE4Np2AmCcR1MKENBwCo+5uBH1Qy1cnUMRARieU="
-	knownResetSign    = "WM20MAzHSQr1tZmxymd7nyO0Muh7Iu5RRh6sPnK4Hyk="
+	knownResetSign          = "WM20MAzHSQr1tZmxymd7nyO0Muh7Iu5RRh6sPnK4Hyk="
 )
 
 func validActivateMsg() ActivateMsg {

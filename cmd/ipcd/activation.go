@@ -45,17 +45,17 @@ func (d *daemon) connect() (*task, error) {
 
 	var c *mqtt.Client
 	c, err := mqtt.NewClient(mqtt.Config{
-		Brokers:      cfg.Brokers,
-		ClientID:     cfg.ClientID,
-		Username:     user,
-		Password:     pass,
-		TLS:          mqtt.TLSConfig(cfg.TLS),
-		TopicIn:      cfg.TopicIn,
-		TopicOut:     cfg.TopicOut,
-		StatusTopic:  cfg.StatusTopic,
+		Brokers:     cfg.Brokers,
+		ClientID:    cfg.ClientID,
+		Username:    user,
+		Password:    pass,
+		TLS:         mqtt.TLSConfig(cfg.TLS),
+		TopicIn:     cfg.TopicIn,
+		TopicOut:    cfg.TopicOut,
+		StatusTopic: cfg.StatusTopic,
 		// Online means offers are answered: an app that offers the moment
 		// it sees online must not meet a device still starting its service.
-		HoldOnline: true,
+		HoldOnline:   true,
 		Backoff:      mqtt.BackoffConfig{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		ID:           id,
 		MaxPayload:   cfg.MaxPayload,
