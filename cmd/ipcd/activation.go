@@ -45,17 +45,14 @@ func (d *daemon) connect() (*task, error) {
 
 	var c *mqtt.Client
 	c, err := mqtt.NewClient(mqtt.Config{
-		Brokers:     cfg.Brokers,
-		ClientID:    cfg.ClientID,
-		Username:    user,
-		Password:    pass,
-		TLS:         mqtt.TLSConfig(cfg.TLS),
-		TopicIn:     cfg.TopicIn,
-		TopicOut:    cfg.TopicOut,
-		StatusTopic: cfg.StatusTopic,
-		// Online means offers are answered: an app that offers the moment
-		// it sees online must not meet a device still starting its service.
-		HoldOnline:   true,
+		Brokers:      cfg.Brokers,
+		ClientID:     cfg.ClientID,
+		Username:     user,
+		Password:     pass,
+		TLS:          mqtt.TLSConfig(cfg.TLS),
+		TopicIn:      cfg.TopicIn,
+		TopicOut:     cfg.TopicOut,
+		StatusTopic:  cfg.StatusTopic,
 		Backoff:      mqtt.BackoffConfig{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		ID:           id,
 		MaxPayload:   cfg.MaxPayload,
@@ -73,6 +70,9 @@ func (d *daemon) connect() (*task, error) {
 				d.machine.Post(device.EventMQTTDown)
 			}
 		},
+		// Online means offers are answered: an app that offers the moment
+		// it sees online must not meet a device still starting its service.
+		HoldOnline: true,
 	}, d.log.With("component", "mqtt"))
 	if err != nil {
 		return nil, err
