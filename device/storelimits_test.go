@@ -10,8 +10,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestStoreBadFiles: a store file of 100 MB, one with a member the record
@@ -73,11 +71,18 @@ func TestStoreBadFiles(t *testing.T) {
 				ok         bool
 				before, at runtime.MemStats
 			)
-			withoutFileCapabilities(t, func() {
+			if err := withoutFileCapabilities(func() {
 				runtime.ReadMemStats(&before)
 				_, ok, err = s.Load()
 				runtime.ReadMemStats(&at)
-			})
+			}); err != nil {
+				if tc.want == ErrStoreUnreadable {
+					t.Skipf("cannot make a file unreadable for root here: dropping capabilities: %v", err)
+				}
+				runtime.ReadMemStats(&before)
+				_, ok, err = s.Load()
+				runtime.ReadMemStats(&at)
+			}
 			if ok || !errors.Is(err, tc.want) {
 				t.Fatalf("Load: ok %v err %v, want %v", ok, err, tc.want)
 			}
@@ -104,39 +109,6 @@ func writeFile(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// withoutFileCapabilities runs fn on an OS thread that has dropped the
-// capabilities that let root read any file, so that a chmod 000 file is
-// unreadable even when the tests run as root, as they do in CI containers.
-// Capabilities are per thread on Linux; the thread is locked and never
-// unlocked, so the runtime discards it when fn returns.
-func withoutFileCapabilities(t *testing.T, fn func()) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if os.Geteuid() == 0 {
-			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-			var data [2]unix.CapUserData
-			if err := unix.Capget(&hdr, &data[0]); err != nil {
-				errc <- err
-				return
-			}
-			for _, c := range []uint{unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH} {
-				data[c/32].Effective &^= 1 << (c % 32)
-			}
-			if err := unix.Capset(&hdr, &data[0]); err != nil {
-				errc <- err
-				return
-			}
-		}
-		fn()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("dropping capabilities: %v", err)
 	}
 }
 
