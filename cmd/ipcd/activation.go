@@ -2,7 +2,9 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ipcd/ipcd/device"
@@ -99,28 +101,28 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 	log := d.log.With("component", "activation")
 	msg, err := device.DecodeActivate(e.Data)
 	if err != nil {
-		log.Warn("drop activation message", "rule", "malformed", "err", err)
+		rule := refusalRule(err)
+		d.warn(log, "activation:"+rule, "drop activation message", "rule", rule, "err", clip(err.Error()))
 		return activationUnchanged
 	}
 	cur := d.activation.Load()
 	switch msg.Type {
 	case device.TypeActivate:
 		if cur != nil {
-			log.Warn("activation refused", "reason", "already activated", "dev_id", cur.DevID)
+			d.warn(log, "activation:already_activated", "activation refused", "rule", "already_activated", "reason", "already activated", "dev_id", cur.DevID)
 			d.ack(device.ActivateAck(msg.DevID, device.ErrWrongUUID))
 			return activationUnchanged
 		}
 		a, creds, err := device.VerifyActivate(msg, d.cfg.Device.UUID, d.cfg.Device.AuthKey, e.T)
-		if err != nil {
-			log.Warn("activation refused", "reason", err.Error(), "dev_id", msg.DevID)
-			d.ack(device.ActivateAck(msg.DevID, err))
-			return activationUnchanged
+		if err == nil {
+			a.UID, a.MQTTUsername, a.MQTTPassword = msg.UID, creds.Username, creds.Password
+			// Activation comes before time sync, so the replay window
+			// cannot protect it: the store refuses a t not newer than the
+			// last one.
+			err = d.store.SaveAt(a, e.T)
 		}
-		a.UID, a.MQTTUsername, a.MQTTPassword = msg.UID, creds.Username, creds.Password
-		// Activation comes before time sync, so the replay window cannot
-		// protect it: the store refuses a t not newer than the last one.
-		if err := d.store.SaveAt(a, e.T); errors.Is(err, device.ErrReplayed) {
-			log.Warn("activation refused", "rule", "replayed", "reason", err.Error(), "dev_id", msg.DevID)
+		if rule := refusalRule(err); rule != "" {
+			d.warn(log, "activation:"+rule, "activation refused", "rule", rule, "reason", clip(err.Error()), "dev_id", clip(msg.DevID))
 			d.ack(device.ActivateAck(msg.DevID, err))
 			return activationUnchanged
 		} else if err != nil {
@@ -137,17 +139,16 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 
 	case device.TypeReset:
 		if cur == nil {
-			log.Warn("reset refused", "reason", "not activated")
+			d.warn(log, "reset:not_activated", "reset refused", "rule", "not_activated", "reason", "not activated")
 			d.ack(device.ResetAck(msg.DevID, device.ErrNotActivated))
 			return activationUnchanged
 		}
-		if err := device.VerifyReset(msg, cur.DevID, cur.LocalKey, e.T); err != nil {
-			log.Warn("reset refused", "reason", err.Error(), "dev_id", msg.DevID)
-			d.ack(device.ResetAck(msg.DevID, err))
-			return activationUnchanged
+		err := device.VerifyReset(msg, cur.DevID, cur.LocalKey, e.T)
+		if err == nil {
+			err = d.store.WipeAt(e.T)
 		}
-		if err := d.store.WipeAt(e.T); errors.Is(err, device.ErrReplayed) {
-			log.Warn("reset refused", "rule", "replayed", "reason", err.Error(), "dev_id", msg.DevID)
+		if rule := refusalRule(err); rule != "" {
+			d.warn(log, "reset:"+rule, "reset refused", "rule", rule, "reason", clip(err.Error()), "dev_id", clip(msg.DevID))
 			d.ack(device.ResetAck(msg.DevID, err))
 			return activationUnchanged
 		} else if err != nil {
@@ -162,8 +163,57 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 		return activationChanged
 
 	default:
-		log.Warn("drop activation message", "rule", "unknown_type", "type", msg.Type)
+		d.warn(log, "activation:unknown_type", "drop activation message", "rule", "unknown_type", "type", clip(msg.Type))
 		return activationUnchanged
+	}
+}
+
+// refusalRule names why a protocol-46 message was refused, "" when err is
+// nil or is not about the message (the store failed to write). The names
+// are a small fixed set, whatever the message carried, so that they can
+// key the log summary.
+func refusalRule(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, device.ErrReplayed):
+		return "replayed"
+	case errors.Is(err, device.ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, device.ErrWrongUUID):
+		return "wrong_uuid"
+	case errors.Is(err, device.ErrWrongDevID):
+		return "wrong_dev_id"
+	case errors.Is(err, device.ErrMissingField):
+		return "missing_field"
+	case errors.Is(err, device.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, device.ErrBadPassword), errors.Is(err, device.ErrActivationInvalid):
+		return "invalid"
+	case errors.Is(err, device.ErrUnknownType):
+		return "unknown_type"
+	case errors.Is(err, device.ErrNotActivated):
+		return "not_activated"
+	}
+	return ""
+}
+
+// logFieldMax bounds what a warn line repeats of a message's fields (SPEC
+// §5.3 bounds header fields the same way).
+const logFieldMax = 128
+
+func clip(s string) string {
+	if len(s) <= logFieldMax {
+		return s
+	}
+	return strings.ToValidUTF8(s[:logFieldMax], "") + "..."
+}
+
+// warn logs a refusal or drop in full when it is the first of its key in
+// the summary interval; the others are counted in one line per key.
+func (d *daemon) warn(log *slog.Logger, key, msg string, args ...any) {
+	if d.drops.Allow(key) {
+		log.Warn(msg, args...)
 	}
 }
 
