@@ -138,7 +138,11 @@ func (s *Summary) report(key string, held, total uint64) {
 // Run flushes every Interval until ctx ends, then reports what is still
 // held back.
 func (s *Summary) Run(ctx context.Context) {
-	t := time.NewTicker(s.Interval)
+	every := s.Interval
+	if every <= 0 {
+		every = DefaultSummaryInterval
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
