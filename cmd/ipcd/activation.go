@@ -75,7 +75,7 @@ func (d *daemon) connect() (*task, error) {
 		// Online means offers are answered: an app that offers the moment
 		// it sees online must not meet a device still starting its service.
 		HoldOnline: true,
-	}, d.log.With("component", "mqtt"))
+	}, d.log) // the client sets component=mqtt
 	if err != nil {
 		return nil, err
 	}
