@@ -73,7 +73,8 @@ type Config struct {
 	// replay window enforced, since an unsynced clock would drop everything.
 	TimeTrusted func() bool
 	// StatusTopic, when set, is the presence topic (a template with {id}):
-	// retained Presence messages, online after every connect and offline
+	// retained Presence messages, online after every connect (see
+	// HoldOnline) and offline
 	// before a clean shutdown or, as the last will, when the broker finds
 	// the connection dead. It needs a ClientID: the will of a dead connection
 	// that the broker has not noticed yet must be taken over by the next
