@@ -39,6 +39,10 @@ const (
 	// disconnectQuiesce is in milliseconds, as paho takes it.
 	disconnectQuiesce = 250
 	logPayloadMax     = 1024
+	// revPerSecond `Rev MQTT:` lines are logged in full each second; beyond
+	// that a flood is summarized in one line a second (SPEC §8).
+	revPerSecond = 20
+	revKey       = "rev_rate"
 	// protocolV311 pins MQTT 3.1.1 so paho does not fall back to 3.1.
 	protocolV311   = 4
 	qosAtLeastOnce = 1
@@ -69,13 +73,20 @@ type Config struct {
 	// replay window enforced, since an unsynced clock would drop everything.
 	TimeTrusted func() bool
 	// StatusTopic, when set, is the presence topic (a template with {id}):
-	// retained Presence messages, online after every connect and offline
+	// retained Presence messages, online after every connect (see
+	// HoldOnline) and offline
 	// before a clean shutdown or, as the last will, when the broker finds
 	// the connection dead. It needs a ClientID: the will of a dead connection
 	// that the broker has not noticed yet must be taken over by the next
 	// connect under the same ClientID, or it fires later and overwrites the
 	// online status.
 	StatusTopic string
+	// HoldOnline makes the status say online only while the owner has
+	// called SetServing(true): then online tells an app that an offer is
+	// taken now, not only that the connection is up. A connection made
+	// while not serving publishes offline, which replaces a stale online
+	// of an earlier connection.
+	HoldOnline bool
 	// Backoff bounds the reconnect delays (SPEC §3).
 	Backoff BackoffConfig
 	// OnUp is called after connect, subscribe and the online status; it must
@@ -105,6 +116,9 @@ type Client struct {
 	pc      paho.Client // non-nil while connected and subscribed
 	lastErr error
 
+	serving   atomic.Bool
+	servingCh chan struct{} // wakes the connection to republish the status
+
 	received  atomic.Uint64
 	delivered atomic.Uint64
 	dropped   [numRules]atomic.Uint64
@@ -113,6 +127,11 @@ type Client struct {
 	// the input rules; inputBytes bounds what it holds.
 	input      chan []byte
 	inputBytes atomic.Int64
+
+	// drops summarizes the drop warnings per rule, revs the `Rev MQTT:`
+	// lines beyond revPerSecond; Run reports them periodically.
+	drops *Summary
+	revs  *Summary
 }
 
 // Bounds of the input queue: paho's goroutine only copies a message into
@@ -160,16 +179,22 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	log = log.With("component", "mqtt")
+	revs := NewSummary(log, slog.LevelDebug, "Rev MQTT: messages not shown", "rule")
+	revs.Interval, revs.Burst = time.Second, revPerSecond
 	return &Client{
+		drops:       NewSummary(log, slog.LevelWarn, "mqtt message dropped", "rule"),
+		revs:        revs,
 		cfg:         cfg,
 		topicIn:     in,
 		topicOut:    out,
 		statusTopic: status,
 		tls:         tc,
-		log:         log.With("component", "mqtt"),
+		log:         log,
 		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		routes:      make(map[int]func(Envelope) bool),
 		input:       make(chan []byte, inputQueue),
+		servingCh:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -350,6 +375,19 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
+// SetServing tells the client whether its owner takes offers now; with
+// Config.HoldOnline the status topic follows it. It does not wait for the
+// broker: the connection publishes the change.
+func (c *Client) SetServing(on bool) {
+	if c.serving.Swap(on) == on {
+		return
+	}
+	select {
+	case c.servingCh <- struct{}{}:
+	default:
+	}
+}
+
 // Publish sends data in an envelope stamped with the current time to
 // TopicOut at QoS 1 and waits for the broker's PUBACK.
 func (c *Client) Publish(protocol int, data any) error {
@@ -383,12 +421,13 @@ func (c *Client) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer c.running.Store(false)
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		c.dispatch(stop)
-	}()
-	defer func() { close(stop); <-done }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { c.drops.Run(sctx) })
+	wg.Go(func() { c.revs.Run(sctx) })
+	wg.Go(func() { c.dispatch(sctx.Done()) })
 	for ctx.Err() == nil {
 		wasUp, err := c.connection(ctx)
 		if ctx.Err() != nil {
@@ -452,7 +491,8 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 		return false, err
 	}
 
-	c.announce(pc, at)
+	online := !c.cfg.HoldOnline || c.serving.Load()
+	c.announce(pc, at, online)
 	c.setCurrent(pc)
 	c.setLastError(nil)
 	c.backoff.Reset()
@@ -464,19 +504,26 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
-	select {
-	case err = <-l.lost:
-		c.setCurrent(nil)
-		if c.cfg.OnDown != nil {
-			c.cfg.OnDown(err)
+	for {
+		select {
+		case err = <-l.lost:
+			c.setCurrent(nil)
+			if c.cfg.OnDown != nil {
+				c.cfg.OnDown(err)
+			}
+			return true, err
+		case <-ctx.Done():
+			c.setCurrent(nil)
+			c.goodbye(pc)
+			pc.Disconnect(disconnectQuiesce)
+			c.log.Info("mqtt disconnected", "broker", broker)
+			return true, nil
+		case <-c.servingCh:
+			if now := c.serving.Load(); c.cfg.HoldOnline && now != online {
+				online = now
+				c.serve(pc, online)
+			}
 		}
-		return true, err
-	case <-ctx.Done():
-		c.setCurrent(nil)
-		c.goodbye(pc)
-		pc.Disconnect(disconnectQuiesce)
-		c.log.Info("mqtt disconnected", "broker", broker)
-		return true, nil
 	}
 }
 
@@ -572,7 +619,7 @@ func (c *Client) dispatch(stop <-chan struct{}) {
 
 func (c *Client) handle(p []byte) {
 	c.received.Add(1)
-	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+	if c.log.Enabled(context.Background(), slog.LevelDebug) && c.revs.Allow(revKey) {
 		c.log.Debug("Rev MQTT: "+logCut(redact(p)), "len", len(p))
 	}
 	if len(p) > c.cfg.MaxPayload {
@@ -607,8 +654,14 @@ func (c *Client) handle(p []byte) {
 	c.delivered.Add(1)
 }
 
+// drop counts a dropped message. The first drop of a rule in an interval
+// is logged with its details; the rest are summarized in one line per rule
+// with their count.
 func (c *Client) drop(r Rule, args ...any) {
 	c.dropped[r].Add(1)
+	if !c.drops.Allow(r.String()) {
+		return
+	}
 	c.log.Warn("mqtt message dropped", append([]any{"rule", r.String(), "topic", c.topicIn}, args...)...)
 }
 

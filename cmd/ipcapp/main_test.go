@@ -54,6 +54,7 @@ func TestRunUsage(t *testing.T) {
 		{"activate without broker", []string{"activate", "-uuid", "u", "-authkey", "k"}, exitUsage, "", "-broker is required"},
 		{"activate bad password", []string{"activate", "-broker", dead, "-uuid", "u", "-authkey", "k", "-p2p-password", "12ab34cd"}, exitUsage, "", `must start with "ad"`},
 		{"activate separator in a field", []string{"activate", "-broker", dead, "-uuid", "u", "-authkey", "k", "-uid", "a|b"}, exitUsage, "", "-uid must not contain |"},
+		{"activate separator in the mqtt password", []string{"activate", "-broker", dead, "-uuid", "u", "-authkey", "k", "-device-mqtt-password", "a|b"}, exitUsage, "", "-device-mqtt-password must not contain |"},
 		{"activate zero timeout", []string{"activate", "-broker", dead, "-uuid", "u", "-authkey", "k", "-timeout", "0s"}, exitUsage, "", "-timeout must be positive"},
 		{"activate no broker", []string{"activate", "-broker", dead, "-uuid", "u", "-authkey", "k"}, exitFailed, "", "connect"},
 		{"reset help", []string{"reset", "-h"}, exitOK, "", "-local-key"},

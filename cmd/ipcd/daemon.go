@@ -33,10 +33,14 @@ type daemon struct {
 	media      atomic.Pointer[p2p.Media]         // the rings, nil while no media runs
 
 	act chan mqtt.Envelope // protocol 46, served by Run
+	// drops summarizes the warnings of messages the daemon drops or
+	// refuses: one line per rule in full per interval, then counts.
+	drops *mqtt.Summary
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8)}
+	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
+		drops: mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule")}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -108,7 +112,7 @@ func (d *daemon) Publish(protocol int, data any) error {
 func (d *daemon) deliver(protocol int, data json.RawMessage) bool {
 	svc := d.running.Load()
 	if svc == nil {
-		d.log.Warn("drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
+		d.warn(d.log, "not_ready", "drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
 		return true
 	}
 	if protocol == p2p.ControlProtocol {
@@ -157,8 +161,9 @@ func (t *task) stop() {
 // while the broker connection is still up, and the embedded broker goes
 // last.
 func (d *daemon) Run(ctx context.Context) error {
-	var broker, clock, machine, client, mediaTask, serving *task
+	var broker, clock, machine, client, mediaTask, serving, summary *task
 	var m *mediaRun
+	summary = d.start("log summary", func(ctx context.Context) error { d.drops.Run(ctx); return nil })
 	defer func() {
 		serving.stop()
 		d.running.Store(nil)
@@ -167,6 +172,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		clock.stop()
 		machine.stop()
 		client.stop()
+		summary.stop()
 		broker.stop()
 	}()
 
@@ -235,9 +241,14 @@ func (d *daemon) Run(ctx context.Context) error {
 				}
 				cred := p2p.Credentials{DevID: a.DevID, P2PPassword: a.P2PPassword}
 				svc := m.svc
-				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				// Offers are delivered from here on: they wait in the
+				// service's inbox until Run takes them. Only then does the
+				// presence say online.
 				d.running.Store(svc)
+				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				d.client.Load().SetServing(true)
 			case tr.From == device.StateReady && tr.To != device.StateReady:
+				d.client.Load().SetServing(false)
 				serving.stop()
 				serving = nil
 				d.running.Store(nil)
