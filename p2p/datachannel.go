@@ -118,6 +118,7 @@ func (p *pauses) skipVideo(f media.Frame) bool {
 type dcMessage struct {
 	dc   *webrtc.DataChannel
 	data []byte
+	text bool
 }
 
 // sessionHooks are the pion callbacks that talkback and the control channel
@@ -138,14 +139,14 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 		}
 	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
-		if dc.Label() != ControlLabel {
+		if dc.Label() != ControlLabel && dc.Label() != FMP4Label {
 			se.log.Info("ignore data channel", "label", dc.Label())
 			return
 		}
-		se.log.Debug("control channel", "id", dc.ID())
+		se.log.Debug("data channel", "label", dc.Label(), "id", dc.ID())
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			select {
-			case h.cmds <- dcMessage{dc: dc, data: m.Data}:
+			case h.cmds <- dcMessage{dc: dc, data: m.Data, text: m.IsString}:
 			case <-ctx.Done():
 			}
 		})
@@ -155,6 +156,10 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 
 // command serves one control channel message and answers it.
 func (se *session) command(m dcMessage) {
+	if m.dc.Label() == FMP4Label {
+		se.fmp4Message(m)
+		return
+	}
 	c, err := DecodeCommand(m.data)
 	r := CommandReply{Req: c.Req}
 	if err != nil {

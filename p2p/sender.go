@@ -87,8 +87,8 @@ func (p *packetizer) rebase(f media.Frame) {
 	p.tsBase = want - uint32(f.PTS*p.clockRate/1_000_000)
 }
 
-// write sends one frame on the track.
-func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
+// write sends one frame on the track or channel.
+func (p *packetizer) write(t mediaOut, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
 	payloads := p.payloader.Payload(rtpMTU, f.Payload)
 	var firstErr error
@@ -123,7 +123,11 @@ const behindLive = 100 // ms
 // stream's first keyframe after the last frame sent: until it arrives the
 // old stream goes on, so the viewer neither freezes nor gets a frame of the
 // old stream after one of the new.
-func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, video, audio *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, vtrack, atrack *webrtc.TrackLocalStaticRTP) {
+	video, audio, ok := se.mediaOuts(ctx, vtrack, atrack)
+	if !ok {
+		return
+	}
 	rd := ring.NewReader()
 	var pending *media.Reader // the stream being switched to
 	var pendingStream media.Stream
@@ -188,7 +192,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.skipped.Add(uint64(skipped))
 			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
 		}
-		if se.pause.skipVideo(f) {
+		if se.pause.skipVideo(f) || !se.admitted(video, f) {
 			lastWall = f.Timestamp
 			continue
 		}
@@ -223,7 +227,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	}
 }
 
-func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track mediaOut) {
 	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
 	for {
 		f, skipped, err := rd.Next(ctx)
@@ -233,7 +237,7 @@ func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrt
 		if skipped > 0 {
 			se.skipped.Add(uint64(skipped))
 		}
-		if se.pause.audio.Load() {
+		if se.pause.audio.Load() || !se.admitted(track, f) {
 			continue
 		}
 		if err := ap.write(track, f); err != nil {
