@@ -118,7 +118,6 @@ func (p *pauses) skipVideo(f media.Frame) bool {
 type dcMessage struct {
 	dc   *webrtc.DataChannel
 	data []byte
-	text bool
 }
 
 // sessionHooks are the pion callbacks that talkback and the control channel
@@ -143,10 +142,10 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 			se.log.Info("ignore data channel", "label", dc.Label())
 			return
 		}
-		se.log.Debug("data channel", "label", dc.Label(), "id", dc.ID())
+		se.log.Debug("data channel", "label", dc.Label())
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			select {
-			case h.cmds <- dcMessage{dc: dc, data: m.Data, text: m.IsString}:
+			case h.cmds <- dcMessage{dc: dc, data: m.Data}:
 			case <-ctx.Done():
 			}
 		})

@@ -74,12 +74,10 @@ const (
 	channelLow  = 128 << 10
 )
 
-// DecodeFMP4Message decodes a handshake message from the app.
-func DecodeFMP4Message(data []byte, text bool) (FMP4Message, error) {
+// DecodeFMP4Message decodes a handshake message from the app. go2rtc
+// sends them as binary messages, others as text: both are accepted.
+func DecodeFMP4Message(data []byte) (FMP4Message, error) {
 	var m FMP4Message
-	if !text {
-		return m, fmt.Errorf("%w: binary message of %d bytes", ErrMalformed, len(data))
-	}
 	if len(data) > maxCommand {
 		return m, fmt.Errorf("%w: message of %d bytes, limit %d", ErrMalformed, len(data), maxCommand)
 	}
@@ -113,6 +111,7 @@ type fmp4Stream struct {
 	dc    *webrtc.DataChannel
 	video FMP4SSRC
 	audio FMP4SSRC
+	h264  bool          // the offer can receive H.264: the track is H.264
 	ready chan struct{} // closed when the handshake is complete
 	log   *slog.Logger
 	gate  atomic.Pointer[channelGate] // set by the sender
@@ -136,8 +135,9 @@ func (se *session) fmp4Mode(o *offered) {
 	if !se.offer.DataChannelEnable || !hasApplication(se.offer.SDP) {
 		return
 	}
-	se.fm.Store(&fmp4Stream{ready: make(chan struct{}), log: se.log})
-	if o.video[media.CodecH264] {
+	f := &fmp4Stream{ready: make(chan struct{}), log: se.log, h264: o.video[media.CodecH264]}
+	se.fm.Store(f)
+	if f.h264 {
 		o.video[media.CodecH265] = true
 	}
 	se.log.Debug("fmp4Stream mode: media goes over the data channel")
@@ -157,9 +157,10 @@ func hasApplication(raw string) bool {
 }
 
 // trackCodec is the codec of the session's video track: in fmp4Stream mode
-// the track carries nothing and is H.264, as on Tuya's cameras.
+// the track carries nothing and is H.264, as on Tuya's cameras, when the
+// offer has it.
 func (se *session) trackCodec(c media.Codec) media.Codec {
-	if se.fm.Load() != nil {
+	if f := se.fm.Load(); f != nil && f.h264 {
 		return media.CodecH264
 	}
 	return c
@@ -168,7 +169,7 @@ func (se *session) trackCodec(c media.Codec) media.Codec {
 // fmp4Answer makes the answer's video section list H.264 only in
 // fmp4Stream mode.
 func (se *session) fmp4Answer(pc *webrtc.PeerConnection, s *webrtc.RTPSender) error {
-	if se.fm.Load() == nil {
+	if f := se.fm.Load(); f == nil || !f.h264 {
 		return nil
 	}
 	var h264 []webrtc.RTPCodecParameters
@@ -233,7 +234,7 @@ func (f *fmp4Stream) handle(m dcMessage, video, audio media.Codec) (string, erro
 	} else if f.dc != m.dc {
 		return "", fmt.Errorf("%w: a second channel", ErrFMP4Unexpected)
 	}
-	msg, err := DecodeFMP4Message(m.data, m.text)
+	msg, err := DecodeFMP4Message(m.data)
 	if err != nil {
 		return "", err
 	}

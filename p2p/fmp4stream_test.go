@@ -29,24 +29,22 @@ const (
 func TestDecodeFMP4Message(t *testing.T) {
 	tests := []struct {
 		in      string
-		text    bool
 		typ     string
 		wantErr error
 	}{
-		{`{"type":"codec","msg":""}`, true, FMP4Codec, nil},
-		{`{"type":"start","msg":"frame"}`, true, FMP4Start, nil},
-		{`{"type":"complete"}`, true, FMP4Complete, nil},
-		{`{"type":"recv","msg":"{}"}`, true, "", ErrUnknownCommand},
-		{`{"type":"fly"}`, true, "", ErrUnknownCommand},
-		{`{"msg":"x"}`, true, "", ErrMissingField},
-		{`{not json`, true, "", ErrMalformed},
-		{`{"type":"codec","msg":""}`, false, "", ErrMalformed},
-		{`{"type":"codec","msg":"` + strings.Repeat("a", maxCommand) + `"}`, true, "", ErrMalformed},
+		{`{"type":"codec","msg":""}`, FMP4Codec, nil},
+		{`{"type":"start","msg":"frame"}`, FMP4Start, nil},
+		{`{"type":"complete"}`, FMP4Complete, nil},
+		{`{"type":"recv","msg":"{}"}`, "", ErrUnknownCommand},
+		{`{"type":"fly"}`, "", ErrUnknownCommand},
+		{`{"msg":"x"}`, "", ErrMissingField},
+		{`{not json`, "", ErrMalformed},
+		{`{"type":"codec","msg":"` + strings.Repeat("a", maxCommand) + `"}`, "", ErrMalformed},
 	}
 	for _, tc := range tests {
-		m, err := DecodeFMP4Message([]byte(tc.in), tc.text)
+		m, err := DecodeFMP4Message([]byte(tc.in))
 		if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) || (err == nil && m.Type != tc.typ) {
-			t.Errorf("DecodeFMP4Message(%.40s, %v) = %q, %v; want %q, %v", tc.in, tc.text, m.Type, err, tc.typ, tc.wantErr)
+			t.Errorf("DecodeFMP4Message(%.40s) = %q, %v; want %q, %v", tc.in, m.Type, err, tc.typ, tc.wantErr)
 		}
 	}
 }
@@ -62,7 +60,7 @@ func FuzzFMP4Handshake(f *testing.F) {
 		fm := &fmp4Stream{ready: make(chan struct{}), log: slog.New(slog.DiscardHandler)}
 		dc := &webrtc.DataChannel{}
 		for _, in := range []string{a, b, c, `{"type":"complete"}`} {
-			reply, err := fm.handle(dcMessage{dc: dc, data: []byte(in), text: true}, media.CodecH265, media.CodecPCMU)
+			reply, err := fm.handle(dcMessage{dc: dc, data: []byte(in)}, media.CodecH265, media.CodecPCMU)
 			if err != nil {
 				if fmp4Rule(err) == "malformed" && !errors.Is(err, ErrMalformed) {
 					t.Fatalf("error without a rule: %v", err)
