@@ -50,7 +50,9 @@ func newAudioTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
 func newPayloader(c media.Codec) rtp.Payloader {
 	switch c {
 	case media.CodecH265:
-		return &codecs.H265Payloader{}
+		// Parameter sets go as single NAL unit packets: go2rtc's H.265
+		// depacketizer, among others, does not take aggregation packets.
+		return &codecs.H265Payloader{SkipAggregation: true}
 	case media.CodecPCMU, media.CodecPCMA:
 		return &codecs.G711Payloader{}
 	}

@@ -597,3 +597,82 @@ func mustJSON(v any) json.RawMessage {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// TestGo2rtcTuyaMeasure prints numbers, no verdicts (INTEROP_MEASURE=1):
+// go2rtc's time to first keyframe, H.264 over RTP and H.265 over the
+// fmp4Stream channel, p50/p95 of 20 sessions; and the bytes per second on
+// the wire for the same H.265 stream over the channel and over RTP.
+func TestGo2rtcTuyaMeasure(t *testing.T) {
+	if os.Getenv("INTEROP_MEASURE") != "1" {
+		t.Skip("set INTEROP_MEASURE=1 to measure")
+	}
+	e := setup(t)
+	ttff := func(name string, mainCodec int, main string) {
+		t.Run(name, func(t *testing.T) {
+			e.cloud.set(mainCodec, 2, false)
+			e.startIPCD(t, main, "sub.h264", "")
+			var ms []float64
+			for range 20 {
+				res, _ := e.client(t, "hd", 0, "")
+				if res.Error != "" {
+					t.Fatalf("%+v", res)
+				}
+				ms = append(ms, res.TTFFMS)
+			}
+			slices.Sort(ms)
+			t.Logf("MEASURE %s time to first keyframe: p50 %.1f ms, p95 %.1f ms (n=20, from the start of Dial)", name, ms[9], ms[18])
+		})
+	}
+	ttff("h264 rtp", 2, "main.h264")
+	ttff("h265 fmp4Stream", 4, "main.h265")
+
+	// The same H.265 main stream over the channel and over RTP, received
+	// by ipcd's own client in the namespace; bytes counted on the veth
+	// pair, both ways.
+	ipcapp := filepath.Join(e.dir, "ipcapp")
+	build := exec.Command("go", "build", "-o", ipcapp, "./cmd/ipcapp")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ipcapp: %v: %s", err, out)
+	}
+	e.cloud.set(4, 2, false)
+	e.startIPCD(t, "main.h265", "sub.h264", "")
+	const seconds = 8
+	wire := func(name string, extra ...string) float64 {
+		var total, media float64
+		for range 3 {
+			before := vethBytes(t, e.vethHost)
+			start := time.Now()
+			args := append([]string{"netns", "exec", e.ns, ipcapp, "live", "-broker", e.broker, "-dev-id", devID,
+				"-p2p-password", p2pPass, "-codec", "h265", "-seconds", fmt.Sprint(seconds), "-json"}, extra...)
+			out, err := exec.Command("ip", args...).Output()
+			var st struct {
+				Bytes int64 `json:"bytes"`
+			}
+			if err != nil || json.Unmarshal(out, &st) != nil || st.Bytes == 0 {
+				t.Fatalf("ipcapp live %v: %v: %s", extra, err, out)
+			}
+			total += float64(vethBytes(t, e.vethHost)-before) / time.Since(start).Seconds()
+			media += float64(st.Bytes) / seconds
+		}
+		t.Logf("MEASURE %s: %.0f bytes/s on the wire, %.0f bytes/s of media received", name, total/3, media/3)
+		return total / 3
+	}
+	ch := wire("h265 fmp4Stream", "-datachannel-media")
+	rtp := wire("h265 rtp")
+	t.Logf("MEASURE channel overhead against RTP: %.0f bytes/s (%.1f%%)", ch-rtp, 100*(ch-rtp)/rtp)
+}
+
+func vethBytes(t *testing.T, dev string) int64 {
+	var sum int64
+	for _, f := range []string{"tx_bytes", "rx_bytes"} {
+		b, err := os.ReadFile(filepath.Join("/sys/class/net", dev, "statistics", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		fmt.Sscan(string(b), &n)
+		sum += n
+	}
+	return sum
+}
