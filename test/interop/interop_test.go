@@ -319,12 +319,12 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// startIPCD runs the ipcd binary with main and sub files and the speaker
-// written to a file; extra is appended to the stream section.
-func (e *env) startIPCD(t *testing.T, main, sub, extra string) device {
+// writeConfig writes an ipcd configuration with main and sub files and the
+// speaker written to a file; extra is appended to the stream section.
+func (e *env) writeConfig(t *testing.T, main, sub, extra string) (path, speaker string) {
 	t.Helper()
 	abs := func(p string) string { a, _ := filepath.Abs(mediaDir + p); return a }
-	d := device{log: &bytes.Buffer{}, speaker: filepath.Join(t.TempDir(), "speaker.pcmu"), mu: &sync.Mutex{}}
+	speaker = filepath.Join(t.TempDir(), "speaker.pcmu")
 	subSrc := "{type: none}"
 	if sub != "" {
 		subSrc = fmt.Sprintf("{type: file, path: %s, fps: 25, loop: true}", abs(sub))
@@ -348,11 +348,19 @@ media:
     sub: %s
     audio: {type: file, path: %s, codec: pcmu}
   speaker: {type: file, path: %s}
-`, filepath.Join(t.TempDir(), "state.json"), devID, p2pPass, e.broker, e.vethHost, extra, abs(main), subSrc, abs("audio.pcmu"), d.speaker)
-	path := filepath.Join(t.TempDir(), "ipcd.yaml")
+`, filepath.Join(t.TempDir(), "state.json"), devID, p2pPass, e.broker, e.vethHost, extra, abs(main), subSrc, abs("audio.pcmu"), speaker)
+	path = filepath.Join(t.TempDir(), "ipcd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return path, speaker
+}
+
+// startIPCD runs the ipcd binary on the configuration of writeConfig.
+func (e *env) startIPCD(t *testing.T, main, sub, extra string) device {
+	t.Helper()
+	path, speaker := e.writeConfig(t, main, sub, extra)
+	d := device{log: &bytes.Buffer{}, speaker: speaker, mu: &sync.Mutex{}}
 	cmd := exec.Command(e.ipcdBin, "-config", path)
 	cmd.Stdout, cmd.Stderr = lockedWriter{d.mu, d.log}, lockedWriter{d.mu, d.log}
 	if err := cmd.Start(); err != nil {
@@ -564,12 +572,14 @@ func TestGo2rtcTuya(t *testing.T) {
 	})
 }
 
+// talkbackKnown reports whether this ipcd knows stream.talkback: its
+// configuration refuses unknown keys by name.
 func talkbackKnown(t *testing.T, e *env) bool {
-	cmd := exec.Command(e.ipcdBin, "-help")
-	out, _ := cmd.CombinedOutput()
-	_ = out
-	src, err := os.ReadFile("../../cmd/ipcd/config.go")
-	return err == nil && bytes.Contains(src, []byte(`yaml:"talkback"`))
+	path, _ := e.writeConfig(t, "main.h264", "", "  talkback: auto")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, e.ipcdBin, "-config", path, "-log-level", "error").CombinedOutput()
+	return !strings.Contains(string(out), `unknown key "stream.talkback"`)
 }
 
 func grep(log, word string) string {
