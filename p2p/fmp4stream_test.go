@@ -171,7 +171,7 @@ func loopbackNames(t *testing.T) []string {
 	return names
 }
 
-// fmApp is the app side as go2rtc's Tuya client builds it: audio
+// fmClient is the app side as go2rtc's Tuya client builds it: audio
 // sendrecv first, video recvonly, and the fmp4Stream channel.
 type fmClient struct {
 	pc       *webrtc.PeerConnection
@@ -521,8 +521,7 @@ func TestFMP4CongestedSkipsToKeyframe(t *testing.T) {
 	// Frames by timestamp: at 100 fps they are 900 ticks apart, so a
 	// larger step is a skip, and the frame after it must be a keyframe.
 	var lastTS uint32
-	var frameStart, gaps, frames int
-	var key bool
+	var gaps, frames int
 	deadline := time.After(20 * time.Second)
 	for time.Now().Before(slowUntil.Add(2*time.Second)) || gaps == 0 {
 		var p *rtp.Packet
@@ -538,14 +537,12 @@ func TestFMP4CongestedSkipsToKeyframe(t *testing.T) {
 			continue
 		}
 		// First packet of a frame.
-		key = isH264KeyStart(p.Payload)
 		if frames > 0 && p.Timestamp-lastTS > 1350 {
 			gaps++
-			if !key {
+			if !isH264KeyStart(p.Payload) {
 				t.Fatalf("after a skip of %d ticks the frame is no keyframe (NAL %d)", p.Timestamp-lastTS, p.Payload[0]&0x1f)
 			}
 		}
-		frameStart++
 		frames++
 		lastTS = p.Timestamp
 	}

@@ -82,9 +82,12 @@ func (a *audioLog) checkContiguous(t *testing.T, path string) {
 	if len(got) == 0 {
 		t.Fatal("no audio received")
 	}
+	// The sample is periodic, so only frame boundaries are tried.
 	loop := bytes.Repeat(src, 2+len(got)/len(src))
-	i := bytes.Index(loop, got)
-	if i < 0 || i%320 != 0 {
-		t.Fatalf("%d bytes of audio are not the source from a frame boundary (index %d)", len(got), i)
+	for i := 0; i < len(src); i += 320 {
+		if bytes.HasPrefix(loop[i:], got) {
+			return
+		}
 	}
+	t.Fatalf("%d bytes of audio are not the source from any frame boundary", len(got))
 }
