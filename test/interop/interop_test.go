@@ -116,7 +116,10 @@ func setup(t *testing.T) *env {
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(etc) })
+	t.Cleanup(func() {
+		_ = os.RemoveAll(etc)
+		_ = os.Remove("/etc/netns") // only when no other namespace uses it
+	})
 	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s %s %s\n", hostAddr, cloudHost, brokerHost)
 	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
