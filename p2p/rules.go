@@ -30,6 +30,11 @@ const (
 	RuleReplyTooLarge      Rule = "reply_too_large"
 	RuleOutboxFull         Rule = "outbox_full"
 	RulePublishFailed      Rule = "publish_failed"
+
+	RuleFMP4UnexpectedChannel Rule = "fmp4_unexpected_channel"
+	RuleFMP4OutOfOrder        Rule = "fmp4_out_of_order"
+	RuleFMP4UnknownMessage    Rule = "fmp4_unknown_message"
+	RuleFMP4BadValue          Rule = "fmp4_bad_value"
 )
 
 // Bounds on what the service accepts from outside (SPEC §5.3).

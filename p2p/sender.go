@@ -51,7 +51,9 @@ func newAudioTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
 func newPayloader(c media.Codec) rtp.Payloader {
 	switch c {
 	case media.CodecH265:
-		return &codecs.H265Payloader{}
+		// Parameter sets go as single NAL unit packets: go2rtc's H.265
+		// depacketizer, among others, does not take aggregation packets.
+		return &codecs.H265Payloader{SkipAggregation: true}
 	case media.CodecPCMU, media.CodecPCMA:
 		return &codecs.G711Payloader{}
 	}
@@ -88,8 +90,8 @@ func (p *packetizer) rebase(f media.Frame) {
 	p.tsBase = want - uint32(f.PTS*p.clockRate/1_000_000)
 }
 
-// write sends one frame on the track.
-func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
+// write sends one frame on the track or channel.
+func (p *packetizer) write(t mediaOut, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
 	payloads := p.payloader.Payload(rtpMTU, f.Payload)
 	var firstErr error
@@ -124,7 +126,11 @@ const behindLive = 100 // ms
 // stream's first keyframe after the last frame sent: until it arrives the
 // old stream goes on, so the viewer neither freezes nor gets a frame of the
 // old stream after one of the new.
-func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, video, audio *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, vtrack, atrack *webrtc.TrackLocalStaticRTP) {
+	video, audio, ok := se.mediaOuts(ctx, vtrack, atrack)
+	if !ok {
+		return
+	}
 	rd := ring.NewReader()
 	var pending *media.Reader // the stream being switched to
 	var pendingStream media.Stream
@@ -192,7 +198,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.skipped.video.Add(uint64(skipped))
 			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.video.Load())
 		}
-		if se.pause.skipVideo(f) {
+		if se.pause.skipVideo(f) || !se.admitted(video, f) {
 			lastWall = f.Timestamp
 			continue
 		}
@@ -231,7 +237,7 @@ func (c *skipCounts) Load() uint64 { return c.video.Load() + c.audio.Load() }
 // newest audio. It does not wait for a video frame to be sent: a session
 // whose video is stopped, or whose video source has nothing yet, still
 // gets audio.
-func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *media.Reader, track *webrtc.TrackLocalStaticRTP) {
+func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *media.Reader, track mediaOut) {
 	var rd *media.Reader
 	if f, ok := video.Peek(); ok {
 		rd = se.svc.media.Audio.NewReaderAt(f.Timestamp)
@@ -246,7 +252,7 @@ func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *me
 	}()
 }
 
-func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track mediaOut) {
 	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
 	for {
 		f, skipped, err := rd.Next(ctx)
@@ -256,7 +262,7 @@ func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrt
 		if skipped > 0 {
 			se.skipped.audio.Add(uint64(skipped))
 		}
-		if se.pause.audio.Load() {
+		if se.pause.audio.Load() || !se.admitted(track, f) {
 			continue
 		}
 		if err := ap.write(track, f); err != nil {

@@ -34,6 +34,9 @@ type SessionStats struct {
 	TTFF          time.Duration
 	CandidateType string
 	RTT           time.Duration
+	// ChannelPeak is the most the fmp4Stream channel held unsent, in
+	// bytes; zero for sessions that use the RTP tracks.
+	ChannelPeak uint64
 }
 
 // session is one viewer. Its run goroutine owns the peer connection; the
@@ -68,6 +71,8 @@ type session struct {
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
+
+	fm atomic.Pointer[fmp4Stream] // set in fmp4Stream mode (SPEC §6.3)
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
@@ -181,6 +186,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.svc.drops.warn(se.log, RuleBadSDP, "drop 302 message", "err", err)
 		return CloseCodec, true
 	}
+	se.fmp4Mode(&offered)
 	want := media.StreamMain
 	switch {
 	case se.offer.NoStreamType && se.svc.cfg.DefaultStream == media.StreamSub:
@@ -199,7 +205,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
 	}
 	se.stream.Store(uint32(stream))
-	video, err := newVideoTrack(ring.Codec())
+	video, err := newVideoTrack(se.trackCodec(ring.Codec()))
 	if err != nil {
 		se.log.Warn("video track", "err", err)
 		return CloseCodec, true
@@ -390,6 +396,7 @@ func (se *session) stats() SessionStats {
 		AudioBytes:  se.audioBytes.Load(),
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
+		ChannelPeak: se.channelPeak(),
 	}
 	st.VideoSkipped, st.AudioSkipped = se.skipped.video.Load(), se.skipped.audio.Load()
 	if t := se.candType.Load(); t != nil {

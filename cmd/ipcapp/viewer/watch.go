@@ -47,6 +47,11 @@ type WatchOptions struct {
 	// DataChannel opens the "control" data channel and sends video_start
 	// and audio_start on it.
 	DataChannel bool
+	// DataChannelMedia asks for media over the "fmp4Stream" data channel,
+	// as go2rtc's Tuya client does for H.265 cameras: the offer sets
+	// datachannel_enable, the handshake runs on the channel, and video and
+	// audio arrive there as RTP packets instead of on the tracks.
+	DataChannelMedia bool
 	// OnVideo receives complete Annex-B access units (4-byte start codes)
 	// of the negotiated codec, in order, from a keyframe on; key reports an
 	// IDR (H.264) or IRAP (H.265) picture. After a SwitchStream the units of
@@ -201,7 +206,7 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 		StreamType:        s.streamType,
 		Auth:              s.opt.Auth,
 		Token:             s.c.cfg.ICEServers,
-		DataChannelEnable: s.opt.DataChannel,
+		DataChannelEnable: s.opt.DataChannelMedia,
 	})
 	if err != nil {
 		return err
@@ -229,6 +234,8 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 			if err := s.handle(m); err != nil {
 				return err
 			}
+		case err := <-s.errs:
+			return err
 		case line := <-s.localCands:
 			if err := s.c.Publish302(s.header(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line}); err != nil {
 				return err
