@@ -171,13 +171,14 @@ func (m Media) ring(s media.Stream) *media.Ring {
 }
 
 // checkAnswer verifies what the device is about to send: no media section
-// lists a payload type twice, and the video section lists exactly the one
-// codec the session sends.
+// lists a payload type twice, and there is a video section that lists
+// exactly the one codec the session sends.
 func checkAnswer(raw string, video media.Codec) error {
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(raw); err != nil {
 		return fmt.Errorf("answer sdp: %w", err)
 	}
+	hasVideo := false
 	for _, md := range sd.MediaDescriptions {
 		seen := map[string]bool{}
 		for _, f := range md.MediaName.Formats {
@@ -192,6 +193,10 @@ func checkAnswer(raw string, video media.Codec) error {
 		if len(md.MediaName.Formats) != 1 {
 			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, len(md.MediaName.Formats), video)
 		}
+		hasVideo = true
+	}
+	if !hasVideo {
+		return fmt.Errorf("%w: the answer has no video section for %s", ErrNoCommonCodec, video)
 	}
 	return nil
 }
