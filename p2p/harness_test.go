@@ -244,7 +244,7 @@ func (l *logRec) lines(match func(logLine) bool) []logLine {
 // harness runs a Service on real rings with a fake publisher; viewers are
 // real pion peer connections on loopback.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	svc   *Service
 	pub   *fakePub
 	logs  *logRec
@@ -260,8 +260,9 @@ type harness struct {
 
 // newHarness builds a service for cfg. m nil means H.264 main and sub
 // rings and a PCMU audio ring, empty until feed. The harness checks at the
-// end of the test that no goroutine was left behind.
-func newHarness(t *testing.T, cfg Config, m *Media) *harness {
+// end of a test (not of a fuzz target, whose engine has goroutines of its
+// own) that no goroutine was left behind.
+func newHarness(t testing.TB, cfg Config, m *Media) *harness {
 	t.Helper()
 	leaks := goleak.IgnoreCurrent()
 	h := &harness{t: t, pub: newFakePub(), logs: &logRec{}}
@@ -290,7 +291,7 @@ func newHarness(t *testing.T, cfg Config, m *Media) *harness {
 			h.stopFeeds()
 			h.feeds.Wait()
 		}
-		if !t.Failed() {
+		if _, test := t.(*testing.T); test && !t.Failed() {
 			goleak.VerifyNone(t, leaks)
 		}
 	})
@@ -352,9 +353,11 @@ func (h *harness) stop() {
 }
 
 // sync returns once the service loop has handled everything queued so far.
-func (h *harness) sync() {
-	h.t.Helper()
-	waitUntil(h.t, "the inbox to drain", func() bool {
+func (h *harness) sync() { h.syncT(h.t) }
+
+func (h *harness) syncT(t testing.TB) {
+	t.Helper()
+	waitUntil(t, "the inbox to drain", func() bool {
 		h.svc.in.mu.Lock()
 		defer h.svc.in.mu.Unlock()
 		return h.svc.in.total == 0
@@ -363,7 +366,7 @@ func (h *harness) sync() {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if h.svc.Sessions(ctx) == nil && ctx.Err() != nil {
-		h.t.Fatal("the service loop does not answer queries")
+		t.Fatal("the service loop does not answer queries")
 	}
 }
 
