@@ -128,6 +128,9 @@ func TestControl312(t *testing.T) {
 	})
 	v.waitMedia(10)
 	events.wait(t, EventLiveVideoClaritySet, "s1", 1)
+	if n := h.svc.DroppedEvents(); n != 0 {
+		t.Fatalf("%d events dropped", n)
+	}
 	// Dropped, not answered: malformed, or for another device.
 	n := len(h.pub.snapshot())
 	h.svc.DeliverControl(json.RawMessage(`{"header":{"type":"resolution","from":"app1","to":"dev1","sessionid":"s1"},"msg":{}}`))

@@ -174,7 +174,9 @@ func TestOutboxFailures(t *testing.T) {
 // counts the rest as dropped.
 func TestOutboxFlushBound(t *testing.T) {
 	h := newHarness(t, Config{}, nil).start()
+	h.pub.mu.Lock()
 	h.pub.delay = 200 * time.Millisecond
+	h.pub.mu.Unlock()
 	const n = 40
 	for i := range n {
 		h.svc.DeliverControl(controlMsg(ControlResolution, fmt.Sprint("app", i), "none", 1))
@@ -237,18 +239,22 @@ func TestFloodDoesNotStarveOthers(t *testing.T) {
 	if got := d[RuleAuthFailed] + d[RuleSenderQueueFull] + d[RuleInboxFull]; got != flood {
 		t.Fatalf("drops %v: %d of the flood accounted for, want %d", d, got, flood)
 	}
-	refusals := 0
-	for _, m := range h.pub.snapshot() {
-		if m.msg.Header.To == "flood" {
-			refusals++
-		}
+	if n := h.svc.Dropped(); n != d[RuleSenderQueueFull]+d[RuleInboxFull] {
+		t.Fatalf("Dropped = %d, drops %v", n, d)
 	}
+	refusals := int(d[RuleAuthFailed] - d[RuleRefusalRateLimited])
 	if max := refusalBurst + int(time.Since(start).Seconds()*refusalRate) + 1; refusals > max || refusals == 0 {
 		t.Fatalf("%d refusals to the flood, want 1..%d", refusals, max)
 	}
-	if d[RuleRefusalRateLimited] != d[RuleAuthFailed]-uint64(refusals) {
-		t.Fatalf("drops %v with %d refusals", d, refusals)
-	}
+	h.pub.waitFor(t, "the refusals to the flood", func(msgs []published) bool {
+		n := 0
+		for _, m := range msgs {
+			if m.msg.Header.To == "flood" && m.msg.Header.Type == TypeDisconnect {
+				n++
+			}
+		}
+		return n == refusals
+	})
 	warns := h.logs.lines(func(l logLine) bool { return l.level == slog.LevelWarn })
 	if len(warns) > 4*dropLinesPerWindow {
 		t.Fatalf("%d warn lines for a flood", len(warns))
