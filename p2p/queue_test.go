@@ -175,9 +175,9 @@ func TestOutboxFailures(t *testing.T) {
 func TestOutboxFlushBound(t *testing.T) {
 	h := newHarness(t, Config{}, nil).start()
 	h.pub.mu.Lock()
-	h.pub.delay = 200 * time.Millisecond
+	h.pub.delay = 250 * time.Millisecond
 	h.pub.mu.Unlock()
-	const n = 40
+	const n = 60
 	for i := range n {
 		h.svc.DeliverControl(controlMsg(ControlResolution, fmt.Sprint("app", i), "none", 1))
 	}
