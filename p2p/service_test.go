@@ -291,7 +291,7 @@ func TestCodecNegotiation(t *testing.T) {
 		{"main profile only", registerH264("packetization-mode=1;profile-level-id=4d001f"), false},
 		{"packetization mode 0 only", registerH264("packetization-mode=0;profile-level-id=42e01f", "profile-level-id=42001f"), false},
 		{"no profile-level-id", registerH264("packetization-mode=1"), false},
-		{"constrained baseline twice", registerH264("packetization-mode=1;profile-level-id=42e01f", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"), true},
+		{"one format under two payload types", registerH264("packetization-mode=1;profile-level-id=42e01f", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"), true},
 		{"baseline after high", registerH264("packetization-mode=1;profile-level-id=640032", "packetization-mode=1;profile-level-id=42001f"), true},
 		{"vp8 only", registerVP8, false},
 	}
