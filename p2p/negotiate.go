@@ -18,6 +18,10 @@ import (
 // profile, H.265 only Main profile, main tier, SRST), for audio the codecs.
 type offered struct {
 	video map[media.Codec]webrtc.PayloadType
+	// fmtp is the offer's format parameters of each payload type in video,
+	// which the answer repeats: the answer's payload type must name the
+	// same format as in the offer.
+	fmtp  map[media.Codec]string
 	audio map[media.Codec]bool
 	// refused names the video formats the offer had that do not fit, for
 	// the log of a session refused for want of a common codec.
@@ -28,7 +32,7 @@ type offered struct {
 // cannot send are ignored; an offer with more than MaxMLines media
 // sections is refused.
 func parseOffered(raw string) (offered, error) {
-	o := offered{video: map[media.Codec]webrtc.PayloadType{}, audio: map[media.Codec]bool{}}
+	o := offered{video: map[media.Codec]webrtc.PayloadType{}, fmtp: map[media.Codec]string{}, audio: map[media.Codec]bool{}}
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(raw); err != nil {
 		return o, fmt.Errorf("%w: sdp: %w", ErrMalformed, err)
@@ -94,6 +98,7 @@ func (o *offered) offerVideo(c media.Codec, pt, fmtp string, fits func(map[strin
 	}
 	if _, ok := o.video[c]; !ok {
 		o.video[c] = webrtc.PayloadType(n)
+		o.fmtp[c] = fmtp
 	}
 }
 
@@ -166,13 +171,14 @@ func (m Media) ring(s media.Stream) *media.Ring {
 }
 
 // checkAnswer verifies what the device is about to send: no media section
-// lists a payload type twice, and the video section lists exactly the one
-// codec the session sends.
+// lists a payload type twice, and there is a video section that lists
+// exactly the one codec the session sends.
 func checkAnswer(raw string, video media.Codec) error {
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(raw); err != nil {
 		return fmt.Errorf("answer sdp: %w", err)
 	}
+	hasVideo := false
 	for _, md := range sd.MediaDescriptions {
 		seen := map[string]bool{}
 		for _, f := range md.MediaName.Formats {
@@ -187,6 +193,10 @@ func checkAnswer(raw string, video media.Codec) error {
 		if len(md.MediaName.Formats) != 1 {
 			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, len(md.MediaName.Formats), video)
 		}
+		hasVideo = true
+	}
+	if !hasVideo {
+		return fmt.Errorf("%w: the answer has no video section for %s", ErrNoCommonCodec, video)
 	}
 	return nil
 }

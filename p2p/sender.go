@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,15 +22,19 @@ const rtpMTU = 1200
 
 var errUnsupportedCodec = errors.New("unsupported codec")
 
-func newVideoTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
+// newVideoTrack makes the track of codec c with the format parameters the
+// offer gave the payload type the answer names (fmtp, when not empty):
+// pion binds the track to the offered payload type whose format matches the
+// track's, and the RTP must carry the payload type the answer lists.
+func newVideoTrack(c media.Codec, fmtp string) (*webrtc.TrackLocalStaticRTP, error) {
 	switch c {
 	case media.CodecH264:
 		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline,
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: cmp.Or(fmtp, fmtpH264ConstrainedBaseline),
 		}, "video", "ipcd")
 	case media.CodecH265:
 		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: fmtpH265,
+			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: cmp.Or(fmtp, fmtpH265),
 		}, "video", "ipcd")
 	}
 	return nil, fmt.Errorf("video codec %s: %w", c, errUnsupportedCodec)

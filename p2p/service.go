@@ -380,18 +380,17 @@ func (t *table) borrower() *session {
 // reserve takes a session's share of the memory budget. When the budget is
 // spent by sessions that are closing, the new session borrows the share of
 // one of them: that memory is being freed, and a viewer who closes and
-// reopens must not be refused for it (SPEC §6).
+// reopens must not be refused for it (SPEC §6). A closing session that
+// itself borrowed lends too: its memory is being freed as well, and an app
+// that reopens faster than sessions tear down borrows in a chain. There
+// are never more borrowers than closing sessions, so every borrower has a
+// share handed to it, or ends, by the time the closing set is empty.
 func (s *Service) reserve(t *table) (ok, borrowed bool) {
 	b := s.cfg.Budget
 	if b == nil || b.Reserve(SessionCost(s.cfg.NACKBuffer)) {
 		return true, false
 	}
-	lendable := 0
-	for se := range t.closing {
-		if !se.borrowed {
-			lendable++
-		}
-	}
+	lendable := len(t.closing)
 	for _, se := range t.live {
 		if se.borrowed {
 			lendable--

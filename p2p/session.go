@@ -205,7 +205,8 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
 	}
 	se.stream.Store(uint32(stream))
-	video, err := newVideoTrack(se.trackCodec(ring.Codec()))
+	tc := se.trackCodec(ring.Codec())
+	video, err := newVideoTrack(tc, offered.fmtp[tc])
 	if err != nil {
 		se.log.Warn("video track", "err", err)
 		return CloseCodec, true
