@@ -400,3 +400,28 @@ func TestOversizedOffers(t *testing.T) {
 	}
 	t.Logf("%d messages published, all under %d bytes", len(msgs), p2p.MaxPublish)
 }
+
+// TestQuietNormalStop: a viewer that closes its peer connection first and
+// sends its disconnect after the device has ended the session (go2rtc's
+// order) leaves no warn line behind.
+func TestQuietNormalStop(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	rd := startDaemon(t, testConfig(broker))
+	v := newViewer(t, broker)
+	for i := range 3 {
+		id := fmt.Sprintf("quiet-%d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		res, err := v.Watch(ctx, viewer.WatchOptions{SessionID: id, Duration: 300 * time.Millisecond, CloseFirst: true})
+		cancel()
+		if err != nil || res.VideoFrames == 0 {
+			t.Fatalf("session %d: %v, %d frames", i, err, res.VideoFrames)
+		}
+		// The device saw the peer connection close before the disconnect.
+		rd.log.waitLog(t, 5*time.Second, "session ended", "session="+id)
+		rd.log.waitLog(t, 5*time.Second, "rule=unknown_session", "session="+id)
+	}
+	if warn := rd.log.lines("level=WARN"); len(warn) > 0 {
+		t.Fatalf("%d warn lines for normal stops, first: %s", len(warn), warn[0])
+	}
+}

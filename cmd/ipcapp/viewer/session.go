@@ -334,21 +334,29 @@ func (s *session) close(endErr error) {
 	close(s.ending)
 	s.stopBg()
 	var refused *RefusedError
-	if s.offered && !errors.As(endErr, &refused) && !errors.Is(endErr, ErrClosed) {
-		err := s.c.Publish302(s.header(p2p.TypeDisconnect), p2p.Disconnect{
-			Mode:        p2p.ModeWebRTC,
-			CloseReason: int(p2p.CloseUser),
-		})
-		if err != nil {
-			s.log.Debug("send disconnect", "err", err)
-		}
+	tell := s.offered && !errors.As(endErr, &refused) && !errors.Is(endErr, ErrClosed)
+	if tell && !s.opt.CloseFirst {
+		s.sendDisconnect()
 	}
 	if s.pc != nil {
 		if err := s.pc.GracefulClose(); err != nil {
 			s.log.Debug("close peer connection", "err", err)
 		}
 	}
+	if tell && s.opt.CloseFirst {
+		s.sendDisconnect()
+	}
 	s.readers.Wait()
+}
+
+func (s *session) sendDisconnect() {
+	err := s.c.Publish302(s.header(p2p.TypeDisconnect), p2p.Disconnect{
+		Mode:        p2p.ModeWebRTC,
+		CloseReason: int(p2p.CloseUser),
+	})
+	if err != nil {
+		s.log.Debug("send disconnect", "err", err)
+	}
 }
 
 func (s *session) result() Result {
