@@ -75,7 +75,10 @@ if ! command -v "$qemu" >/dev/null; then
 fi
 TEST_ARM_QEMU=$(command -v "$qemu")
 TEST_ARM_GO=$(command -v "$GO")
-export TEST_ARM_QEMU TEST_ARM_GO
+# Tests that measure the memory of a process they start skip that check:
+# under emulation the process is qemu.
+IPCD_TEST_EMULATOR=$(basename "$qemu")
+export TEST_ARM_QEMU TEST_ARM_GO IPCD_TEST_EMULATOR
 
 # Emulation is several times slower than native: the timeout is generous, the
 # tests themselves are unchanged.
