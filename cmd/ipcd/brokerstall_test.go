@@ -153,7 +153,7 @@ func TestBrokerStopsAcknowledging(t *testing.T) {
 	raw := rawClient(t, broker, "bad-app")
 	for i := range 3 {
 		h := p2p.Header{Type: p2p.TypeOffer, From: "bad-app", To: testDevID, SessionID: fmt.Sprintf("bad%d", i)}
-		raw.Publish(topicIn, 1, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sampleOfferSDP(t), Auth: "1.x"})).Wait()
+		raw.Publish(topicIn, 1, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: offerSDP(t), Auth: "1.x"})).Wait()
 	}
 	id := "during-stall"
 	w2 := startWatch(t, v, viewer.WatchOptions{SessionID: id})

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
@@ -155,26 +154,6 @@ func rawClient(t testing.TB, broker, id string) paho.Client {
 	}
 	t.Cleanup(func() { c.Disconnect(50) })
 	return c
-}
-
-// sampleOfferSDP is an offer with pion's default codecs, audio and video.
-func sampleOfferSDP(t testing.TB) string {
-	t.Helper()
-	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	o, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return o.SDP
 }
 
 // settledRSS is the least resident set of process pid over a second: the
@@ -358,7 +337,7 @@ func TestOversizedOffers(t *testing.T) {
 	out := captureTopic(t, broker, topicOut)
 	raw := rawClient(t, broker, "big-app")
 	auth := p2p.SignAuth(testPassword, testDevID, "big-app", time.Now().Add(time.Hour).Unix())
-	sdp := sampleOfferSDP(t)
+	sdp := offerSDP(t)
 
 	var mlines strings.Builder
 	mlines.WriteString(sdp)

@@ -53,7 +53,7 @@ func TestSignalingFlood(t *testing.T) {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 
-	sdp := sampleOfferSDP(t)
+	sdp := offerSDP(t)
 	flooder := rawClient(t, broker, "flooder")
 	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
 	const rate, seconds = 5000, 10
