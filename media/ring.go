@@ -276,6 +276,10 @@ func (r *Ring) NewReaderAt(timestampMs int64) *Reader {
 	return rd
 }
 
+// RequestKeyframe asks the ring's source for a keyframe, when it can make
+// one on demand (the board's keyframe command).
+func (r *Ring) RequestKeyframe() { r.requestKeyframe() }
+
 func (r *Ring) requestKeyframe() {
 	if r.cfg.OnKeyframeRequest != nil {
 		r.cfg.OnKeyframeRequest()

@@ -165,6 +165,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 				vp.rebase(f)
 				se.stream.Store(uint32(pendingStream))
 				se.log.Info("stream switch", "stream", pendingStream.String())
+				se.svc.events.emitDetail(EventStreamSwitch, se.id, int(pendingStream)-int(media.StreamMain), pendingStream.String())
 			} else if err == nil {
 				if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
 					select {

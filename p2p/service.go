@@ -104,6 +104,7 @@ type Service struct {
 
 	speaker *speakerGate // nil without a speaker
 	events  *eventQueue
+	live    live // privacy mode and the sessions it closes
 
 	// cred is set by Run and read only by its goroutine.
 	cred Credentials
@@ -293,6 +294,9 @@ func (s *Service) handle(ctx context.Context, sessions map[string]*session, data
 		if err := VerifyAuth(offer.Auth, s.cred.P2PPassword, s.cred.DevID, h.From, s.cfg.Now()); err != nil {
 			log.Warn("auth failed", "reason", authReason(err), "err", err)
 			s.refuse(h, CloseAuth)
+			return
+		}
+		if s.refusePrivate(h, log) {
 			return
 		}
 		if len(sessions) >= s.cfg.MaxClients {

@@ -98,6 +98,7 @@ func (se *session) closeReason() CloseReason { return CloseReason(se.reason.Load
 func (se *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	var wg sync.WaitGroup
+	se.enter()
 	reason, notify := se.serve(ctx, &wg)
 	se.reason.Store(int32(reason))
 	if notify {
@@ -118,6 +119,7 @@ func (se *session) run(parent context.Context) {
 	st := se.stats()
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
 		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
+	se.leave(reason)
 	se.svc.ended <- se
 }
 

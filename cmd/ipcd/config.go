@@ -40,6 +40,16 @@ type Config struct {
 	Time   TimeConfig   `yaml:"time"`
 	Stream StreamConfig `yaml:"stream"`
 	Media  MediaConfig  `yaml:"media"`
+	Board  BoardConfig  `yaml:"board"`
+}
+
+// BoardConfig is the board integration: the board socket and the exec
+// hook (docs/board.md).
+type BoardConfig struct {
+	Socket      string        `yaml:"socket"`
+	QueueSize   int           `yaml:"queue_size"`
+	OnEvent     string        `yaml:"on_event"`
+	HookTimeout time.Duration `yaml:"hook_timeout"`
 }
 
 // LogConfig selects the slog level and handler.
@@ -196,6 +206,10 @@ func DefaultConfig() Config {
 			},
 			Speaker: SpeakerConfig{Type: "file", Path: "/tmp/ipcd-speaker.pcmu"},
 		},
+		// The socket is off unless a board profile sets it: a
+		// development machine has no /run/ipcd, and tests run many
+		// daemons side by side.
+		Board: BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
 	}
 }
 
@@ -713,6 +727,7 @@ func (c *Config) Validate() error {
 	c.validateTime(&p)
 	c.validateStream(&p)
 	c.validateMedia(&p)
+	c.validateBoard(&p)
 	return errors.Join(p...)
 }
 
@@ -942,5 +957,23 @@ func validateSource(p *problems, key string, s SourceConfig, video bool) {
 		if ext := codecFromExt(s.Path); !validCodec(ext, video) {
 			p.add(key+".codec", "cannot be derived from the extension of %q; set it to one of %s", s.Path, want)
 		}
+	}
+}
+
+func (c *Config) validateBoard(p *problems) {
+	b := &c.Board
+	if b.Socket != "" {
+		// sockaddr_un.sun_path holds 108 bytes with the NUL.
+		if len(b.Socket) > 107 {
+			p.add("board.socket", "path of %d bytes is longer than a Unix socket path can be (107)", len(b.Socket))
+		}
+		if fi, err := os.Stat(b.Socket); err == nil && fi.IsDir() {
+			p.add("board.socket", "%q is a directory", b.Socket)
+		}
+	}
+	p.between("board.queue_size", b.QueueSize, 16, 4096)
+	existingFile(p, "board.on_event", b.OnEvent)
+	if b.HookTimeout < 100*time.Millisecond || b.HookTimeout > 5*time.Minute {
+		p.add("board.hook_timeout", "must be between 100ms and 5m, got %s", b.HookTimeout)
 	}
 }

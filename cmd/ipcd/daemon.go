@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
@@ -33,10 +34,14 @@ type daemon struct {
 	media      atomic.Pointer[p2p.Media]         // the rings, nil while no media runs
 
 	act chan mqtt.Envelope // protocol 46, served by Run
+
+	board   *board.Server // nil without board.socket and board.on_event
+	privacy atomic.Bool   // privacy mode as last set or stored
+	persist chan struct{} // privacy to store, served by runPersist
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8)}
+	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8), persist: make(chan struct{}, 1)}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -60,6 +65,9 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 		d.broker = b
 	}
 	d.machine = device.NewMachine(device.Facts{Activated: d.activation.Load() != nil}, log)
+	if err := d.loadPrivacy(); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -159,6 +167,11 @@ func (t *task) stop() {
 func (d *daemon) Run(ctx context.Context) error {
 	var broker, clock, machine, client, mediaTask, serving *task
 	var m *mediaRun
+	boardTask, persist := d.start("board", d.runBoard), d.start("privacy store", d.runPersist)
+	defer func() {
+		boardTask.stop()
+		persist.stop()
+	}()
 	defer func() {
 		serving.stop()
 		d.running.Store(nil)
@@ -235,6 +248,7 @@ func (d *daemon) Run(ctx context.Context) error {
 				svc := m.svc
 				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
 				d.running.Store(svc)
+				svc.SetPrivacy(d.privacy.Load(), p2p.PrivacyByStore)
 			case tr.From == device.StateReady && tr.To != device.StateReady:
 				serving.stop()
 				serving = nil

@@ -19,6 +19,8 @@ type mediaRun struct {
 	// speaker is closed when the media stops, after the service that
 	// writes to it.
 	speaker io.Closer
+	// failed is told at once when a source stops with an error.
+	failed func(error)
 }
 
 type runner interface {
@@ -52,9 +54,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
 		Speaker:            speaker,
-		Events: func(e p2p.Event) {
-			d.log.Debug("media stream event", "event", e.Type.String(), "session", e.SessionID, "source", e.Source, "value", e.Value)
-		},
+		Events:             d.onEvent,
 	}, m, d, d.log)
 	if err != nil {
 		if closer != nil {
@@ -62,7 +62,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		return nil, err
 	}
-	return &mediaRun{media: m, sources: sources, svc: svc, speaker: closer}, nil
+	return &mediaRun{media: m, sources: sources, svc: svc, speaker: closer, failed: d.sourceFailed}, nil
 }
 
 // run feeds the rings until ctx ends.
@@ -74,6 +74,9 @@ func (m *mediaRun) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := s.Run(ctx); err != nil {
+				if m.failed != nil {
+					m.failed(err)
+				}
 				errs <- err
 			}
 		}()
