@@ -202,8 +202,11 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		if first {
 			first = false
 			ttff := time.Since(se.created)
+			se.ttffMarks.markAt(PhaseKeyframe, ttff)
 			se.ttff.Store(int64(ttff))
-			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
+			b := se.ttffMarks.breakdown()
+			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "offer_to_answer", b.OfferToAnswer,
+				"answer_to_ice", b.AnswerToICE, "ice_to_dtls", b.ICEToDTLS, "dtls_to_keyframe", b.DTLSToKeyframe)
 			if audio != nil {
 				ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
 				wg.Add(1)

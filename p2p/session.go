@@ -28,6 +28,7 @@ type SessionStats struct {
 	AudioBytes    uint64
 	Skipped       uint64
 	TTFF          time.Duration
+	TTFFPhases    TTFFBreakdown
 	CandidateType string
 	RTT           time.Duration
 }
@@ -57,6 +58,7 @@ type session struct {
 	audioBytes  atomic.Uint64
 	skipped     atomic.Uint64
 	ttff        atomic.Int64
+	ttffMarks   ttffMarks
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -143,6 +145,11 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		case <-ctx.Done():
 		}
 	})
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if st == webrtc.ICEConnectionStateConnected {
+			se.ttffMarks.mark(PhaseICE, se.created)
+		}
+	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		select {
 		case states <- st:
@@ -219,6 +226,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	se.svc.send(se.header.Reply(TypeAnswer), Answer{
 		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
 	})
+	se.ttffMarks.mark(PhaseAnswer, se.created)
 
 	liveness := time.NewTimer(cfg.LivenessTimeout)
 	defer liveness.Stop()
@@ -266,6 +274,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			se.log.Debug("peer connection state", "state", st.String())
 			switch st {
 			case webrtc.PeerConnectionStateConnected:
+				se.ttffMarks.mark(PhaseDTLS, se.created)
 				liveness.Stop()
 				if started {
 					continue
@@ -348,6 +357,7 @@ func (se *session) stats() SessionStats {
 		AudioBytes:  se.audioBytes.Load(),
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
+		TTFFPhases:  se.ttffMarks.breakdown(),
 	}
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t
