@@ -291,7 +291,9 @@ func diagnoseSession(id string, revs []revMQTT, lines []*Record, all []Record, s
 		func(r *Record) string { return "reason=" + r.attr("reason") })
 	refusal("a free session slot", MsgSessionsFull, VerdictSessionsFull,
 		"close reason 4, app code -104: max_clients sessions were live; right after the user left and re-entered, the old session was still being torn down",
-		func(r *Record) string { return "sessions=" + r.attr("sessions") + " max_clients=" + r.attr("max_clients") })
+		func(r *Record) string {
+			return "sessions=" + r.attr("sessions") + " max_clients=" + r.attr("max_clients")
+		})
 	refusal("media memory available", MsgAllocFailed, VerdictNoMemory,
 		"close reason 14, app code -114: the media memory budget (media.memory_mb) is spent; raise it or lower max_clients/nack_buffer", nil)
 	refusal("offer not dropped (drop 302 message)", MsgDrop302, VerdictOfferDropped,
