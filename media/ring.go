@@ -57,9 +57,10 @@ type Ring struct {
 	lastErr      error
 	lastLog      time.Time
 
-	appended atomic.Uint64
-	evicted  atomic.Uint64
-	rejected [ruleCount]atomic.Uint64
+	appended   atomic.Uint64
+	lastAppend atomic.Int64 // unix nanoseconds of the last accepted frame
+	evicted    atomic.Uint64
+	rejected   [ruleCount]atomic.Uint64
 }
 
 // NewRing builds an empty ring. A nil logger discards.
@@ -199,6 +200,7 @@ func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
 	r.bytes += size
 	r.lastPTS, r.hasPTS = f.PTS, true
 	r.appended.Add(1)
+	r.lastAppend.Store(time.Now().UnixNano())
 	for _, rd := range r.readers {
 		rd.signal()
 	}
@@ -312,11 +314,13 @@ func (r *Ring) Close() {
 type RingStats struct {
 	Stream   Stream
 	Appended uint64 // frames accepted since the ring was built
-	Evicted  uint64
-	Rejected RejectCounts
-	Bytes    int // payload bytes buffered now
-	Frames   int // frames buffered now
-	Readers  int
+	// LastAppend is when the last frame was accepted; zero before the first.
+	LastAppend time.Time
+	Evicted    uint64
+	Rejected   RejectCounts
+	Bytes      int // payload bytes buffered now
+	Frames     int // frames buffered now
+	Readers    int
 }
 
 // RejectCounts counts rejected frames per rule of §7.1, since the ring was built.
@@ -348,6 +352,9 @@ func (r *Ring) Stats() RingStats {
 	}
 	r.mu.RUnlock()
 	st.Appended = r.appended.Load()
+	if n := r.lastAppend.Load(); n != 0 {
+		st.LastAppend = time.Unix(0, n)
+	}
 	st.Evicted = r.evicted.Load()
 	st.Rejected = RejectCounts{
 		EmptyPayload:    r.rejected[ruleEmpty].Load(),

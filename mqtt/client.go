@@ -105,6 +105,8 @@ type Client struct {
 	pc      paho.Client // non-nil while connected and subscribed
 	lastErr error
 
+	health health // the daemon's last health report, for the status topic
+
 	received  atomic.Uint64
 	delivered atomic.Uint64
 	dropped   [numRules]atomic.Uint64
@@ -481,7 +483,7 @@ func (c *Client) pahoOptions(l *link, at time.Time) *paho.ClientOptions {
 	o.SetKeepAlive(keepAlive)
 	o.SetPingTimeout(pingTimeout)
 	if c.statusTopic != "" {
-		o.SetBinaryWill(c.statusTopic, presence(false, at), qosAtLeastOnce, true)
+		o.SetBinaryWill(c.statusTopic, presence(false, at, nil), qosAtLeastOnce, true)
 	}
 	o.SetConnectionAttemptHandler(func(u *url.URL, tc *tls.Config) *tls.Config {
 		b := u.Redacted()

@@ -31,6 +31,10 @@ type SessionStats struct {
 	TTFFPhases    TTFFBreakdown
 	CandidateType string
 	RTT           time.Duration
+	// Lost is the video packets the viewer reports lost in all;
+	// FractionLost its last report's share lost (0..1).
+	Lost         uint32
+	FractionLost float64
 }
 
 // session is one viewer. Its run goroutine owns the peer connection; the
@@ -59,6 +63,7 @@ type session struct {
 	skipped     atomic.Uint64
 	ttff        atomic.Int64
 	ttffMarks   ttffMarks
+	loss        lossStats
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -197,7 +202,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("add video track", "err", err)
 		return CloseCodec, true
 	}
-	drainRTCP(wg, vsender)
+	se.readVideoRTCP(wg, vsender)
 	var audio *webrtc.TrackLocalStaticRTP
 	if ar := se.svc.media.Audio; ar != nil && !offered.audio[ar.Codec()] {
 		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
@@ -348,16 +353,18 @@ func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 
 func (se *session) stats() SessionStats {
 	st := SessionStats{
-		ID:          se.id,
-		From:        se.header.From,
-		Stream:      media.Stream(se.stream.Load()),
-		VideoFrames: se.videoFrames.Load(),
-		VideoBytes:  se.videoBytes.Load(),
-		AudioFrames: se.audioFrames.Load(),
-		AudioBytes:  se.audioBytes.Load(),
-		Skipped:     se.skipped.Load(),
-		TTFF:        time.Duration(se.ttff.Load()),
-		TTFFPhases:  se.ttffMarks.breakdown(),
+		ID:           se.id,
+		From:         se.header.From,
+		Stream:       media.Stream(se.stream.Load()),
+		VideoFrames:  se.videoFrames.Load(),
+		VideoBytes:   se.videoBytes.Load(),
+		AudioFrames:  se.audioFrames.Load(),
+		AudioBytes:   se.audioBytes.Load(),
+		Skipped:      se.skipped.Load(),
+		TTFF:         time.Duration(se.ttff.Load()),
+		TTFFPhases:   se.ttffMarks.breakdown(),
+		Lost:         se.loss.total.Load(),
+		FractionLost: float64(se.loss.fraction.Load()) / 256,
 	}
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t

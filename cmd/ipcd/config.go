@@ -34,13 +34,21 @@ const redactedValue = "***"
 // Config is the daemon's configuration: SPEC §4 plus the keys documented in
 // docs/configuration.md.
 type Config struct {
-	Log    LogConfig    `yaml:"log"`
-	Device DeviceConfig `yaml:"device"`
-	MQTT   MQTTConfig   `yaml:"mqtt"`
-	Time   TimeConfig   `yaml:"time"`
-	Stream StreamConfig `yaml:"stream"`
-	Media  MediaConfig  `yaml:"media"`
-	Board  BoardConfig  `yaml:"board"`
+	Log     LogConfig     `yaml:"log"`
+	Device  DeviceConfig  `yaml:"device"`
+	MQTT    MQTTConfig    `yaml:"mqtt"`
+	Time    TimeConfig    `yaml:"time"`
+	Stream  StreamConfig  `yaml:"stream"`
+	Media   MediaConfig   `yaml:"media"`
+	Board   BoardConfig   `yaml:"board"`
+	Metrics MetricsConfig `yaml:"metrics"`
+}
+
+// MetricsConfig is the optional Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is a loopback host:port or a Unix socket ("unix:PATH" or an
+	// absolute path); empty means off.
+	Listen string `yaml:"listen"`
 }
 
 // BoardConfig is the board integration: the board socket and the exec
@@ -728,6 +736,7 @@ func (c *Config) Validate() error {
 	c.validateStream(&p)
 	c.validateMedia(&p)
 	c.validateBoard(&p)
+	c.validateMetrics(&p)
 	return errors.Join(p...)
 }
 
@@ -975,5 +984,38 @@ func (c *Config) validateBoard(p *problems) {
 	existingFile(p, "board.on_event", b.OnEvent)
 	if b.HookTimeout < 100*time.Millisecond || b.HookTimeout > 5*time.Minute {
 		p.add("board.hook_timeout", "must be between 100ms and 5m, got %s", b.HookTimeout)
+	}
+}
+
+// validateMetrics allows only addresses this machine alone can reach: the
+// endpoint has no authentication.
+func (c *Config) validateMetrics(p *problems) {
+	addr := c.Metrics.Listen
+	if addr == "" {
+		return
+	}
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok || strings.HasPrefix(addr, "/") {
+		if !ok {
+			path = addr
+		}
+		switch {
+		case path == "":
+			p.add("metrics.listen", "unix: needs a path")
+		case len(path) > 107:
+			p.add("metrics.listen", "path of %d bytes is longer than a Unix socket path can be (107)", len(path))
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add("metrics.listen", "must be a loopback host:port (127.0.0.1:9100, [::1]:9100, localhost:9100) or unix:PATH, got %q", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		p.add("metrics.listen", "port must be a number between 1 and 65535, got %q", addr)
+		return
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		p.add("metrics.listen", "must listen on loopback or a Unix socket only (the endpoint has no authentication), got %q", addr)
 	}
 }

@@ -38,6 +38,7 @@ type daemon struct {
 	board   *board.Server // nil without board.socket and board.on_event
 	privacy atomic.Bool   // privacy mode as last set or stored
 	persist chan struct{} // privacy to store, served by runPersist
+	fps     fpsMeter      // source frame rates for the status
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
@@ -168,7 +169,10 @@ func (d *daemon) Run(ctx context.Context) error {
 	var broker, clock, machine, client, mediaTask, serving *task
 	var m *mediaRun
 	boardTask, persist := d.start("board", d.runBoard), d.start("privacy store", d.runPersist)
+	status, metrics := d.start("status", d.runStatus), d.start("metrics", d.runMetrics)
 	defer func() {
+		metrics.stop()
+		status.stop()
 		boardTask.stop()
 		persist.stop()
 	}()
