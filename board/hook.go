@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -65,13 +64,7 @@ func (h *hook) run(ctx context.Context) {
 }
 
 func (h *hook) exec(ctx context.Context, r hookRun) {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, h.path)
-	cmd.Stdin = bytes.NewReader(r.line)
-	var out limitedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Env = append(os.Environ(),
+	env := append(os.Environ(),
 		"IPCD_EVENT="+r.ev.Event,
 		"IPCD_SEQ="+strconv.FormatUint(r.ev.Seq, 10),
 		"IPCD_SESSION="+r.ev.Session,
@@ -80,17 +73,14 @@ func (h *hook) exec(ctx context.Context, r hookRun) {
 		"IPCD_STREAM="+r.ev.Stream,
 		"IPCD_DETAIL="+r.ev.Detail,
 	)
-	setProcessGroup(cmd)
-	// Children that keep the output pipes open must not hold the queue.
-	cmd.WaitDelay = time.Second
 	start := time.Now()
-	err := cmd.Run()
+	out, err := runBounded(ctx, h.path, env, r.line, h.timeout)
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(err, errHookTimeout):
 		n := h.killed.Add(1)
 		h.log.Warn("board hook killed", "rule", "hook_timeout", "event", r.ev.Event, "timeout", h.timeout, "killed", n)
 	case err != nil:
-		h.log.Warn("board hook failed", "event", r.ev.Event, "err", err, "output", out.String())
+		h.log.Warn("board hook failed", "event", r.ev.Event, "err", err, "output", out)
 	default:
 		h.log.Debug("board hook ran", "event", r.ev.Event, "took", time.Since(start).Round(time.Millisecond))
 	}

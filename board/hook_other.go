@@ -2,6 +2,14 @@
 
 package board
 
-import "os/exec"
+import (
+	"context"
+	"errors"
+	"time"
+)
 
-func setProcessGroup(*exec.Cmd) {}
+var errHookTimeout = errors.New("hook timed out")
+
+func runBounded(context.Context, string, []string, []byte, time.Duration) (string, error) {
+	return "", errors.New("board.on_event needs a Unix system")
+}

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -39,8 +41,20 @@ func unixPath(addr string) (string, bool) {
 	return addr, strings.HasPrefix(addr, "/")
 }
 
+// Bounds of the metrics endpoint. Connections are served one at a time:
+// a scraper on this machine needs no more, and a client that stalls holds
+// the endpoint for at most the two timeouts.
+const (
+	metricsMaxRequest   = 4096
+	metricsReadTimeout  = 5 * time.Second
+	metricsWriteTimeout = 10 * time.Second
+)
+
 // runMetrics serves GET /metrics in the Prometheus text format until ctx
-// ends. Off unless metrics.listen is set.
+// ends. Off unless metrics.listen is set. It speaks just enough HTTP/1.1
+// for a scraper (one request per connection, then close) instead of
+// net/http's server, which costs the ARMv7 build more than half a
+// megabyte of its flash budget.
 func (d *daemon) runMetrics(ctx context.Context) error {
 	if d.cfg.Metrics.Listen == "" {
 		return nil
@@ -49,40 +63,96 @@ func (d *daemon) runMetrics(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("metrics.listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		qctx, cancel := context.WithTimeout(r.Context(), metricsScrapeTimeout)
-		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		d.writeMetrics(qctx, w)
-	})
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       30 * time.Second,
-		MaxHeaderBytes:    8 << 10,
-	}
 	d.log.Info("metrics listening", "addr", ln.Addr().String())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	err = <-done
-	if path != "" {
-		_ = os.Remove(path)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		_ = ln.Close()
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		if path != "" {
+			_ = os.Remove(path)
+		}
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("metrics: %w", err)
+		}
+		d.serveMetrics(ctx, c)
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
 }
 
-// writeMetrics writes the status (the same figures as the status topic)
-// and the drop counters, then the Go process's own metrics.
+// serveMetrics answers one request on c and closes it.
+func (d *daemon) serveMetrics(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(metricsReadTimeout))
+	req, err := readRequestHead(c)
+	status, body := "200 OK", []byte(nil)
+	switch {
+	case err != nil:
+		d.log.Debug("drop metrics request", "rule", "malformed", "err", err)
+		status = "400 Bad Request"
+	case req.method != "GET" && req.method != "HEAD":
+		status = "405 Method Not Allowed"
+	case req.path != "/metrics":
+		status = "404 Not Found"
+	default:
+		qctx, cancel := context.WithTimeout(ctx, metricsScrapeTimeout)
+		var b bytes.Buffer
+		d.writeMetrics(qctx, &b)
+		cancel()
+		body = b.Bytes()
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(metricsWriteTimeout))
+	head := fmt.Sprintf("HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", status, len(body))
+	if _, err := io.WriteString(c, head); err != nil || req.method == "HEAD" {
+		return
+	}
+	_, _ = c.Write(body)
+}
+
+type requestHead struct{ method, path string }
+
+var errBadRequest = errors.New("bad request")
+
+// readRequestHead reads a request line and headers, at most
+// metricsMaxRequest bytes, up to the blank line.
+func readRequestHead(r io.Reader) (requestHead, error) {
+	br := bufio.NewReaderSize(io.LimitReader(r, metricsMaxRequest), 512)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return requestHead{}, fmt.Errorf("%w: request line: %w", errBadRequest, err)
+	}
+	parts := strings.Fields(line)
+	if len(parts) != 3 || !strings.HasPrefix(parts[2], "HTTP/1.") {
+		return requestHead{}, fmt.Errorf("%w: request line %.64q", errBadRequest, line)
+	}
+	for {
+		h, err := br.ReadString('\n')
+		if err != nil {
+			return requestHead{}, fmt.Errorf("%w: headers: %w", errBadRequest, err)
+		}
+		if strings.TrimRight(h, "\r\n") == "" {
+			break
+		}
+	}
+	path, _, _ := strings.Cut(parts[1], "?")
+	return requestHead{method: parts[0], path: path}, nil
+}
+
+// writeMetrics writes the status (the same figures as the status topic),
+// the drop counters and the Go runtime's own figures.
 func (d *daemon) writeMetrics(ctx context.Context, w io.Writer) {
 	st := d.status(ctx)
 	metrics.WriteGaugeUint64(w, fmt.Sprintf(`ipcd_state{state=%s}`, label(st.State)), 1)
@@ -115,7 +185,15 @@ func (d *daemon) writeMetrics(ctx context.Context, w io.Writer) {
 		metrics.WriteCounterUint64(w, "ipcd_board_readers_disconnected_total", b.Disconnected())
 		metrics.WriteCounterUint64(w, "ipcd_board_hook_dropped_total", b.HookDropped())
 	}
-	metrics.WriteProcessMetrics(w)
+	// A few runtime figures by hand: the library's process metrics
+	// (runtime/metrics, /proc parsing) cost the ARMv7 build 64 KB.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	metrics.WriteGaugeUint64(w, "go_goroutines", uint64(runtime.NumGoroutine()))
+	metrics.WriteGaugeUint64(w, "go_memstats_heap_alloc_bytes", ms.HeapAlloc)
+	metrics.WriteGaugeUint64(w, "go_memstats_heap_inuse_bytes", ms.HeapInuse)
+	metrics.WriteGaugeUint64(w, "go_memstats_sys_bytes", ms.Sys)
+	metrics.WriteCounterUint64(w, "go_gc_cycles_total", uint64(ms.NumGC))
 }
 
 func b2u(b bool) uint64 {
