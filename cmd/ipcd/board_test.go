@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,4 +297,67 @@ func mustEnvelope(t *testing.T, protocol int, h p2p.Header, msg any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBoardSlowReader: a board process that stops reading while a session
+// floods it with events (control commands back to back) is disconnected
+// with a logged reason, and the session's video goes on without a stall.
+// (That a reading board keeps receiving meanwhile is board's
+// TestSlowReaderDisconnected.)
+func TestBoardSlowReader(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := boardConfig(t, broker) // board.queue_size 256, the default
+	rd := startDaemon(t, cfg)
+	stuck, err := net.Dial("unix", cfg.Board.Socket) // never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	waitFor(t, 5*time.Second, "the board reader", func() bool { return rd.d.board.Readers() == 1 })
+	v := newViewer(t, broker)
+
+	const floods = 5000
+	var fl frameLog
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	watchCtx, stop := context.WithCancel(ctx)
+	var sendErr error
+	_, err = v.Watch(watchCtx, viewer.WatchOptions{
+		SessionID:   "flood",
+		DataChannel: true,
+		OnVideo:     fl.onVideo,
+		OnControl: func(ctx context.Context, ctl *viewer.ControlChannel) {
+			defer stop()
+			waitFor(t, 10*time.Second, "video", func() bool { return fl.count() > 5 })
+			for i := range floods {
+				if err := ctl.SendRaw(fmt.Sprintf(`{"cmd":"clarity_query","req":%d}`, 100+i)); err != nil {
+					sendErr = err
+					return
+				}
+			}
+			rd.log.waitLog(t, 20*time.Second, "board reader disconnected", "reason=")
+			n := fl.count()
+			waitFor(t, 5*time.Second, "video after the flood", func() bool { return fl.count() > n+25 })
+		},
+	})
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	line := rd.log.waitLog(t, time.Second, "board reader disconnected", "reason=")
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "dropped=") {
+		t.Errorf("disconnect line %q: want a warn with the reason and the drops", line)
+	}
+	_, times := fl.snapshot()
+	for j := 1; j < len(times); j++ {
+		if gap := times[j].Sub(times[j-1]); gap > 500*time.Millisecond {
+			t.Fatalf("%s without a frame during the flood", gap)
+		}
+	}
+	if n := rd.d.board.Disconnected(); n != 1 {
+		t.Errorf("%d readers disconnected, want 1", n)
+	}
 }
