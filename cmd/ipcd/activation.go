@@ -92,6 +92,10 @@ const (
 // stored and nothing changes unless the signature checks out; the reply
 // says which.
 func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
+	if device.IsPrivacyCommand(e.Data) {
+		d.handlePrivacyCommand(e)
+		return activationUnchanged
+	}
 	log := d.log.With("component", "activation")
 	msg, err := device.DecodeActivate(e.Data)
 	if err != nil {

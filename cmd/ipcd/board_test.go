@@ -16,6 +16,7 @@ import (
 
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -359,5 +360,63 @@ func TestBoardSlowReader(t *testing.T) {
 	}
 	if n := rd.d.board.Disconnected(); n != 1 {
 		t.Errorf("%d readers disconnected, want 1", n)
+	}
+}
+
+// TestPrivacyCloudCommand: the signed protocol-46 privacy command turns
+// privacy mode on and off; a replay, a bad signature and an older t are
+// refused with result -1 and change nothing, also after a restart.
+func TestPrivacyCloudCommand(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	cfg := boardConfig(t, broker)
+	rd := startDaemon(t, cfg)
+	app := newAppSide(t, broker)
+	v := newViewer(t, broker)
+	const key = "0123456789abcdef" // testConfig's local key
+	cmd := func(value int, t0 int64, sign string) map[string]any {
+		if sign == "" {
+			sign = device.SignPrivacy(testDevID, key, value, t0)
+		}
+		return map[string]any{"type": device.TypePrivacy, "dev_id": testDevID, "value": value, "sign": sign}
+	}
+	now := time.Now().Unix()
+	app.publish(testDevID, now, cmd(1, now, ""))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckOK {
+		t.Fatalf("privacy on: %+v", a)
+	}
+	offerRefused(t, v, viewer.WatchOptions{}, 2, -102)
+
+	// The same message again, a forged one, an older one: refused.
+	app.publish(testDevID, now, cmd(0, now, device.SignPrivacy(testDevID, key, 0, now)))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckFailed {
+		t.Fatalf("replayed t: %+v", a)
+	}
+	rd.log.waitLog(t, time.Second, "privacy command refused", "rule=replayed")
+	app.publish(testDevID, now+1, cmd(0, now+1, device.SignPrivacy(testDevID, "another-key-0000", 0, now+1)))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckFailed {
+		t.Fatalf("bad signature: %+v", a)
+	}
+	rd.log.waitLog(t, time.Second, "privacy command refused", "rule=bad_signature")
+	offerRefused(t, v, viewer.WatchOptions{}, 2, -102)
+
+	// The last accepted t survives a restart: the old message stays refused.
+	rd.stop()
+	rd = startDaemon(t, cfg)
+	app.publish(testDevID, now, cmd(0, now, device.SignPrivacy(testDevID, key, 0, now)))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckFailed {
+		t.Fatalf("replay after restart: %+v", a)
+	}
+	offerRefused(t, v, viewer.WatchOptions{}, 2, -102)
+
+	// A newer signed off restores service.
+	app.publish(testDevID, now+2, cmd(0, now+2, ""))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckOK {
+		t.Fatalf("privacy off: %+v", a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if res, err := v.Watch(ctx, viewer.WatchOptions{Duration: 200 * time.Millisecond}); err != nil || res.VideoFrames == 0 {
+		t.Fatalf("after privacy off: %v", err)
 	}
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ipcd/ipcd/board"
+	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
 
@@ -122,7 +125,7 @@ func (d *daemon) runPersist(ctx context.Context) error {
 }
 
 func (d *daemon) savePrivacy() {
-	if err := d.store.SavePrivacy(d.privacy.Load()); err != nil {
+	if err := d.store.SavePrivacy(device.PrivacyState{On: d.privacy.Load(), T: d.privacyT.Load()}); err != nil {
 		d.log.Error("privacy mode not stored", "err", err)
 	}
 }
@@ -146,11 +149,13 @@ func (d *daemon) requestKeyframe(stream string) error {
 
 // loadPrivacy reads the stored privacy mode and opens the board socket.
 func (d *daemon) loadPrivacy() error {
-	on, err := d.store.LoadPrivacy()
+	st, err := d.store.LoadPrivacy()
 	if err != nil {
 		d.log.Warn("privacy mode unreadable, off", "err", err)
 	}
+	on := st.On
 	d.privacy.Store(on)
+	d.privacyT.Store(st.T)
 	if on {
 		d.log.Info("privacy mode", "on", true, "by", p2p.PrivacyByStore)
 	}
@@ -171,4 +176,38 @@ func (d *daemon) runBoard(ctx context.Context) error {
 func (d *daemon) sourceFailed(err error) {
 	d.log.Warn("media source failed", "err", err)
 	d.publishBoard(board.Event{Event: board.EventSourceFailure, Detail: err.Error()})
+}
+
+// PrivacyByCloud names the signed protocol-46 command in privacy events.
+const PrivacyByCloud = "cloud"
+
+// handlePrivacyCommand serves a signed protocol-46 privacy command on Run's
+// goroutine: the signature with the local key, then a t newer than the
+// last one accepted, which the store keeps across reboots.
+func (d *daemon) handlePrivacyCommand(e mqtt.Envelope) {
+	log := d.log.With("component", "activation")
+	msg, err := device.DecodePrivacy(e.Data)
+	if err != nil {
+		log.Warn("drop privacy command", "rule", "malformed", "err", err)
+		d.ack(device.PrivacyAck(msg.DevID, err))
+		return
+	}
+	cur := d.activation.Load()
+	devID, key := "", ""
+	if cur != nil {
+		devID, key = cur.DevID, cur.LocalKey
+	}
+	if err := device.VerifyPrivacy(msg, devID, key, e.T, e.Time().UnixMilli(), d.privacyT.Load()); err != nil {
+		rule := "bad_signature"
+		if errors.Is(err, device.ErrPrivacyReplayed) {
+			rule = "replayed"
+		}
+		log.Warn("privacy command refused", "rule", rule, "err", err)
+		d.ack(device.PrivacyAck(msg.DevID, err))
+		return
+	}
+	d.privacyT.Store(e.Time().UnixMilli())
+	d.setPrivacy(*msg.Value == 1, PrivacyByCloud)
+	d.persistPrivacy() // the new t, even when the mode did not change
+	d.ack(device.PrivacyAck(msg.DevID, nil))
 }

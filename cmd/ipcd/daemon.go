@@ -37,8 +37,10 @@ type daemon struct {
 
 	board   *board.Server // nil without board.socket and board.on_event
 	privacy atomic.Bool   // privacy mode as last set or stored
-	persist chan struct{} // privacy to store, served by runPersist
-	fps     fpsMeter      // source frame rates for the status
+	// privacyT is the t (unix ms) of the last signed privacy command.
+	privacyT atomic.Int64
+	persist  chan struct{} // privacy to store, served by runPersist
+	fps      fpsMeter      // source frame rates for the status
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
