@@ -239,3 +239,56 @@ func FuzzMetricsRequest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkStatusSize measures the retained status message with
+// max_clients (16) real sessions streaming, ids as ipcapp makes them.
+func BenchmarkStatusSize(b *testing.B) {
+	broker := mqtttest.Embedded(b)
+	cfg := testConfig(broker)
+	cfg.Stream.MaxClients = 16
+	cfg.Media.MemoryMB = 16
+	status := captureTopic(b, broker, "smart/device/status/"+testDevID)
+	startDaemon(b, cfg)
+	v, err := viewer.NewClient(context.Background(), viewer.Config{Broker: broker, DevID: testDevID, P2PPassword: testPassword}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{}, 16)
+	for range 16 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			_, _ = v.Watch(ctx, viewer.WatchOptions{})
+		}()
+	}
+	size := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for size == 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("no status with 16 streaming sessions")
+		}
+		time.Sleep(100 * time.Millisecond)
+		for _, m := range status.all() {
+			var s struct {
+				Health Status `json:"health"`
+			}
+			if json.Unmarshal(m, &s) != nil || len(s.Health.Sessions) != 16 {
+				continue
+			}
+			ok := true
+			for _, se := range s.Health.Sessions {
+				ok = ok && se.VideoFrames > 0
+			}
+			if ok {
+				size = len(m)
+			}
+		}
+	}
+	cancel()
+	for range 16 {
+		<-done
+	}
+	b.ReportMetric(float64(size), "status-bytes")
+}
