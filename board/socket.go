@@ -85,6 +85,7 @@ type Server struct {
 
 	dropped      atomic.Uint64 // events a full reader queue refused
 	disconnected atomic.Uint64 // readers dropped for being slow
+	refused      sync.Map      // rule -> *atomic.Uint64, refused commands
 }
 
 // NewServer listens on cfg.Socket (replacing a stale socket file left by a
@@ -330,7 +331,7 @@ func (s *Server) read(ctx context.Context, c *conn) {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
-			s.log.Warn("drop board command", "rule", "line_too_long", "limit", MaxLine)
+			s.logRefused("line_too_long", "limit", MaxLine)
 			s.reply(c, Reply{Res: ResBadRequest, Error: ErrLineTooLong.Error(), Rule: "line_too_long"})
 			if !discardLine(br) {
 				c.kick("closed by the board")
@@ -379,7 +380,7 @@ func (s *Server) serve(ctx context.Context, line []byte) Reply {
 		case errors.Is(err, ErrBadValue):
 			r.Rule = "bad_value"
 		}
-		s.log.Warn("drop board command", "rule", r.Rule, "err", err)
+		s.logRefused(r.Rule, "err", err)
 		return r
 	}
 	var herr error
@@ -471,4 +472,15 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// logRefused logs a refused command at the 1st, 2nd, 4th, 8th, ... time
+// its rule is broken, with the count: a board stuck in a loop of bad
+// commands does not flood the log.
+func (s *Server) logRefused(rule string, args ...any) {
+	c, _ := s.refused.LoadOrStore(rule, new(atomic.Uint64))
+	n := c.(*atomic.Uint64).Add(1)
+	if n&(n-1) == 0 {
+		s.log.Warn("drop board command", append([]any{"rule", rule, "count", n}, args...)...)
+	}
 }

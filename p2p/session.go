@@ -353,19 +353,18 @@ func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 
 func (se *session) stats() SessionStats {
 	st := SessionStats{
-		ID:           se.id,
-		From:         se.header.From,
-		Stream:       media.Stream(se.stream.Load()),
-		VideoFrames:  se.videoFrames.Load(),
-		VideoBytes:   se.videoBytes.Load(),
-		AudioFrames:  se.audioFrames.Load(),
-		AudioBytes:   se.audioBytes.Load(),
-		Skipped:      se.skipped.Load(),
-		TTFF:         time.Duration(se.ttff.Load()),
-		TTFFPhases:   se.ttffMarks.breakdown(),
-		Lost:         se.loss.total.Load(),
-		FractionLost: float64(se.loss.fraction.Load()) / 256,
+		ID:          se.id,
+		From:        se.header.From,
+		Stream:      media.Stream(se.stream.Load()),
+		VideoFrames: se.videoFrames.Load(),
+		VideoBytes:  se.videoBytes.Load(),
+		AudioFrames: se.audioFrames.Load(),
+		AudioBytes:  se.audioBytes.Load(),
+		Skipped:     se.skipped.Load(),
+		TTFF:        time.Duration(se.ttff.Load()),
 	}
+	st.TTFFPhases = se.ttffMarks.breakdown()
+	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t
 	}

@@ -146,6 +146,10 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 			return activationUnchanged
 		}
 		log.Info("reset: activation wiped", "dev_id", cur.DevID)
+		// Privacy mode is the old owner's setting.
+		d.privacyT.Store(0)
+		d.setPrivacy(false, PrivacyByReset)
+		d.persistPrivacy()
 		d.ack(device.ResetAck(cur.DevID, nil))
 		d.activation.Store(nil)
 		d.machine.Post(device.EventReset)

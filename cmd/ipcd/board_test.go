@@ -419,4 +419,18 @@ func TestPrivacyCloudCommand(t *testing.T) {
 	if res, err := v.Watch(ctx, viewer.WatchOptions{Duration: 200 * time.Millisecond}); err != nil || res.VideoFrames == 0 {
 		t.Fatalf("after privacy off: %v", err)
 	}
+
+	// A reset clears privacy mode with the owner.
+	app.publish(testDevID, now+3, cmd(1, now+3, ""))
+	if a := app.ack(device.TypePrivacyAck); a.Result != device.AckOK {
+		t.Fatalf("privacy on: %+v", a)
+	}
+	app.publish(testDevID, now+4, device.ActivateMsg{Type: device.TypeReset, DevID: testDevID, Sign: device.SignReset(testDevID, key, now+4)})
+	if a := app.ack(device.TypeResetAck); a.Result != device.AckOK {
+		t.Fatalf("reset: %+v", a)
+	}
+	waitFor(t, 5*time.Second, "privacy off on flash after the reset", func() bool {
+		st, err := rd.d.store.LoadPrivacy()
+		return err == nil && !st.On && st.T == 0 && !rd.d.privacy.Load()
+	})
 }

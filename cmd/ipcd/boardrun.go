@@ -178,8 +178,12 @@ func (d *daemon) sourceFailed(err error) {
 	d.publishBoard(board.Event{Event: board.EventSourceFailure, Detail: err.Error()})
 }
 
-// PrivacyByCloud names the signed protocol-46 command in privacy events.
-const PrivacyByCloud = "cloud"
+// Who changes privacy mode besides p2p's board, app and store: the signed
+// protocol-46 command, and a reset, which clears it with the owner.
+const (
+	PrivacyByCloud = "cloud"
+	PrivacyByReset = "reset"
+)
 
 // handlePrivacyCommand serves a signed protocol-46 privacy command on Run's
 // goroutine: the signature with the local key, then a t newer than the
