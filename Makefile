@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test demo bench fmt vet clean demo-check
+.PHONY: all build test test-interop demo bench fmt vet clean demo-check
 
 all: build
 
@@ -13,9 +13,17 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ipcd ./cmd/ipcd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ipcapp ./cmd/ipcapp
 
-# The race detector needs cgo; the shipped binaries do not.
+# The race detector needs cgo; the shipped binaries do not. Tests that
+# measure what the device sustains (files tagged !race) run in a second
+# pass without it.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -timeout 5m -run 'Flood' ./cmd/ipcd/
+
+# go2rtc's Tuya client against ipcd: its own module (test/interop), run as
+# root since it makes a network namespace; needs mosquitto and ffprobe.
+test-interop:
+	cd test/interop && $(GO) vet . && $(GO) test -count=1 -timeout 10m -v .
 
 vet:
 	$(GO) vet ./...

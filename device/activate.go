@@ -50,9 +50,10 @@ func (c MQTTCredentials) LogValue() slog.Value {
 // Type says which. An activation carries every field; a reset carries only
 // type, dev_id and sign.
 //
-// The cloud signs uuid, dev_id, local_key, p2p_password, uid and the
-// envelope's t, not the MQTT credentials: those are only as trustworthy as
-// the broker connection that delivered them.
+// The cloud signs every field it hands over, the MQTT credentials
+// included, and the envelope's t (SPEC §5.2): whoever can publish on the
+// device's topic can neither alter an activation nor, since the store
+// keeps the t of the last accepted one, replay it.
 type ActivateMsg struct {
 	Type        string          `json:"type"`
 	UUID        string          `json:"uuid,omitempty"`
@@ -127,6 +128,8 @@ func VerifyActivate(msg ActivateMsg, uuid, authKey string, t int64) (Activation,
 	}
 	// "|" in a field would let a signature over one split of the canonical
 	// string pass for another split, moving characters between fields.
+	signed = append(signed, struct{ name, value string }{"mqtt.username", msg.MQTT.Username},
+		struct{ name, value string }{"mqtt.password", msg.MQTT.Password})
 	for _, f := range signed {
 		if strings.Contains(f.value, "|") {
 			return Activation{}, MQTTCredentials{}, fmt.Errorf("%w: %s contains \"|\"", ErrMalformed, f.name)
@@ -204,7 +207,8 @@ func newAck(typ, devID string, err error) Ack {
 }
 
 func canonicalActivate(m ActivateMsg, t int64) string {
-	return strings.Join([]string{m.UUID, m.DevID, m.LocalKey, m.P2PPassword, m.UID, strconv.FormatInt(t, 10)}, "|")
+	return strings.Join([]string{m.UUID, m.DevID, m.LocalKey, m.P2PPassword, m.UID,
+		m.MQTT.Username, m.MQTT.Password, strconv.FormatInt(t, 10)}, "|")
 }
 
 func canonicalReset(devID string, t int64) string {

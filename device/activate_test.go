@@ -15,8 +15,11 @@ const (
 	testT       = int64(1732170000)
 	// Computed outside Go (Python hmac/hashlib) from the canonical strings
 	// in SPEC §5.2, so the tests do not only check the code against itself.
-	knownActivateSign = "NxxIzJz5zeS9JBJzsvurlQoP9ybLeXf/xpuHXnAYmQI="
-	knownResetSign    = "WM20MAzHSQr1tZmxymd7nyO0Muh7Iu5RRh6sPnK4Hyk="
+	knownActivateSign = "+17k5b6+fDYubplvpqgbxvBth1VK96SGx4MmoF2BwSA="
+	// The same activation without MQTT credentials: empty strings in the
+	// canonical string.
+	knownActivateSignNoMQTT = "c+0CeE4Np2AmCcR1MKENBwCo+5uBH1Qy1cnUMRARieU="
+	knownResetSign          = "WM20MAzHSQr1tZmxymd7nyO0Muh7Iu5RRh6sPnK4Hyk="
 )
 
 func validActivateMsg() ActivateMsg {
@@ -37,6 +40,11 @@ func TestSignKnownAnswers(t *testing.T) {
 	if got := validActivateMsg().Sign; got != knownActivateSign {
 		t.Fatalf("SignActivate = %s, want %s", got, knownActivateSign)
 	}
+	noMQTT := validActivateMsg()
+	noMQTT.MQTT = MQTTCredentials{}
+	if got := SignActivate(noMQTT, testAuthKey, testT); got != knownActivateSignNoMQTT {
+		t.Fatalf("SignActivate without mqtt = %s, want %s", got, knownActivateSignNoMQTT)
+	}
 	if got := SignReset("6c1e0000dev00001", "0123456789abcdef", testT); got != knownResetSign {
 		t.Fatalf("SignReset = %s, want %s", got, knownResetSign)
 	}
@@ -53,8 +61,9 @@ func TestVerifyActivateAccepts(t *testing.T) {
 		t.Fatalf("VerifyActivate = %+v, %+v", a, creds)
 	}
 
-	// The credentials are not signed and may be absent.
+	// The credentials may be absent; they are signed as empty strings.
 	msg.MQTT = MQTTCredentials{}
+	msg.Sign = SignActivate(msg, testAuthKey, testT)
 	if _, creds, err := VerifyActivate(msg, testUUID, testAuthKey, testT); err != nil || creds != (MQTTCredentials{}) {
 		t.Fatalf("without mqtt: %+v, %v", creds, err)
 	}
@@ -92,6 +101,11 @@ func TestVerifyActivateErrors(t *testing.T) {
 		{name: "other t", t: testT + 1, want: ErrBadSignature},
 		{name: "tampered dev_id", edit: func(m *ActivateMsg) { m.DevID = "6c1e0000dev00002" }, want: ErrBadSignature},
 		{name: "tampered password", edit: func(m *ActivateMsg) { m.P2PPassword = "ad12ab35" }, want: ErrBadSignature},
+		{name: "tampered mqtt username", edit: func(m *ActivateMsg) { m.MQTT.Username = "attacker" }, want: ErrBadSignature},
+		{name: "tampered mqtt password", edit: func(m *ActivateMsg) { m.MQTT.Password = "attacker-pw" }, want: ErrBadSignature},
+		{name: "mqtt credentials removed", edit: func(m *ActivateMsg) { m.MQTT = MQTTCredentials{} }, want: ErrBadSignature},
+		{name: "mqtt credentials added", edit: func(m *ActivateMsg) { m.MQTT = MQTTCredentials{}; resign(m); m.MQTT.Username = "attacker" }, want: ErrBadSignature},
+		{name: "separator in mqtt password", edit: func(m *ActivateMsg) { m.MQTT.Password = "a|b"; resign(m) }, want: ErrMalformed},
 		{name: "fields shifted", edit: func(m *ActivateMsg) { m.LocalKey, m.P2PPassword = m.LocalKey+"|ad", "12ab34" }, want: ErrMalformed},
 		{name: "sign not base64", edit: func(m *ActivateMsg) { m.Sign = "***" }, want: ErrBadSignature},
 		{name: "sign truncated", edit: func(m *ActivateMsg) { m.Sign = m.Sign[:20] }, want: ErrBadSignature},

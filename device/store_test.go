@@ -140,8 +140,8 @@ func TestStoreKeepsPreviousAsBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got, ok, err := readRecord(path + ".bak"); err != nil || !ok || got != a1 {
-		t.Fatalf("backup holds %+v, %v, %v; want %+v", got, ok, err, a1)
+	if r, err := readRecord(path + ".bak"); err != nil || !r.ok || r.a != a1 {
+		t.Fatalf("backup holds %+v, %v, %v; want %+v", r.a, r.ok, err, a1)
 	}
 	if got, _ := mustLoad(t, s); got != a2 {
 		t.Fatalf("loaded %+v, want %+v", got, a2)
@@ -170,7 +170,8 @@ func TestStoreSaveSameWritesNothing(t *testing.T) {
 	if !os.SameFile(before, after) {
 		t.Fatal("saving the stored activation replaced the file")
 	}
-	if got, _, _ := readRecord(path + ".bak"); got != a1 {
+	if r, _ := readRecord(path + ".bak"); r.a != a1 {
+		got := r.a
 		t.Fatalf("saving the stored activation changed the backup to %+v", got)
 	}
 }
@@ -195,7 +196,8 @@ func TestStoreWipe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok, err := decodeRecord(b); ok || err != nil {
+		if r, err := decodeRecord(b); r.ok || err != nil {
+			ok := r.ok
 			t.Fatalf("%s after wipe: ok=%v err=%v", p, ok, err)
 		}
 		if bytes.Contains(b, []byte("6c1e")) {
@@ -224,7 +226,7 @@ func corruptions() []struct {
 	name string
 	make func(good []byte) []byte
 } {
-	validBadActivation := encodeRecord([]byte(`{"dev_id":"6c1e","local_key":"k","p2p_password":"xx12"}`))
+	validBadActivation := encodeRecord([]byte(`{"dev_id":"6c1e","local_key":"k","p2p_password":"xx12"}`), 0)
 	return []struct {
 		name string
 		make func(good []byte) []byte
@@ -236,10 +238,10 @@ func corruptions() []struct {
 		{"zeroed block", func(g []byte) []byte { return make([]byte, len(g)) }},
 		{"json array", func([]byte) []byte { return []byte(`[1,2,3]`) }},
 		{"wrong version", func(g []byte) []byte {
-			return bytes.Replace(g, []byte(`"version":1`), []byte(`"version":2`), 1)
+			return bytes.Replace(g, []byte(`"version":2`), []byte(`"version":3`), 1)
 		}},
 		{"no version", func(g []byte) []byte {
-			return bytes.Replace(g, []byte(`"version":1,`), nil, 1)
+			return bytes.Replace(g, []byte(`"version":2,`), nil, 1)
 		}},
 		{"no activation field", func([]byte) []byte {
 			return []byte(`{"version":1,"sha256":"74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"}`)
@@ -253,7 +255,7 @@ func corruptions() []struct {
 			b[i] ^= 0x01
 			return b
 		}},
-		{"activation not an object", func([]byte) []byte { return encodeRecord([]byte(`"6c1e"`)) }},
+		{"activation not an object", func([]byte) []byte { return encodeRecord([]byte(`"6c1e"`), 0) }},
 		{"invalid activation", func([]byte) []byte { return validBadActivation }},
 	}
 }
@@ -288,7 +290,8 @@ func TestStoreCorruptMainFallsBackToBackup(t *testing.T) {
 			if err := s.Save(testActivation(3)); err != nil {
 				t.Fatal(err)
 			}
-			if b, _, _ := readRecord(path + ".bak"); b != a1 {
+			if r, _ := readRecord(path + ".bak"); r.a != a1 {
+				b := r.a
 				t.Fatalf("backup after saving over a damaged main is %+v, want %+v", b, a1)
 			}
 		})
@@ -544,7 +547,7 @@ func TestStorePowerCut(t *testing.T) {
 		if w := logs.lines("level=WARN"); len(w) > 0 {
 			t.Fatalf("kill %d: a process crash left the main file unusable: %q", k, w)
 		}
-		if _, _, err := readRecord(path + ".bak"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if _, err := readRecord(path + ".bak"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("kill %d: backup damaged: %v", k, err)
 		}
 		switch {

@@ -6,6 +6,12 @@ var (
 	// ErrStoreCorrupt: neither the store file nor its backup holds a valid
 	// record; the device must be activated again.
 	ErrStoreCorrupt = errors.New("device: activation store corrupt")
+	// ErrStoreUnreadable: a store file exists but the process cannot read
+	// it (permissions, I/O error); the error wraps the fs error.
+	ErrStoreUnreadable = errors.New("device: activation store unreadable")
+	// ErrReplayed: an activation or reset whose t is not newer than the
+	// last accepted one (SPEC §5.2).
+	ErrReplayed = errors.New("device: activation or reset replayed")
 	// ErrStorePath: the store path is empty or names a directory.
 	ErrStorePath = errors.New("device: bad activation store path")
 

@@ -17,14 +17,18 @@ var (
 	ErrVideoTooLarge   = errors.New("video payload larger than 1 MiB")
 	ErrExceedsBudget   = errors.New("frame larger than the ring's byte budget")
 	ErrPTSBackwards    = errors.New("pts went backwards")
+	ErrPTSAhead        = errors.New("pts too far ahead of the stream's clock")
+	ErrOtherProducer   = errors.New("another producer feeds this stream")
+	ErrAwaitKeyframe   = errors.New("new timeline must start with a keyframe")
 	ErrNoParameterSets = errors.New("keyframe without parameter sets and none seen earlier")
 )
 
 // Ring and reader lifecycle.
 var (
-	ErrRingConfig   = errors.New("invalid ring config")
-	ErrRingClosed   = errors.New("ring closed")
-	ErrReaderClosed = errors.New("reader closed")
+	ErrRingConfig     = errors.New("invalid ring config")
+	ErrRingClosed     = errors.New("ring closed")
+	ErrReaderClosed   = errors.New("reader closed")
+	ErrTimelineClosed = errors.New("timeline closed")
 )
 
 // Annex-B parsing and file sources.
@@ -40,4 +44,13 @@ var (
 var (
 	ErrNotSPS       = errors.New("not a sequence parameter set")
 	ErrMalformedSPS = errors.New("malformed sequence parameter set")
+)
+
+// Talkback sink.
+var (
+	// ErrSpeakerFull means the speaker's queue is full: the sink is
+	// stalled or slower than real time, and the audio was dropped.
+	ErrSpeakerFull = errors.New("speaker queue full")
+	// ErrSpeakerWriteTooLarge means one write exceeds MaxSpeakerWrite.
+	ErrSpeakerWriteTooLarge = errors.New("speaker write too large")
 )

@@ -41,6 +41,8 @@ var (
 	ErrFeedTimeout      = errors.New("feed message not completed within the read timeout")
 	ErrFeedSourceConfig = errors.New("invalid feed source config")
 	ErrFeedInUse        = errors.New("feed socket is served by another process")
+	ErrFeedNoHeader     = errors.New("feed connection sent no header within the first-header timeout")
+	ErrFeedBusy         = errors.New("every feed producer slot is taken by a live producer")
 )
 
 // FeedHeader is the metadata the capture application sends ahead of each frame.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,9 @@ const (
 	defaultFeedMaxConns    = 4
 	maxFeedMaxConns        = 64
 	defaultFeedReadTimeout = 10 * time.Second
+	// DefaultFeedFirstHeader is how long a new connection has to send its
+	// first complete header.
+	DefaultFeedFirstHeader = 5 * time.Second
 	// Linux's sun_path holds 108 bytes including the terminating NUL; a longer
 	// path would fail at bind with an unhelpful EINVAL.
 	maxFeedPathLen = 107
@@ -35,14 +39,21 @@ const (
 // that the capture application connects to and pushes encoded frames into.
 type FeedSourceConfig struct {
 	Path string
-	// MaxConns is how many producers are served at once; 0 means 4. Further
-	// connections are accepted and closed at once, so the producer sees an
-	// error instead of hanging in the listen backlog.
+	// MaxConns is how many producers are served at once; 0 means 4. A
+	// connection becomes a producer when its first valid header arrives;
+	// until then it holds no producer slot. When all slots are taken, the
+	// newcomer replaces the producer that has been silent longest if that
+	// one has sent nothing for media.TimelineIdle, and is closed otherwise.
+	// At most MaxConns connections wait for their first header: a further
+	// one closes the oldest of them.
 	MaxConns int
 	// ReadTimeout bounds how long the rest of a message may take once its
 	// first byte arrived; 0 means 10 s. Between messages a producer may be
 	// silent for as long as it likes (a paused encoder is not an error).
 	ReadTimeout time.Duration
+	// FirstHeaderTimeout is how long a new connection may take to send its
+	// first complete header; 0 means 5 s.
+	FirstHeaderTimeout time.Duration
 }
 
 // FeedSource serves the feed socket and appends each frame it receives to the
@@ -54,6 +65,13 @@ type FeedSource struct {
 	warnLim logLimiter
 	running atomic.Bool
 	connID  atomic.Uint64
+	epoch   time.Time // monotonic origin of feedConn.lastMsg
+
+	lnMu sync.Mutex
+	ln   *net.UnixListener // opened by Open, served by the next Run
+
+	table      *feedConns
+	refusedLim logLimiter
 
 	conns    atomic.Int64
 	accepted atomic.Uint64
@@ -80,6 +98,8 @@ func NewFeedSource(cfg FeedSourceConfig, rings map[Stream]*Ring, log *slog.Logge
 		return nil, fmt.Errorf("%w: max_conns %d must be in 0..%d", ErrFeedSourceConfig, cfg.MaxConns, maxFeedMaxConns)
 	case cfg.ReadTimeout < 0:
 		return nil, fmt.Errorf("%w: read timeout %v is negative", ErrFeedSourceConfig, cfg.ReadTimeout)
+	case cfg.FirstHeaderTimeout < 0:
+		return nil, fmt.Errorf("%w: first header timeout %v is negative", ErrFeedSourceConfig, cfg.FirstHeaderTimeout)
 	case len(rings) == 0:
 		return nil, fmt.Errorf("%w: no ring", ErrFeedSourceConfig)
 	}
@@ -96,6 +116,9 @@ func NewFeedSource(cfg FeedSourceConfig, rings map[Stream]*Ring, log *slog.Logge
 	if cfg.ReadTimeout == 0 {
 		cfg.ReadTimeout = defaultFeedReadTimeout
 	}
+	if cfg.FirstHeaderTimeout == 0 {
+		cfg.FirstHeaderTimeout = DefaultFeedFirstHeader
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -103,14 +126,46 @@ func NewFeedSource(cfg FeedSourceConfig, rings map[Stream]*Ring, log *slog.Logge
 		cfg:   cfg,
 		rings: own,
 		log:   log.With("component", "feedsource", "path", cfg.Path),
+		epoch: time.Now(),
+		table: &feedConns{max: cfg.MaxConns},
 	}, nil
 }
 
-// Run listens on the socket and serves up to MaxConns producers, each on a
-// goroutine Run waits for. A stale socket file left by a previous run is
-// removed first; a path that is not a socket, or a socket another process
-// still serves, is an error. The socket is made 0660 so that the capture
-// application needs to share ipcd's user or group.
+// Open creates the socket, so that a path that cannot serve is reported
+// before anything else starts; the next Run serves it. Run opens the socket
+// itself when Open was not called. A stale socket file left by a previous
+// run is removed first; a path that is not a socket, or a socket another
+// process still serves, is an error. The socket is made 0660 so that the
+// capture application needs to share ipcd's user or group.
+func (f *FeedSource) Open() error {
+	f.lnMu.Lock()
+	defer f.lnMu.Unlock()
+	if f.ln != nil {
+		return nil
+	}
+	ln, err := f.listen()
+	if err != nil {
+		return err
+	}
+	f.ln = ln
+	return nil
+}
+
+// takeListener returns the socket Open made, or makes one.
+func (f *FeedSource) takeListener() (*net.UnixListener, error) {
+	f.lnMu.Lock()
+	ln := f.ln
+	f.ln = nil
+	f.lnMu.Unlock()
+	if ln != nil {
+		return ln, nil
+	}
+	return f.listen()
+}
+
+// Run serves the socket (see Open) until ctx ends: each connection on a
+// goroutine Run waits for, at most MaxConns producers and MaxConns
+// connections waiting for their first header (FeedSourceConfig.MaxConns).
 //
 // When ctx ends Run closes the listener and every connection, removes the
 // socket file and returns nil once all connections are done. A second
@@ -121,11 +176,12 @@ func (f *FeedSource) Run(ctx context.Context) error {
 	}
 	defer f.running.Store(false)
 
-	ln, err := f.listen()
+	ln, err := f.takeListener()
 	if err != nil {
 		return err
 	}
-	f.log.Info("feed source listening", "max_conns", f.cfg.MaxConns, "read_timeout", f.cfg.ReadTimeout)
+	f.log.Info("feed source listening", "max_conns", f.cfg.MaxConns, "read_timeout", f.cfg.ReadTimeout,
+		"first_header_timeout", f.cfg.FirstHeaderTimeout)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -133,8 +189,7 @@ func (f *FeedSource) Run(ctx context.Context) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, f.cfg.MaxConns)
-	var refusedLog logLimiter
+	conns := f.table
 	var runErr error
 	var backoff time.Duration
 	for {
@@ -157,23 +212,16 @@ func (f *FeedSource) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case slots <- struct{}{}:
-		default:
-			f.refused.Add(1)
-			if n, ok := refusedLog.allow(time.Now()); ok {
-				f.log.Warn("feed connection refused", "reason", "max_conns", "max_conns", f.cfg.MaxConns,
-					"refused_since_last_log", n)
-			}
-			c.Close()
-			continue
+		fc := &feedConn{c: c, accepted: time.Now()}
+		if old := conns.addPending(fc); old != nil {
+			old.kick(feedCloseDisplaced)
 		}
 		wg.Go(func() {
-			defer func() { <-slots }()
 			defer c.Close()
+			defer conns.remove(fc)
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
-			_ = f.Serve(ctx, c) // Serve counts and logs why the connection ended.
+			_ = f.serveConn(ctx, fc, conns) // counts and logs why the connection ended
 		})
 	}
 	cancel()
@@ -214,22 +262,36 @@ func (f *FeedSource) listen() (*net.UnixListener, error) {
 }
 
 // Serve reads messages from r and appends their frames until r ends, sends
-// something that is not a valid message, or ctx ends. Run calls it for every
-// connection; it serves a producer on any other byte stream (a FIFO, stdin)
-// just the same.
+// something that is not a valid message, or ctx ends. It serves a producer on
+// any byte stream (a FIFO, stdin) as Run serves each connection, without the
+// first-header deadline and producer slots that only concern the socket.
 //
 // If r has SetReadDeadline (a net.Conn, an *os.File on a pipe), a message must
 // be complete within ReadTimeout of its first byte. ctx is checked between
-// messages; to interrupt a blocked read, close r (Run does).
+// messages; to interrupt a blocked read, close r.
 //
-// A frame the ring refuses is counted and dropped and the stream goes on;
-// nothing is appended from a message that is incomplete or malformed.
-// The result is why the stream ended: nil at EOF on a message boundary,
-// ctx.Err() when ctx ended, otherwise an error wrapping ErrFeedTruncated,
-// ErrFeedTimeout, ErrFeedMagic, ErrFeedVersion, ErrFeedField, ErrFeedLength,
-// ErrRingClosed or the read error. Each ending is counted in FeedStats.Closed
-// and logged, at warn level when the producer is at fault.
+// Each stream the producer sends starts a Timeline on its ring, closed when
+// Serve returns: a producer that reconnects starts new timelines, rebased
+// onto the rings' clocks. A frame the ring refuses is counted and dropped and
+// the stream goes on; nothing is appended from a message that is incomplete
+// or malformed. The result is why the stream ended: nil at EOF on a message
+// boundary, ctx.Err() when ctx ended, otherwise an error wrapping
+// ErrFeedTruncated, ErrFeedTimeout, ErrFeedMagic, ErrFeedVersion,
+// ErrFeedField, ErrFeedLength, ErrRingClosed or the read error. Each ending
+// is counted in FeedStats.Closed and logged, at warn level when the producer
+// is at fault.
 func (f *FeedSource) Serve(ctx context.Context, r io.Reader) error {
+	return f.serveStream(ctx, r, nil, nil)
+}
+
+// serveConn is Serve for a socket connection: its first header must arrive
+// within FirstHeaderTimeout, and it must win a producer slot before its
+// first frame is appended.
+func (f *FeedSource) serveConn(ctx context.Context, fc *feedConn, conns *feedConns) error {
+	return f.serveStream(ctx, fc.c, fc, conns)
+}
+
+func (f *FeedSource) serveStream(ctx context.Context, r io.Reader, fc *feedConn, conns *feedConns) error {
 	log := f.log.With("conn", f.connID.Add(1))
 	f.accepted.Add(1)
 	f.conns.Add(1)
@@ -237,9 +299,33 @@ func (f *FeedSource) Serve(ctx context.Context, r io.Reader) error {
 	log.Info("feed connection accepted")
 
 	d := newFeedReader(r, f.cfg.ReadTimeout)
+	var admit func() error
+	if fc != nil {
+		d.firstBy = fc.accepted.Add(f.cfg.FirstHeaderTimeout)
+		admit = func() error {
+			now := time.Now()
+			fc.touch(f.epoch, now)
+			switch old, err := conns.promote(fc, f.epoch, now); {
+			case err != nil:
+				return err
+			case old != nil:
+				old.kick(feedCloseReplaced)
+				log.Info("feed producer replaced a silent one", "silent_for",
+					now.Sub(f.epoch)-time.Duration(old.lastMsg.Load()))
+			}
+			log.Info("feed producer connected")
+			return nil
+		}
+	}
 	var st feedConnStats
-	err := f.serve(ctx, d, &st, log)
+	err := f.serve(ctx, d, &st, log, fc, admit)
 	reason := feedCloseReasonOf(ctx, err)
+	if fc != nil {
+		if k := fc.kicked.Load(); k != 0 {
+			// Closed by the source itself: that, not the failed read, is why.
+			reason = feedCloseReason(k - 1)
+		}
+	}
 	f.closed[reason].Add(1)
 	switch reason {
 	case feedCloseEOF:
@@ -255,9 +341,19 @@ func (f *FeedSource) Serve(ctx context.Context, r io.Reader) error {
 		log.Info("feed connection closed", attrs...)
 	case reason == feedCloseShutdown:
 		log.Debug("feed connection closed", attrs...)
+	case reason == feedCloseRefused:
+		f.refused.Add(1)
+		if n, ok := f.refusedLim.allow(time.Now()); ok {
+			log.Warn("feed connection refused", "reason", "max_conns", "max_conns", f.cfg.MaxConns,
+				"refused_since_last_log", n)
+		}
 	default:
 		if n, ok := f.warnLim.allow(time.Now()); ok {
-			log.Warn("feed connection closed", append(attrs, "error", err.Error(), "suppressed_since_last_log", n)...)
+			errText := reason.String()
+			if err != nil {
+				errText = err.Error()
+			}
+			log.Warn("feed connection closed", append(attrs, "error", errText, "suppressed_since_last_log", n)...)
 		}
 	}
 	return err
@@ -267,8 +363,20 @@ type feedConnStats struct {
 	frames, bytes, rejected, noRing uint64
 }
 
-func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats, log *slog.Logger) error {
+// serve appends the frames of d. admit, if set, runs once the first header
+// has arrived, before its frame is appended; an error from it ends the
+// stream.
+func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats, log *slog.Logger,
+	fc *feedConn, admit func() error) error {
 	var warnedNoRing [StreamAudio + 1]bool
+	var timelines [StreamAudio + 1]*Timeline
+	defer func() {
+		for _, tl := range timelines {
+			if tl != nil {
+				tl.Close()
+			}
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -276,6 +384,14 @@ func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats
 		h, payload, err := d.next()
 		if err != nil {
 			return err
+		}
+		if admit != nil {
+			if err := admit(); err != nil {
+				return err
+			}
+			admit = nil
+		} else if fc != nil {
+			fc.touch(f.epoch, time.Now())
 		}
 		ring := f.rings[h.Stream]
 		if ring == nil {
@@ -287,7 +403,12 @@ func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats
 			}
 			continue
 		}
-		err = ring.Append(Frame{
+		tl := timelines[h.Stream]
+		if tl == nil {
+			tl = ring.NewTimeline()
+			timelines[h.Stream] = tl
+		}
+		err = tl.Append(Frame{
 			Stream:    h.Stream,
 			Kind:      h.Kind,
 			Codec:     h.Codec,
@@ -311,6 +432,91 @@ func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats
 	}
 }
 
+// feedConn is one accepted socket connection.
+type feedConn struct {
+	c        net.Conn
+	accepted time.Time
+	lastMsg  atomic.Int64 // since FeedSource.epoch, when the last complete header arrived
+	kicked   atomic.Int32 // 1 + the feedCloseReason of the source closing it, 0 if it did not
+	producer bool         // guarded by feedConns.mu
+}
+
+func (fc *feedConn) touch(epoch, now time.Time) { fc.lastMsg.Store(int64(now.Sub(epoch))) }
+
+// kick closes the connection for reason; its serving goroutine then ends.
+func (fc *feedConn) kick(reason feedCloseReason) {
+	fc.kicked.CompareAndSwap(0, int32(reason)+1)
+	fc.c.Close()
+}
+
+// feedConns is the table of a Run's connections: those waiting for their
+// first header, and the producers, each group at most max.
+type feedConns struct {
+	max       int
+	mu        sync.Mutex
+	pending   []*feedConn // oldest first
+	producers []*feedConn
+}
+
+// addPending adds fc and returns the oldest waiting connection if it must
+// make room.
+func (t *feedConns) addPending(fc *feedConn) (evict *feedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.pending) >= t.max {
+		evict = t.pending[0]
+		t.pending = slices.Delete(t.pending, 0, 1)
+	}
+	t.pending = append(t.pending, fc)
+	return evict
+}
+
+// promote makes fc a producer. With every slot taken, it takes the slot of
+// the producer silent longest if that one has been silent for TimelineIdle,
+// and returns it to be closed; otherwise it fails with ErrFeedBusy.
+func (t *feedConns) promote(fc *feedConn, epoch, now time.Time) (replaced *feedConn, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i := slices.Index(t.pending, fc); i >= 0 {
+		t.pending = slices.Delete(t.pending, i, i+1)
+	}
+	if len(t.producers) >= t.max {
+		oldest := 0
+		for i, p := range t.producers {
+			if p.lastMsg.Load() < t.producers[oldest].lastMsg.Load() {
+				oldest = i
+			}
+		}
+		old := t.producers[oldest]
+		if now.Sub(epoch)-time.Duration(old.lastMsg.Load()) < TimelineIdle {
+			return nil, fmt.Errorf("%w: %d producers, all sent within %v", ErrFeedBusy, t.max, TimelineIdle)
+		}
+		t.producers = slices.Delete(t.producers, oldest, oldest+1)
+		old.producer = false
+		replaced = old
+	}
+	fc.producer = true
+	t.producers = append(t.producers, fc)
+	return replaced, nil
+}
+
+func (t *feedConns) remove(fc *feedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i := slices.Index(t.pending, fc); i >= 0 {
+		t.pending = slices.Delete(t.pending, i, i+1)
+	}
+	if i := slices.Index(t.producers, fc); i >= 0 {
+		t.producers = slices.Delete(t.producers, i, i+1)
+	}
+}
+
+func (t *feedConns) counts() (pending, producers int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pending), len(t.producers)
+}
+
 // readDeadliner is the part of net.Conn and *os.File that bounds a read.
 type readDeadliner interface {
 	SetReadDeadline(t time.Time) error
@@ -322,6 +528,8 @@ type feedReader struct {
 	br      *bufio.Reader
 	dl      readDeadliner // nil when the stream has no deadlines
 	timeout time.Duration
+	// firstBy, if set, is when the first header must be complete.
+	firstBy time.Time
 	hdr     [FeedHeaderSize]byte
 	buf     []byte
 }
@@ -337,6 +545,13 @@ func newFeedReader(r io.Reader, timeout time.Duration) *feedReader {
 // next returns the next complete, valid message. io.EOF means the stream
 // ended cleanly between messages.
 func (d *feedReader) next() (FeedHeader, []byte, error) {
+	if !d.firstBy.IsZero() {
+		h, err := d.firstHeader()
+		if err != nil {
+			return FeedHeader{}, nil, err
+		}
+		return d.payload(h)
+	}
 	if d.dl != nil && d.br.Buffered() == 0 {
 		// Waiting for a message to begin has no time limit.
 		if err := d.dl.SetReadDeadline(time.Time{}); err != nil {
@@ -361,6 +576,42 @@ func (d *feedReader) next() (FeedHeader, []byte, error) {
 	if err != nil {
 		return FeedHeader{}, nil, err
 	}
+	return d.payload(h)
+}
+
+// firstHeader reads the first header of a connection, which must be
+// complete by firstBy.
+func (d *feedReader) firstHeader() (FeedHeader, error) {
+	by := d.firstBy
+	d.firstBy = time.Time{}
+	if d.dl != nil {
+		if err := d.dl.SetReadDeadline(by); err != nil {
+			return FeedHeader{}, err
+		}
+	}
+	if _, err := io.ReadFull(d.br, d.hdr[:]); err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return FeedHeader{}, fmt.Errorf("%w: %w", ErrFeedNoHeader, err)
+		case errors.Is(err, io.EOF):
+			return FeedHeader{}, io.EOF
+		}
+		return FeedHeader{}, feedReadError(err)
+	}
+	h, err := DecodeFeedHeader(d.hdr[:])
+	if err != nil {
+		return FeedHeader{}, err
+	}
+	if d.dl != nil {
+		if err := d.dl.SetReadDeadline(time.Now().Add(d.timeout)); err != nil {
+			return FeedHeader{}, err
+		}
+	}
+	return h, nil
+}
+
+// payload reads the payload that follows h.
+func (d *feedReader) payload(h FeedHeader) (FeedHeader, []byte, error) {
 	n := int(h.Length)
 	if cap(d.buf) < n {
 		// Growing by doubling keeps reallocations rare while frame sizes
@@ -387,14 +638,16 @@ func feedReadError(err error) error {
 
 // FeedStats is a snapshot of a FeedSource's counters, cumulative since it was built.
 type FeedStats struct {
-	Conns    int    // connections being served now
-	Accepted uint64 // connections served
-	Refused  uint64 // connections closed at once because MaxConns were being served
-	Frames   uint64 // frames appended to a ring
-	Bytes    uint64 // payload bytes of those frames
-	Rejected uint64 // complete frames a ring refused (§7.1 rules; the ring's stats say which)
-	NoRing   uint64 // complete frames of a stream this source has no ring for
-	Closed   FeedCloseCounts
+	Conns     int    // connections being served now
+	Pending   int    // of those, socket connections still waiting for their first header
+	Producers int    // socket connections holding a producer slot
+	Accepted  uint64 // connections served
+	Refused   uint64 // connections closed because MaxConns producers were live
+	Frames    uint64 // frames appended to a ring
+	Bytes     uint64 // payload bytes of those frames
+	Rejected  uint64 // complete frames a ring refused (§7.1 rules; the ring's stats say which)
+	NoRing    uint64 // complete frames of a stream this source has no ring for
+	Closed    FeedCloseCounts
 }
 
 // FeedCloseCounts counts served connections by why they ended.
@@ -409,17 +662,22 @@ type FeedCloseCounts struct {
 	Timeout    uint64 // a message was not complete within ReadTimeout
 	RingClosed uint64
 	ReadError  uint64 // any other read failure (connection reset, ...)
+	NoHeader   uint64 // no complete first header within FirstHeaderTimeout
+	Displaced  uint64 // still without a header when MaxConns newer connections arrived
+	Replaced   uint64 // a silent producer whose slot a new producer took
+	Refused    uint64 // a new producer while MaxConns producers were live
 }
 
 // Total sums all reasons.
 func (c FeedCloseCounts) Total() uint64 {
 	return c.EOF + c.Shutdown + c.BadMagic + c.BadVersion + c.BadField + c.BadLength +
-		c.Truncated + c.Timeout + c.RingClosed + c.ReadError
+		c.Truncated + c.Timeout + c.RingClosed + c.ReadError + c.NoHeader + c.Displaced +
+		c.Replaced + c.Refused
 }
 
 // Stats returns the source's counters.
 func (f *FeedSource) Stats() FeedStats {
-	return FeedStats{
+	st := FeedStats{
 		Conns:    int(f.conns.Load()),
 		Accepted: f.accepted.Load(),
 		Refused:  f.refused.Load(),
@@ -438,8 +696,14 @@ func (f *FeedSource) Stats() FeedStats {
 			Timeout:    f.closed[feedCloseTimeout].Load(),
 			RingClosed: f.closed[feedCloseRingClosed].Load(),
 			ReadError:  f.closed[feedCloseReadError].Load(),
+			NoHeader:   f.closed[feedCloseNoHeader].Load(),
+			Displaced:  f.closed[feedCloseDisplaced].Load(),
+			Replaced:   f.closed[feedCloseReplaced].Load(),
+			Refused:    f.closed[feedCloseRefused].Load(),
 		},
 	}
+	st.Pending, st.Producers = f.table.counts()
+	return st
 }
 
 // feedCloseReason indexes the per-reason counters.
@@ -456,6 +720,10 @@ const (
 	feedCloseTimeout
 	feedCloseRingClosed
 	feedCloseReadError
+	feedCloseNoHeader
+	feedCloseDisplaced
+	feedCloseReplaced
+	feedCloseRefused
 	feedCloseCount
 )
 
@@ -482,6 +750,14 @@ func (r feedCloseReason) String() string {
 		return "ring_closed"
 	case feedCloseReadError:
 		return "read_error"
+	case feedCloseNoHeader:
+		return "no_header"
+	case feedCloseDisplaced:
+		return "displaced"
+	case feedCloseReplaced:
+		return "replaced"
+	case feedCloseRefused:
+		return "max_conns"
 	default:
 		return "unknown"
 	}
@@ -494,6 +770,10 @@ func feedCloseReasonOf(ctx context.Context, err error) feedCloseReason {
 	case ctx.Err() != nil:
 		// Whatever the read saw, it saw it because Run closed the connection.
 		return feedCloseShutdown
+	case errors.Is(err, ErrFeedNoHeader):
+		return feedCloseNoHeader
+	case errors.Is(err, ErrFeedBusy):
+		return feedCloseRefused
 	case errors.Is(err, ErrFeedMagic):
 		return feedCloseMagic
 	case errors.Is(err, ErrFeedVersion):

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/iotest"
 	"testing/synctest"
@@ -511,6 +512,9 @@ func TestFeedSourceRingRejectionKeepsConnection(t *testing.T) {
 	}
 }
 
+// TestFeedSourceMaxConns: with every producer slot held by a live producer,
+// a new producer is refused; once the producer has been silent for
+// TimelineIdle, a new one replaces it and its frames reach the ring.
 func TestFeedSourceMaxConns(t *testing.T) {
 	rings := feedRings(t, media.StreamMain)
 	rd := rings[media.StreamMain].NewReader()
@@ -520,12 +524,13 @@ func TestFeedSourceMaxConns(t *testing.T) {
 	first := dialFeed(t, h.path)
 	key := keyFrame(0, 300)
 	send(t, first, feedMsg(t, key))
-	expectFrame(t, rd, key) // first is being served
+	expectFrame(t, rd, key) // first is the producer
 
 	second := dialFeed(t, h.path)
+	send(t, second, feedMsg(t, keyFrame(0, 300)))
 	expectClosedByPeer(t, second)
-	if st := h.src.Stats(); st.Refused != 1 || st.Accepted != 1 {
-		t.Errorf("stats %+v, want 1 refused and 1 accepted", st)
+	if st := h.src.Stats(); st.Refused != 1 || st.Closed.Refused != 1 || st.Producers != 1 {
+		t.Errorf("stats %+v, want 1 refused and 1 producer", st)
 	}
 	if _, ok := logLine(h.logs.String(), "level=WARN", "feed connection refused", "max_conns=1"); !ok {
 		t.Errorf("no warn log for the refused connection:\n%s", h.logs)
@@ -534,13 +539,167 @@ func TestFeedSourceMaxConns(t *testing.T) {
 	send(t, first, feedMsg(t, p))
 	expectFrame(t, rd, p)
 
-	// A freed slot serves the next producer.
-	first.Close()
-	waitFor(t, "the first connection to end", func() bool { return h.src.Stats().Conns == 0 })
+	// The producer goes silent without closing its connection (a hung
+	// capture application); the next one takes its place.
+	time.Sleep(media.TimelineIdle)
 	third := dialFeed(t, h.path)
-	p2 := pFrame(80000, 300)
-	send(t, third, feedMsg(t, p2))
-	expectFrame(t, rd, p2)
+	k3 := keyFrame(0, 301)
+	send(t, third, feedMsg(t, k3))
+	got, _ := next(t, rd)
+	if !bytes.Equal(got.Payload, k3.Payload) || got.PTS <= p.PTS {
+		t.Fatalf("after the replacement the reader got a %d-byte frame at PTS %d; want the new keyframe after %d", len(got.Payload), got.PTS, p.PTS)
+	}
+	expectClosedByPeer(t, first)
+	waitFor(t, "the replaced producer's close log", func() bool {
+		_, ok := logLine(h.logs.String(), "feed connection closed", "reason=replaced")
+		return ok
+	})
+	if st := h.src.Stats(); st.Closed.Replaced != 1 || st.Producers != 1 {
+		t.Errorf("stats %+v: want 1 replaced, 1 producer", st)
+	}
+}
+
+// TestFeedSourceIdleConnsDoNotLockOut: connections that never send a byte
+// hold no producer slot: the real producer, connecting after four of them,
+// is served at once, and they are closed after the first-header timeout.
+func TestFeedSourceIdleConnsDoNotLockOut(t *testing.T) {
+	checkNoLeak(t)
+	rings := feedRings(t, media.StreamMain)
+	rd := rings[media.StreamMain].NewReader()
+	defer rd.Close()
+	h := startFeed(t, media.FeedSourceConfig{}, rings) // max_conns 4, first header within 5 s
+	var idle []*net.UnixConn
+	for range 4 {
+		idle = append(idle, dialFeed(t, h.path))
+	}
+	waitFor(t, "four waiting connections", func() bool { return h.src.Stats().Pending == 4 })
+
+	producer := dialFeed(t, h.path)
+	key, p := keyFrame(0, 300), pFrame(40000, 300)
+	send(t, producer, feedMsg(t, key), feedMsg(t, p))
+	// next gives up after 2 s, well before the idle connections' deadline.
+	expectFrame(t, rd, key)
+	expectFrame(t, rd, p)
+	expectClosedByPeer(t, idle[0])
+	waitFor(t, "the displaced connection to be counted", func() bool { return h.src.Stats().Closed.Displaced == 1 })
+	if st := h.src.Stats(); st.Producers != 1 || st.Pending != 3 {
+		t.Errorf("stats %+v: want 1 producer, 3 waiting", st)
+	}
+}
+
+// TestFeedSourceFirstHeaderTimeout: a connection that sends nothing, or part
+// of a header, within the first-header timeout is closed with reason
+// no_header; one that sends its header in time is served.
+func TestFeedSourceFirstHeaderTimeout(t *testing.T) {
+	checkNoLeak(t)
+	const timeout = 200 * time.Millisecond
+	rings := feedRings(t, media.StreamMain)
+	rd := rings[media.StreamMain].NewReader()
+	defer rd.Close()
+	h := startFeed(t, media.FeedSourceConfig{FirstHeaderTimeout: timeout}, rings)
+
+	silent := dialFeed(t, h.path)
+	partial := dialFeed(t, h.path)
+	send(t, partial, feedMsg(t, keyFrame(0, 300))[:10])
+	start := time.Now()
+	expectClosedByPeer(t, silent)
+	expectClosedByPeer(t, partial)
+	if waited := time.Since(start); waited < timeout-20*time.Millisecond {
+		t.Errorf("closed after %v, before the %v first-header timeout", waited, timeout)
+	}
+	waitFor(t, "both closes counted", func() bool { return h.src.Stats().Closed.NoHeader == 2 })
+	if _, ok := logLine(h.logs.String(), "level=WARN", "feed connection closed", "reason=no_header"); !ok {
+		t.Errorf("no warn log naming the first-header rule:\n%s", h.logs)
+	}
+
+	good := dialFeed(t, h.path)
+	key := keyFrame(0, 300)
+	send(t, good, feedMsg(t, key))
+	expectFrame(t, rd, key)
+	time.Sleep(2 * timeout) // the deadline only covers the first header
+	p := pFrame(40000, 300)
+	send(t, good, feedMsg(t, p))
+	expectFrame(t, rd, p)
+}
+
+// TestFeedSourceProducerRestart: a producer killed and restarted with its
+// PTS from 0 again: the reader that followed the first one goes on at the
+// second one's first keyframe, with PTS that keep increasing; the frame
+// stamped 2^62 µs it then sends is refused with a `ring buffer` log, and the
+// frames after it are taken.
+func TestFeedSourceProducerRestart(t *testing.T) {
+	var ringLog logBuffer
+	main, err := media.NewRing(media.RingConfig{Stream: media.StreamMain, MaxBytes: 16 << 20, MaxFrames: 1024}, ringLog.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer main.Close()
+	rd := main.NewReader()
+	defer rd.Close()
+	h := startFeed(t, media.FeedSourceConfig{}, map[media.Stream]*media.Ring{media.StreamMain: main})
+
+	gop := func(pts0 int64, n int) []media.Frame {
+		var fs []media.Frame
+		for i := range n {
+			f := pFrame(pts0+int64(i)*40000, 200+i)
+			if i == 0 {
+				f = keyFrame(pts0, 200)
+			}
+			fs = append(fs, f)
+		}
+		return fs
+	}
+	var msgs [][]byte
+	first := gop(5_000_000, 25)
+	for _, f := range first {
+		msgs = append(msgs, feedMsg(t, f))
+	}
+	c := dialFeed(t, h.path)
+	send(t, c, msgs...)
+	var last int64
+	for i := range first {
+		got, _ := next(t, rd)
+		if !bytes.Equal(got.Payload, first[i].Payload) {
+			t.Fatalf("frame %d of the first producer differs", i)
+		}
+		last = got.PTS
+	}
+	c.Close() // killed
+
+	restarted := dialFeed(t, h.path)
+	second := gop(0, 25)
+	wild := pFrame(1<<62, 50)
+	msgs = [][]byte{feedMsg(t, pFrame(0, 99))} // a picture before its keyframe
+	for i, f := range second {
+		msgs = append(msgs, feedMsg(t, f))
+		if i == 10 {
+			msgs = append(msgs, feedMsg(t, wild))
+		}
+	}
+	send(t, restarted, msgs...)
+	for i := range second {
+		got, skipped := next(t, rd)
+		if !bytes.Equal(got.Payload, second[i].Payload) || skipped != 0 {
+			t.Fatalf("frame %d after the restart: %d bytes, %s, skipped %d; want the second producer's from its keyframe",
+				i, len(got.Payload), got.Kind, skipped)
+		}
+		if got.PTS <= last {
+			t.Fatalf("frame %d after the restart has PTS %d, not after %d", i, got.PTS, last)
+		}
+		last = got.PTS
+	}
+	rej := main.Stats().Rejected
+	if rej.PTSTooFarAhead != 1 || rej.AwaitingKeyframe != 1 || rej.Total() != 2 {
+		t.Errorf("ring rejections %+v; want the 2^62 frame and the early picture", rej)
+	}
+	// The first rejection is logged at once, the next ones in the next
+	// summary, which closing the ring flushes.
+	main.Close()
+	for _, rule := range []string{"new timeline waits for a keyframe: 1", "pts too far ahead: 1"} {
+		if _, ok := logLine(ringLog.String(), "level=WARN", "ring buffer", rule); !ok {
+			t.Errorf("no `ring buffer` warning with %q:\n%s", rule, ringLog.String())
+		}
+	}
 }
 
 func TestFeedSourceShutdown(t *testing.T) {
@@ -747,10 +906,11 @@ func feedModel(data []byte) ([]media.Frame, error) {
 
 // sameFrame reports whether the ring's frame got is the message want. The
 // ring may put the stream's parameter sets in front of a keyframe that lacks
-// them (§7.1); anything else must be the message's payload exactly.
+// them (§7.1); anything else must be the message's payload exactly. PTS are
+// not compared: the ring rebases them (see the fuzz target).
 func sameFrame(got, want media.Frame) bool {
 	if got.Stream != want.Stream || got.Kind != want.Kind || got.Codec != want.Codec ||
-		got.PTS != want.PTS || got.Timestamp != want.Timestamp {
+		got.Timestamp != want.Timestamp {
 		return false
 	}
 	if bytes.Equal(got.Payload, want.Payload) {
@@ -758,6 +918,26 @@ func sameFrame(got, want media.Frame) bool {
 	}
 	prefix, ok := bytes.CutSuffix(got.Payload, want.Payload)
 	return ok && want.Kind == media.KindI && len(prefix) > 0 && bytes.HasPrefix(prefix, []byte{0, 0, 0, 1})
+}
+
+// socketPair is a connected pair of Unix stream sockets, as accept makes.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs[i] = c
+	}
+	return cs[0], cs[1]
 }
 
 func FuzzFeedStream(f *testing.F) {
@@ -830,6 +1010,10 @@ func FuzzFeedStream(f *testing.F) {
 					expect = append(expect, fr)
 				}
 			}
+			// One producer is one timeline: the ring may move its origin,
+			// never the distance between its frames.
+			var got0, want0 int64
+			first := true
 			for j := 0; ; {
 				got, _ := next(t, rd)
 				for j < len(expect) && !sameFrame(got, expect[j]) {
@@ -838,6 +1022,12 @@ func FuzzFeedStream(f *testing.F) {
 				if j == len(expect) {
 					t.Fatalf("%s ring frame %d (%s pts %d, %d bytes) is not a message of the stream, in order",
 						s, got.Seq, got.Kind, got.PTS, len(got.Payload))
+				}
+				if first {
+					got0, want0, first = got.PTS, expect[j].PTS, false
+				} else if uint64(got.PTS)-uint64(got0) != uint64(expect[j].PTS)-uint64(want0) {
+					t.Fatalf("%s ring frame %d: pts %d for message pts %d; the first was %d for %d",
+						s, got.Seq, got.PTS, expect[j].PTS, got0, want0)
 				}
 				j++
 				if got.Seq == n {
@@ -848,6 +1038,41 @@ func FuzzFeedStream(f *testing.F) {
 		}
 		if appended != st.Frames {
 			t.Fatalf("rings appended %d frames, source counted %d", appended, st.Frames)
+		}
+
+		// The same bytes on a socket connection, whose first header goes
+		// through its own deadline and the producer slots, end the same way.
+		serveErr := err
+		rings2 := map[media.Stream]*media.Ring{}
+		for _, s := range []media.Stream{media.StreamMain, media.StreamSub, media.StreamAudio} {
+			r, err := media.NewRing(media.RingConfig{Stream: s, MaxBytes: 8 << 20, MaxFrames: 4096}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			rings2[s] = r
+		}
+		src2, err := media.NewFeedSource(media.FeedSourceConfig{Path: "unused"}, rings2, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours, theirs := socketPair(t)
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			_, _ = theirs.Write(data)
+			theirs.Close()
+		}()
+		err2 := media.ServeFeedConn(context.Background(), src2, ours)
+		ours.Close()
+		<-wrote
+		for _, e := range append(feedHeaderErrors, media.ErrFeedTruncated) {
+			if errors.Is(err2, e) != errors.Is(serveErr, e) {
+				t.Fatalf("on a connection: %v, from Serve: %v", err2, serveErr)
+			}
+		}
+		if st2 := src2.Stats(); st2.Frames != st.Frames || st2.Rejected != st.Rejected || st2.Closed != st.Closed {
+			t.Fatalf("on a connection: stats %+v, from Serve %+v", st2, st)
 		}
 	})
 }

@@ -179,6 +179,9 @@ func (s *FileSource) Run(ctx context.Context) error {
 	s.log.Info("file source started", "codec", s.cfg.Codec.String(), "frames", len(s.units),
 		"fps", s.fps, "loop", s.cfg.Loop)
 
+	// Each run starts its PTS at 0 again: a timeline of its own.
+	tl := s.ring.NewTimeline()
+	defer tl.Close()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	start := time.Now()
@@ -223,7 +226,7 @@ func (s *FileSource) Run(ctx context.Context) error {
 		if au.Key {
 			f.Kind = KindI
 		}
-		if err := s.ring.Append(f); errors.Is(err, ErrRingClosed) {
+		if err := tl.Append(f); errors.Is(err, ErrRingClosed) {
 			return fmt.Errorf("file source %s: %w", s.cfg.Path, err)
 		}
 	}

@@ -521,6 +521,7 @@ type auSplitter interface {
 // ctx ends, and returns an error only if the ring is closed.
 func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps *gapQueue, ingested <-chan struct{}) error {
 	ps := newPipeParser(p)
+	defer func() { ps.tl.Close() }()
 	buf := make([]byte, min(maxPipeChunk, p.cfg.BufferBytes))
 	var off int64 // bytes read from the byte ring so far
 	for {
@@ -589,6 +590,7 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 // access units, and appends them to the ring.
 type pipeParser struct {
 	p        *PipeSource
+	tl       *Timeline // the current writer's; each writer is a new producer
 	split    auSplitter
 	startsAU func(nal []byte) bool
 
@@ -610,7 +612,7 @@ type pipeParser struct {
 }
 
 func newPipeParser(p *PipeSource) *pipeParser {
-	ps := &pipeParser{p: p, waitStart: true, waitKey: true, baseTime: time.Now()}
+	ps := &pipeParser{p: p, tl: p.ring.NewTimeline(), waitStart: true, waitKey: true, baseTime: time.Now()}
 	ps.baseUS = ps.baseTime.UnixMicro()
 	if p.cfg.Codec == CodecH265 {
 		ps.split = &H265AUSplitter{}
@@ -721,6 +723,10 @@ func (ps *pipeParser) resync(loss bool) error {
 	if loss {
 		ps.p.resyncs.Add(1)
 		ps.p.noteLoss()
+	} else {
+		// The writer changed.
+		ps.tl.Close()
+		ps.tl = ps.p.ring.NewTimeline()
 	}
 	return nil
 }
@@ -769,7 +775,7 @@ func (ps *pipeParser) deliver(au AccessUnit) error {
 	}
 	// Other rejections are counted and logged by the ring. The frames
 	// after a rejected one would refer to it, so they wait for a keyframe.
-	switch err := ps.p.ring.Append(f); {
+	switch err := ps.tl.Append(f); {
 	case err == nil:
 		ps.p.appended.Add(1)
 	case errors.Is(err, ErrRingClosed):

@@ -52,6 +52,25 @@ func (rd *Reader) Next(ctx context.Context) (f Frame, skipped int, err error) {
 	}
 }
 
+// Peek returns the frame Next would return now, without consuming it; ok is
+// false when none is due yet, or the reader is closed.
+func (rd *Reader) Peek() (f Frame, ok bool) {
+	r := rd.ring
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if rd.closed || r.closed || rd.next < r.head || rd.next >= r.tail {
+		return Frame{}, false
+	}
+	s := rd.next
+	for rd.waitKey && s < r.tail && r.slotLocked(s).Kind != KindI {
+		s++
+	}
+	if s == r.tail {
+		return Frame{}, false
+	}
+	return *r.slotLocked(s), true
+}
+
 // TryNext is Next without the wait: ok is false when no frame is due yet.
 func (rd *Reader) TryNext() (f Frame, skipped int, ok bool, err error) {
 	return rd.poll()

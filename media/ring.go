@@ -46,11 +46,17 @@ type Ring struct {
 	tail    uint64  // sequence number the next frame gets; buffered = [head, tail)
 	bytes   int
 	lastKey uint64 // newest buffered keyframe, 0 if none
-	lastPTS int64
-	hasPTS  bool
-	ps      paramSets // parameter sets seen in the stream, owned copies
-	readers []*Reader
-	closed  bool
+	// The ring's clock: the PTS of the newest frame, and when it came.
+	lastOut   int64
+	lastOutAt time.Time
+	hasOut    bool
+	owner     *Timeline // the producer whose frames the ring takes now
+	def       *Timeline // the timeline of Ring.Append
+	ps        paramSets // parameter sets seen in the stream, owned copies
+	readers   []*Reader
+	closed    bool
+
+	segmentLog logLimiter
 
 	pending      [ruleCount]uint64 // rejections not yet logged
 	pendingTotal uint64
@@ -60,7 +66,10 @@ type Ring struct {
 	appended   atomic.Uint64
 	lastAppend atomic.Int64 // unix nanoseconds of the last accepted frame
 	evicted    atomic.Uint64
-	rejected   [ruleCount]atomic.Uint64
+	segments   atomic.Uint64
+
+	timelineSeq atomic.Uint64
+	rejected    [ruleCount]atomic.Uint64
 }
 
 // NewRing builds an empty ring. A nil logger discards.
@@ -78,14 +87,16 @@ func NewRing(cfg RingConfig, log *slog.Logger) (*Ring, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Ring{
+	r := &Ring{
 		cfg:   cfg,
 		log:   log.With("component", "ring", "stream", cfg.Stream.String()),
 		video: cfg.Stream.IsVideo(),
 		slots: make([]Frame, cfg.MaxFrames),
 		head:  1,
 		tail:  1,
-	}, nil
+	}
+	r.def = r.NewTimeline()
+	return r, nil
 }
 
 // Stream returns the stream this ring buffers.
@@ -101,13 +112,24 @@ func (r *Ring) Codec() Codec { return r.cfg.Codec }
 // A keyframe without parameter sets gets the stream's last ones prepended.
 // Rejected frames leave the ring untouched; they are counted in Stats and
 // summarised in the log at most once per 10 s.
-func (r *Ring) Append(f Frame) (err error) {
+//
+// Append appends on the ring's own Timeline, for a producer that lives as
+// long as the ring; a producer that can restart appends through a Timeline
+// of its own from NewTimeline.
+func (r *Ring) Append(f Frame) error { return r.def.Append(f) }
+
+func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return ErrRingClosed
 	}
-	rule, err := r.appendLocked(f)
+	if t.closed {
+		r.mu.Unlock()
+		return ErrTimelineClosed
+	}
+	now := time.Now()
+	rule, begin, err := r.appendLocked(t, f, now)
 	if err != nil {
 		r.rejected[rule].Add(1)
 		r.pending[rule]++
@@ -116,7 +138,7 @@ func (r *Ring) Append(f Frame) (err error) {
 	}
 	var summary rejectSummary
 	if r.pendingTotal > 0 {
-		if now := time.Now(); r.lastLog.IsZero() || now.Sub(r.lastLog) >= rejectSummaryInterval {
+		if r.lastLog.IsZero() || now.Sub(r.lastLog) >= rejectSummaryInterval {
 			summary = r.takeSummaryLocked(now)
 		}
 	}
@@ -124,26 +146,34 @@ func (r *Ring) Append(f Frame) (err error) {
 	if summary.total > 0 {
 		r.logSummary(summary)
 	}
+	if begin.rebased {
+		if n, ok := r.segmentLog.allow(now); ok {
+			r.log.Info("ring buffer timeline rebased", "new_producer", begin.takeover,
+				"pts_in", f.PTS, "pts", begin.out, "suppressed_since_last_log", n)
+		}
+	}
 	return err
 }
 
-func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
+func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, timelinePlan, error) {
 	n := len(f.Payload)
 	switch {
 	case n == 0:
-		return ruleEmpty, ErrEmptyPayload
+		return ruleEmpty, timelinePlan{}, ErrEmptyPayload
 	case f.Stream != r.cfg.Stream:
-		return ruleWrongStream, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
+		return ruleWrongStream, timelinePlan{}, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
 	case r.video && (!f.Codec.IsVideo() || (f.Kind != KindI && f.Kind != KindP)),
 		!r.video && (!f.Codec.IsAudio() || f.Kind != KindAudio),
 		r.cfg.Codec != CodecUnknown && f.Codec != r.cfg.Codec:
-		return ruleKind, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
+		return ruleKind, timelinePlan{}, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
 	case !r.video && n > MaxAudioPayload:
-		return ruleAudioSize, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
+		return ruleAudioSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
 	case r.video && n > MaxVideoPayload:
-		return ruleVideoSize, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
-	case r.hasPTS && f.PTS < r.lastPTS:
-		return rulePTS, fmt.Errorf("%w: %d µs after %d µs", ErrPTSBackwards, f.PTS, r.lastPTS)
+		return ruleVideoSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+	}
+	plan, rule, err := r.planLocked(t, f, now)
+	if err != nil {
+		return rule, plan, err
 	}
 
 	// Parameter sets are scanned before anything is committed so that a
@@ -159,7 +189,7 @@ func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
 					continue
 				}
 				if r.ps[i] == nil {
-					return ruleParamSets, fmt.Errorf("%w: %s keyframe", ErrNoParameterSets, f.Codec)
+					return ruleParamSets, timelinePlan{}, fmt.Errorf("%w: %s keyframe", ErrNoParameterSets, f.Codec)
 				}
 				missing[i] = true
 				size += 4 + len(r.ps[i])
@@ -167,7 +197,7 @@ func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
 		}
 	}
 	if size > r.cfg.MaxBytes {
-		return ruleBudget, fmt.Errorf("%w: %d bytes, budget %d", ErrExceedsBudget, size, r.cfg.MaxBytes)
+		return ruleBudget, timelinePlan{}, fmt.Errorf("%w: %d bytes, budget %d", ErrExceedsBudget, size, r.cfg.MaxBytes)
 	}
 
 	for i, nal := range found {
@@ -190,7 +220,9 @@ func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
 	}
 	copy(buf[off:], f.Payload)
 
+	r.commitLocked(t, f, plan, now)
 	f.Payload = buf
+	f.PTS = plan.out
 	f.Seq = r.tail
 	r.slots[r.tail%uint64(len(r.slots))] = f
 	if f.Kind == KindI {
@@ -198,13 +230,12 @@ func (r *Ring) appendLocked(f Frame) (rejectRule, error) {
 	}
 	r.tail++
 	r.bytes += size
-	r.lastPTS, r.hasPTS = f.PTS, true
 	r.appended.Add(1)
 	r.lastAppend.Store(time.Now().UnixNano())
 	for _, rd := range r.readers {
 		rd.signal()
 	}
-	return 0, nil
+	return 0, plan, nil
 }
 
 func (r *Ring) evictLocked() {
@@ -318,9 +349,12 @@ type RingStats struct {
 	LastAppend time.Time
 	Evicted    uint64
 	Rejected   RejectCounts
-	Bytes      int // payload bytes buffered now
-	Frames     int // frames buffered now
-	Readers    int
+	// Timelines counts segments begun: a producer starting or taking over,
+	// or a timeline resynchronised after TimelineResync of refused PTS.
+	Timelines uint64
+	Bytes     int // payload bytes buffered now
+	Frames    int // frames buffered now
+	Readers   int
 }
 
 // RejectCounts counts rejected frames per rule of §7.1, since the ring was built.
@@ -333,12 +367,19 @@ type RejectCounts struct {
 	ExceedsBudget   uint64
 	PTSBackwards    uint64
 	NoParameterSets uint64
+	// Timeline rules (Timeline): a PTS more than TimelineMaxLead ahead of
+	// its timeline's clock; a frame from a producer while another one feeds
+	// the ring; a non-keyframe beginning a new timeline on a video ring.
+	PTSTooFarAhead   uint64
+	OtherProducer    uint64
+	AwaitingKeyframe uint64
 }
 
 // Total sums all rules.
 func (c RejectCounts) Total() uint64 {
 	return c.EmptyPayload + c.WrongStream + c.KindMismatch + c.AudioTooLarge +
-		c.VideoTooLarge + c.ExceedsBudget + c.PTSBackwards + c.NoParameterSets
+		c.VideoTooLarge + c.ExceedsBudget + c.PTSBackwards + c.NoParameterSets +
+		c.PTSTooFarAhead + c.OtherProducer + c.AwaitingKeyframe
 }
 
 // Stats returns the ring's counters.
@@ -365,7 +406,12 @@ func (r *Ring) Stats() RingStats {
 		ExceedsBudget:   r.rejected[ruleBudget].Load(),
 		PTSBackwards:    r.rejected[rulePTS].Load(),
 		NoParameterSets: r.rejected[ruleParamSets].Load(),
+
+		PTSTooFarAhead:   r.rejected[rulePTSAhead].Load(),
+		OtherProducer:    r.rejected[ruleProducer].Load(),
+		AwaitingKeyframe: r.rejected[ruleAwaitKey].Load(),
 	}
+	st.Timelines = r.segments.Load()
 	return st
 }
 
@@ -381,6 +427,9 @@ const (
 	ruleBudget
 	rulePTS
 	ruleParamSets
+	rulePTSAhead
+	ruleProducer
+	ruleAwaitKey
 	ruleCount
 )
 
@@ -403,6 +452,12 @@ func (r rejectRule) String() string {
 		return "pts went backwards"
 	case ruleParamSets:
 		return "keyframe without parameter sets"
+	case rulePTSAhead:
+		return "pts too far ahead"
+	case ruleProducer:
+		return "another producer is live"
+	case ruleAwaitKey:
+		return "new timeline waits for a keyframe"
 	default:
 		return "unknown"
 	}

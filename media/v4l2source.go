@@ -388,6 +388,7 @@ func (s *V4L2Source) captureNative(ctx context.Context, cam *webcam.Webcam, pf w
 	s.started(mode)
 
 	au := newAUSink(s, codec)
+	defer au.close()
 	lastFrame := time.Now()
 	for {
 		if ctx.Err() != nil {
@@ -608,6 +609,7 @@ func (s *V4L2Source) encode(r video.Reader, width, height int) error {
 	kf, _ := enc.Controller().(codec.KeyFrameController)
 
 	au := newAUSink(s, CodecH264)
+	defer au.close()
 	for {
 		if s.keyReq.Swap(false) && kf != nil {
 			if err := kf.ForceKeyFrame(); err == nil {
@@ -658,16 +660,18 @@ func (c *ptsClock) pts(at time.Time) int64 {
 	return pts
 }
 
-// auSink turns the encoded buffers of one capture into frames on the ring.
+// auSink turns the encoded buffers of one capture into frames on the ring,
+// on a timeline of its own: a reopened device is a new producer.
 type auSink struct {
 	s       *V4L2Source
+	tl      *Timeline
 	codec   Codec
 	split   auSplitter
 	waitKey bool
 }
 
 func newAUSink(s *V4L2Source, codec Codec) *auSink {
-	a := &auSink{s: s, codec: codec, waitKey: true}
+	a := &auSink{s: s, tl: s.ring.NewTimeline(), codec: codec, waitKey: true}
 	if codec == CodecH265 {
 		a.split = &H265AUSplitter{}
 	} else {
@@ -675,6 +679,8 @@ func newAUSink(s *V4L2Source, codec Codec) *auSink {
 	}
 	return a
 }
+
+func (a *auSink) close() { a.tl.Close() }
 
 // push appends the access units of one buffer: one picture from x264, and
 // from a device one picture too by the V4L2 rules for encoded formats. A
@@ -712,7 +718,7 @@ func (a *auSink) deliver(au AccessUnit, at time.Time) error {
 	if au.Key {
 		f.Kind = KindI
 	}
-	switch err := s.ring.Append(f); {
+	switch err := a.tl.Append(f); {
 	case err == nil:
 		a.waitKey = false
 		s.appended.Add(1)

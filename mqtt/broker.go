@@ -37,7 +37,11 @@ func NewEmbeddedBroker(tcpAddr, wsAddr string, log *slog.Logger) (*Broker, error
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("mqtt: embedded broker: %w", err)
 	}
-	tcp := track(srv, listeners.NewTCP(listeners.Config{ID: "tcp", Address: tcpAddr}))
+	gate := newSessionGate()
+	if err := srv.AddHook(gate, nil); err != nil {
+		return nil, fmt.Errorf("mqtt: embedded broker: %w", err)
+	}
+	tcp := track(srv, gate, listeners.NewTCP(listeners.Config{ID: "tcp", Address: tcpAddr}))
 	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("mqtt: embedded broker tcp %s: %w", tcpAddr, err)
 	}
@@ -50,7 +54,7 @@ func NewEmbeddedBroker(tcpAddr, wsAddr string, log *slog.Logger) (*Broker, error
 			return nil, fmt.Errorf("mqtt: embedded broker websocket %s: %w", wsAddr, err)
 		}
 		_ = ln.Close()
-		if err := srv.AddListener(track(srv, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
+		if err := srv.AddListener(track(srv, gate, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
 			_ = srv.Close()
 			return nil, fmt.Errorf("mqtt: embedded broker websocket %s: %w", wsAddr, err)
 		}
@@ -87,14 +91,15 @@ func (b *Broker) Run(ctx context.Context) error {
 type tracked struct {
 	listeners.Listener
 	srv    *mochi.Server
+	gate   *sessionGate
 	mu     sync.Mutex
 	closed bool
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
 }
 
-func track(srv *mochi.Server, l listeners.Listener) *tracked {
-	return &tracked{Listener: l, srv: srv, conns: make(map[net.Conn]struct{})}
+func track(srv *mochi.Server, gate *sessionGate, l listeners.Listener) *tracked {
+	return &tracked{Listener: l, srv: srv, gate: gate, conns: make(map[net.Conn]struct{})}
 }
 
 func (t *tracked) Serve(establish listeners.EstablishFn) {
@@ -120,6 +125,8 @@ func (t *tracked) add(c net.Conn) bool {
 }
 
 func (t *tracked) release(c net.Conn) {
+	// mochi is done with the connection, its cleanup included.
+	t.gate.release(c)
 	_ = c.Close()
 	t.mu.Lock()
 	delete(t.conns, c)

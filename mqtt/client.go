@@ -39,6 +39,10 @@ const (
 	// disconnectQuiesce is in milliseconds, as paho takes it.
 	disconnectQuiesce = 250
 	logPayloadMax     = 1024
+	// revPerSecond `Rev MQTT:` lines are logged in full each second; beyond
+	// that a flood is summarized in one line a second (SPEC §8).
+	revPerSecond = 20
+	revKey       = "rev_rate"
 	// protocolV311 pins MQTT 3.1.1 so paho does not fall back to 3.1.
 	protocolV311   = 4
 	qosAtLeastOnce = 1
@@ -69,13 +73,20 @@ type Config struct {
 	// replay window enforced, since an unsynced clock would drop everything.
 	TimeTrusted func() bool
 	// StatusTopic, when set, is the presence topic (a template with {id}):
-	// retained Presence messages, online after every connect and offline
+	// retained Presence messages, online after every connect (see
+	// HoldOnline) and offline
 	// before a clean shutdown or, as the last will, when the broker finds
 	// the connection dead. It needs a ClientID: the will of a dead connection
 	// that the broker has not noticed yet must be taken over by the next
 	// connect under the same ClientID, or it fires later and overwrites the
 	// online status.
 	StatusTopic string
+	// HoldOnline makes the status say online only while the owner has
+	// called SetServing(true): then online tells an app that an offer is
+	// taken now, not only that the connection is up. A connection made
+	// while not serving publishes offline, which replaces a stale online
+	// of an earlier connection.
+	HoldOnline bool
 	// Backoff bounds the reconnect delays (SPEC §3).
 	Backoff BackoffConfig
 	// OnUp is called after connect, subscribe and the online status; it must
@@ -105,12 +116,32 @@ type Client struct {
 	pc      paho.Client // non-nil while connected and subscribed
 	lastErr error
 
-	health health // the daemon's last health report, for the status topic
+	health    health // the daemon's last health report, for the status topic
+	serving   atomic.Bool
+	servingCh chan struct{} // wakes the connection to republish the status
 
 	received  atomic.Uint64
 	delivered atomic.Uint64
 	dropped   [numRules]atomic.Uint64
+
+	// input carries payloads from paho's goroutine to the one that applies
+	// the input rules; inputBytes bounds what it holds.
+	input      chan []byte
+	inputBytes atomic.Int64
+
+	// drops summarizes the drop warnings per rule, revs the `Rev MQTT:`
+	// lines beyond revPerSecond; Run reports them periodically.
+	drops *Summary
+	revs  *Summary
 }
+
+// Bounds of the input queue: paho's goroutine only copies a message into
+// it, so a flood is read off the socket at once and dropped here, never
+// left to back up in the broker in front of other apps' messages.
+const (
+	inputQueue    = 1024
+	inputQueueMax = 1 << 20 // bytes
+)
 
 // NewClient validates cfg and returns a Client that connects when Run is called.
 func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
@@ -149,15 +180,22 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	log = log.With("component", "mqtt")
+	revs := NewSummary(log, slog.LevelDebug, "Rev MQTT: messages not shown", "rule")
+	revs.Interval, revs.Burst = time.Second, revPerSecond
 	return &Client{
+		drops:       NewSummary(log, slog.LevelWarn, "mqtt message dropped", "rule"),
+		revs:        revs,
 		cfg:         cfg,
 		topicIn:     in,
 		topicOut:    out,
 		statusTopic: status,
 		tls:         tc,
-		log:         log.With("component", "mqtt"),
+		log:         log,
 		backoff:     &Backoff{Base: cfg.Backoff.Base, Cap: cfg.Backoff.Cap},
 		routes:      make(map[int]func(Envelope) bool),
+		input:       make(chan []byte, inputQueue),
+		servingCh:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -338,6 +376,19 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
+// SetServing tells the client whether its owner takes offers now; with
+// Config.HoldOnline the status topic follows it. It does not wait for the
+// broker: the connection publishes the change.
+func (c *Client) SetServing(on bool) {
+	if c.serving.Swap(on) == on {
+		return
+	}
+	select {
+	case c.servingCh <- struct{}{}:
+	default:
+	}
+}
+
 // Publish sends data in an envelope stamped with the current time to
 // TopicOut at QoS 1 and waits for the broker's PUBACK.
 func (c *Client) Publish(protocol int, data any) error {
@@ -371,6 +422,13 @@ func (c *Client) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer c.running.Store(false)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	wg.Go(func() { c.drops.Run(sctx) })
+	wg.Go(func() { c.revs.Run(sctx) })
+	wg.Go(func() { c.dispatch(sctx.Done()) })
 	for ctx.Err() == nil {
 		wasUp, err := c.connection(ctx)
 		if ctx.Err() != nil {
@@ -434,7 +492,8 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 		return false, err
 	}
 
-	c.announce(pc, at)
+	online := !c.cfg.HoldOnline || c.serving.Load()
+	c.announce(pc, at, online)
 	c.setCurrent(pc)
 	c.setLastError(nil)
 	c.backoff.Reset()
@@ -446,19 +505,26 @@ func (c *Client) connection(ctx context.Context) (wasUp bool, err error) {
 	if c.cfg.OnUp != nil {
 		c.cfg.OnUp()
 	}
-	select {
-	case err = <-l.lost:
-		c.setCurrent(nil)
-		if c.cfg.OnDown != nil {
-			c.cfg.OnDown(err)
+	for {
+		select {
+		case err = <-l.lost:
+			c.setCurrent(nil)
+			if c.cfg.OnDown != nil {
+				c.cfg.OnDown(err)
+			}
+			return true, err
+		case <-ctx.Done():
+			c.setCurrent(nil)
+			c.goodbye(pc)
+			pc.Disconnect(disconnectQuiesce)
+			c.log.Info("mqtt disconnected", "broker", broker)
+			return true, nil
+		case <-c.servingCh:
+			if now := c.serving.Load(); c.cfg.HoldOnline && now != online {
+				online = now
+				c.serve(pc, online)
+			}
 		}
-		return true, err
-	case <-ctx.Done():
-		c.setCurrent(nil)
-		c.goodbye(pc)
-		pc.Disconnect(disconnectQuiesce)
-		c.log.Info("mqtt disconnected", "broker", broker)
-		return true, nil
 	}
 }
 
@@ -518,15 +584,43 @@ func (c *Client) subscribe(pc paho.Client) error {
 	return nil
 }
 
-// onMessage runs on paho's router goroutine, in arrival order: it checks the
-// input rules and hands the data over, nothing slower.
+// onMessage runs on paho's router goroutine, in arrival order: it queues
+// the payload for dispatch and returns, so that paho never waits on the
+// input rules or their owners.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
-	c.handle(m.Payload())
+	p := m.Payload()
+	if c.inputBytes.Add(int64(len(p))) > inputQueueMax {
+		c.inputBytes.Add(-int64(len(p)))
+		c.received.Add(1)
+		c.drop(RuleInputQueueFull, "len", len(p))
+		return
+	}
+	select {
+	case c.input <- p:
+	default:
+		c.inputBytes.Add(-int64(len(p)))
+		c.received.Add(1)
+		c.drop(RuleInputQueueFull, "len", len(p))
+	}
+}
+
+// dispatch applies the input rules to queued messages, in order, until
+// stop is closed.
+func (c *Client) dispatch(stop <-chan struct{}) {
+	for {
+		select {
+		case p := <-c.input:
+			c.inputBytes.Add(-int64(len(p)))
+			c.handle(p)
+		case <-stop:
+			return
+		}
+	}
 }
 
 func (c *Client) handle(p []byte) {
 	c.received.Add(1)
-	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+	if c.log.Enabled(context.Background(), slog.LevelDebug) && c.revs.Allow(revKey) {
 		c.log.Debug("Rev MQTT: "+logCut(redact(p)), "len", len(p))
 	}
 	if len(p) > c.cfg.MaxPayload {
@@ -561,8 +655,14 @@ func (c *Client) handle(p []byte) {
 	c.delivered.Add(1)
 }
 
+// drop counts a dropped message. The first drop of a rule in an interval
+// is logged with its details; the rest are summarized in one line per rule
+// with their count.
 func (c *Client) drop(r Rule, args ...any) {
 	c.dropped[r].Add(1)
+	if !c.drops.Allow(r.String()) {
+		return
+	}
 	c.log.Warn("mqtt message dropped", append([]any{"rule", r.String(), "topic", c.topicIn}, args...)...)
 }
 

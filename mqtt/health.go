@@ -14,8 +14,9 @@ const MaxStatus = 8192
 // health is the last report the daemon gave, sent with every online
 // status.
 type health struct {
-	body atomic.Pointer[json.RawMessage]
-	upAt atomic.Int64 // unix seconds of the connection, the status's t
+	body   atomic.Pointer[json.RawMessage]
+	upAt   atomic.Int64 // unix seconds of the last online status, its t
+	online atomic.Bool  // what the last status said
 }
 
 func (h *health) load() json.RawMessage {
@@ -31,9 +32,10 @@ func StatusSize(body json.RawMessage) int {
 }
 
 // PublishHealth replaces the retained status with {"online":true,"t":...,
-// "health":body} and keeps body for the status of later connections. It
-// waits for the broker's acknowledgement, so it belongs on a goroutine of
-// its own. Without a status topic it does nothing.
+// "health":body} and keeps body for the online statuses that follow. While
+// the status says offline (Config.HoldOnline and the owner not serving) it
+// only keeps body. It waits for the broker's acknowledgement, so it belongs
+// on a goroutine of its own. Without a status topic it does nothing.
 func (c *Client) PublishHealth(body json.RawMessage) error {
 	if c.statusTopic == "" {
 		return nil
@@ -46,6 +48,9 @@ func (c *Client) PublishHealth(body json.RawMessage) error {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrStatusTooLarge, len(p), MaxStatus)
 	}
 	c.health.body.Store(&body)
+	if !c.health.online.Load() {
+		return nil
+	}
 	pc := c.current()
 	if pc == nil {
 		return ErrNotConnected

@@ -11,10 +11,12 @@ import (
 // envelope: the cloud and the app read it with a plain subscription, and the
 // broker itself publishes the offline one as the last will.
 //
-// T is unix seconds. In {"online":true} it is when the connection was made.
-// In the last will it is the same instant, since the will is fixed in the
-// CONNECT; the broker publishes it whenever it finds the connection dead.
-// In the offline status of a clean shutdown it is the time of the shutdown.
+// T is unix seconds. In {"online":true} it is when the connection was made
+// or, with Config.HoldOnline, when the owner started serving on it. In the
+// last will it is when the connection was made, since the will is fixed in
+// the CONNECT; the broker publishes it whenever it finds the connection
+// dead. In the offline status of a clean shutdown or of the owner stopping
+// to serve it is the time of that event.
 //
 // While online, the message also carries "health", the daemon's last report
 // (PublishHealth), which Presence leaves out.
@@ -43,16 +45,26 @@ func presence(online bool, at time.Time, health json.RawMessage) []byte {
 	return b
 }
 
-// announce publishes the retained online status of the connection made at
-// at. A failure is only logged: a broker that does not acknowledge is about
-// to be noticed as lost, and one that refuses the topic by ACL still serves
-// the device's signaling.
-func (c *Client) announce(pc paho.Client, at time.Time) {
+// announce publishes the retained status of the connection made at at:
+// online, or with Config.HoldOnline and the owner not serving, offline. A
+// failure is only logged: a broker that does not acknowledge is about to be
+// noticed as lost, and one that refuses the topic by ACL still serves the
+// device's signaling.
+func (c *Client) announce(pc paho.Client, at time.Time, online bool) {
 	if c.statusTopic == "" {
 		return
 	}
-	c.health.upAt.Store(at.Unix())
-	c.publishStatus(pc, true, at)
+	c.publishStatus(pc, online, at)
+}
+
+// serve publishes a change of SetServing, dated now: the statuses of one
+// connection then follow each other in time. The will keeps the time of
+// the connect.
+func (c *Client) serve(pc paho.Client, online bool) {
+	if c.statusTopic == "" {
+		return
+	}
+	c.publishStatus(pc, online, c.now())
 }
 
 // goodbye publishes the retained offline status before a clean disconnect,
@@ -66,6 +78,10 @@ func (c *Client) goodbye(pc paho.Client) {
 }
 
 func (c *Client) publishStatus(pc paho.Client, online bool, at time.Time) {
+	c.health.online.Store(online)
+	if online {
+		c.health.upAt.Store(at.Unix())
+	}
 	tok := pc.Publish(c.statusTopic, qosAtLeastOnce, true, presence(online, at, c.health.load()))
 	if !tok.WaitTimeout(publishTimeout) {
 		c.log.Warn("mqtt status not acknowledged", "topic", c.statusTopic, "online", online, "after", publishTimeout)

@@ -160,3 +160,57 @@ func TestPresence(t *testing.T) {
 		})
 	}
 }
+
+// TestPresenceHeldUntilServing: with HoldOnline the status says offline
+// after the connect until the owner serves, follows SetServing, and comes
+// back online after a reconnect while serving.
+func TestPresenceHeldUntilServing(t *testing.T) {
+	broker := mqtttest.Embedded(t)
+	link := newCutter(t, strings.TrimPrefix(broker, "tcp://"))
+	const topic = "smart/device/status/cam10"
+	live := watchStatus(t, broker, topic, true)
+	check := goroutines(t)
+
+	cfg := deviceConfig(link.URL(), "cam10")
+	cfg.StatusTopic = "smart/device/status/{id}"
+	cfg.HoldOnline = true
+	cfg.Backoff = mqtt.BackoffConfig{Base: 20 * time.Millisecond, Cap: 100 * time.Millisecond}
+	log, _ := newLogger(slog.LevelDebug)
+	dev := start(t, cfg, log, nil)
+	dev.waitUp(t)
+
+	if s := live.next(t); s.Online {
+		t.Fatalf("after connect, not serving: %+v", s.Presence)
+	}
+	dev.SetServing(true)
+	on := live.next(t)
+	if !on.Online {
+		t.Fatalf("after SetServing(true): %+v", on.Presence)
+	}
+	dev.SetServing(true) // no change, nothing published
+	dev.SetServing(false)
+	if s := live.next(t); s.Online || s.T < on.T {
+		t.Fatalf("after SetServing(false): %+v", s.Presence)
+	}
+	dev.SetServing(true)
+	if s := live.next(t); !s.Online {
+		t.Fatalf("serving again: %+v", s.Presence)
+	}
+
+	// A reconnect while serving says online again once subscribed.
+	link.cut()
+	<-dev.down
+	if s := live.next(t); s.Online {
+		t.Fatalf("will: %+v", s.Presence)
+	}
+	dev.waitUp(t)
+	if s := live.next(t); !s.Online {
+		t.Fatalf("after reconnect while serving: %+v", s.Presence)
+	}
+	dev.stop(t)
+	if s := live.next(t); s.Online {
+		t.Fatalf("after shutdown: %+v", s.Presence)
+	}
+	live.close()
+	check()
+}

@@ -13,6 +13,9 @@ const (
 	RuleReplayWindow
 	// RuleQueueFull: the owner's bounded queue refused the message.
 	RuleQueueFull
+	// RuleInputQueueFull: the client's own input queue, between paho and
+	// the input rules, was full.
+	RuleInputQueueFull
 	numRules
 )
 
@@ -30,6 +33,8 @@ func (r Rule) String() string {
 		return "replay_window"
 	case RuleQueueFull:
 		return "queue_full"
+	case RuleInputQueueFull:
+		return "input_queue_full"
 	default:
 		return "unknown"
 	}

@@ -33,12 +33,15 @@ const (
 	fmtpH265 = "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST"
 )
 
+// videoFeedback is the RTCP feedback the device takes for video.
+var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+
 // newAPI builds the one pion API the service uses for every session. The
 // interceptor set is trimmed to what a sending camera needs: NACK
 // retransmission from a bounded history, and sender reports.
 func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
-	videoFB := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	videoFB := videoFeedback
 	codecs := []struct {
 		p webrtc.RTPCodecParameters
 		k webrtc.RTPCodecType

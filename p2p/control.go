@@ -49,12 +49,8 @@ func DecodeControl(data []byte) (Header, int, error) {
 		return Header{}, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	h := m.Header
-	for _, f := range []struct{ name, v string }{
-		{"header.type", h.Type}, {"header.from", h.From}, {"header.to", h.To}, {"header.sessionid", h.SessionID},
-	} {
-		if f.v == "" {
-			return h, 0, fmt.Errorf("%w: %s", ErrMissingField, f.name)
-		}
+	if err := h.check(); err != nil {
+		return Header{}, 0, err
 	}
 	var c ControlCmd
 	if err := decodeMsg(m.Msg, &c); err != nil {
@@ -67,24 +63,24 @@ func DecodeControl(data []byte) (Header, int, error) {
 }
 
 // control serves one 312 request in the service loop and replies to it.
-func (s *Service) control(sessions map[string]*session, data []byte) {
+func (s *Service) control(t *table, data []byte) {
 	h, v, err := DecodeControl(data)
 	if err != nil {
-		s.log.Warn("drop 312 message", "rule", ruleOf(err), "err", err)
+		s.drops.warn(s.log, ruleOf(err), "drop 312 message", "err", err)
 		return
 	}
 	log := s.log.With("session", h.SessionID, "from", h.From)
 	if h.To != s.cred.DevID {
-		log.Warn("drop 312 message", "rule", "to_not_this_device", "to", h.To)
+		s.drops.warn(log, RuleNotThisDevice, "drop 312 message", "to", h.To)
 		return
 	}
 	reply := func(code int, msg string) {
 		if code != ResOK {
 			log.Warn("312 refused", "type", h.Type, "cmdValue", v, "resCode", code, "reason", msg)
 		}
-		s.publish(ControlProtocol, h.Reply(h.Type), ControlResult{ResCode: code, Message: msg})
+		_ = s.publish(ControlProtocol, h.Reply(h.Type), ControlResult{ResCode: code, Message: msg})
 	}
-	se := sessions[h.SessionID]
+	se := t.live[h.SessionID]
 	if h.Type == ControlPrivacy {
 		s.controlPrivacy(se, h, v, data, reply, log)
 		return

@@ -138,11 +138,11 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 		}
 	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
-		if dc.Label() != ControlLabel {
+		if dc.Label() != ControlLabel && dc.Label() != FMP4Label {
 			se.log.Info("ignore data channel", "label", dc.Label())
 			return
 		}
-		se.log.Debug("control channel", "id", dc.ID())
+		se.log.Debug("data channel", "label", dc.Label())
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			select {
 			case h.cmds <- dcMessage{dc: dc, data: m.Data}:
@@ -155,6 +155,10 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 
 // command serves one control channel message and answers it.
 func (se *session) command(m dcMessage) {
+	if m.dc.Label() == FMP4Label {
+		se.fmp4Message(m)
+		return
+	}
 	c, err := DecodeCommand(m.data)
 	r := CommandReply{Req: c.Req}
 	if err != nil {

@@ -22,7 +22,20 @@ var (
 	ErrUnknownCommand = errors.New("unknown command")
 	// ErrBadValue is returned for a command value out of range.
 	ErrBadValue = errors.New("bad value")
-
-	// ErrClosed is returned by a service that has stopped.
-	ErrClosed = errors.New("service closed")
 )
+
+var (
+	// ErrTooLarge is returned for a reply that would not fit in MaxPublish.
+	ErrTooLarge = errors.New("message too large")
+	// ErrFieldTooLong is returned for a header field over MaxHeaderField.
+	ErrFieldTooLong = errors.New("field too long")
+	// ErrTooManyMLines is returned for an offer with more than MaxMLines
+	// media sections.
+	ErrTooManyMLines = errors.New("too many media sections")
+	// ErrNoCommonCodec is returned when the offer accepts none of the
+	// codecs and formats the device sends.
+	ErrNoCommonCodec = errors.New("no common codec")
+)
+
+// ErrOutboxFull is returned when a reply could not be queued.
+var ErrOutboxFull = errors.New("outbox full")

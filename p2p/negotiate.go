@@ -1,43 +1,67 @@
 package p2p
 
 import (
+	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/media"
 )
 
-// offered lists the codecs an offer's audio and video sections accept.
+// offered lists what an offer's audio and video sections accept of what
+// the device sends: for video the offer's payload type of each codec whose
+// format parameters fit (H.264 only in packetization mode 1 with a baseline
+// profile, H.265 only Main profile, main tier, SRST), for audio the codecs.
 type offered struct {
-	video map[media.Codec]bool
+	video map[media.Codec]webrtc.PayloadType
+	// fmtp is the offer's format parameters of each payload type in video,
+	// which the answer repeats: the answer's payload type must name the
+	// same format as in the offer.
+	fmtp  map[media.Codec]string
 	audio map[media.Codec]bool
+	// refused names the video formats the offer had that do not fit, for
+	// the log of a session refused for want of a common codec.
+	refused []string
 }
 
-// parseOffered reads the rtpmap lines of an offer. Codecs ipcd cannot send
-// are ignored.
+// parseOffered reads the rtpmap and fmtp lines of an offer. Codecs ipcd
+// cannot send are ignored; an offer with more than MaxMLines media
+// sections is refused.
 func parseOffered(raw string) (offered, error) {
-	o := offered{video: map[media.Codec]bool{}, audio: map[media.Codec]bool{}}
+	o := offered{video: map[media.Codec]webrtc.PayloadType{}, fmtp: map[media.Codec]string{}, audio: map[media.Codec]bool{}}
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(raw); err != nil {
 		return o, fmt.Errorf("%w: sdp: %w", ErrMalformed, err)
 	}
+	if n := len(sd.MediaDescriptions); n > MaxMLines {
+		return o, fmt.Errorf("%w: %d m-lines, limit %d", ErrTooManyMLines, n, MaxMLines)
+	}
 	for _, md := range sd.MediaDescriptions {
+		fmtps := map[string]string{}
+		for _, a := range md.Attributes {
+			if a.Key == "fmtp" {
+				pt, params, _ := strings.Cut(a.Value, " ")
+				fmtps[pt] = params
+			}
+		}
 		for _, a := range md.Attributes {
 			if a.Key != "rtpmap" {
 				continue
 			}
-			_, enc, ok := strings.Cut(a.Value, " ")
+			pt, enc, ok := strings.Cut(a.Value, " ")
 			if !ok {
 				continue
 			}
 			name, _, _ := strings.Cut(enc, "/")
 			switch strings.ToUpper(name) {
 			case "H264":
-				o.video[media.CodecH264] = true
+				o.offerVideo(media.CodecH264, pt, fmtps[pt], h264Fits)
 			case "H265":
-				o.video[media.CodecH265] = true
+				o.offerVideo(media.CodecH265, pt, fmtps[pt], h265Fits)
 			case "PCMU":
 				o.audio[media.CodecPCMU] = true
 			case "PCMA":
@@ -59,6 +83,63 @@ func parseOffered(raw string) (offered, error) {
 	return o, nil
 }
 
+// offerVideo records pt for c when its format parameters fit what the
+// device sends; the first fitting payload type of a codec wins.
+func (o *offered) offerVideo(c media.Codec, pt, fmtp string, fits func(map[string]string) bool) {
+	n, err := strconv.ParseUint(pt, 10, 7)
+	if err != nil {
+		return
+	}
+	if !fits(fmtpParams(fmtp)) {
+		if len(o.refused) < 8 {
+			o.refused = append(o.refused, c.String()+" "+pt+" "+fmtp)
+		}
+		return
+	}
+	if _, ok := o.video[c]; !ok {
+		o.video[c] = webrtc.PayloadType(n)
+		o.fmtp[c] = fmtp
+	}
+}
+
+func fmtpParams(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if k != "" {
+			out[strings.ToLower(k)] = v
+		}
+	}
+	return out
+}
+
+// h264Fits: the device sends packetization mode 1 (FU-A) of a stream it
+// declares Baseline or Constrained Baseline; a viewer that offers only
+// mode 0 or only other profiles cannot take it. The level is not part of
+// the match (RFC 6184 §8.2.2).
+func h264Fits(p map[string]string) bool {
+	if p["packetization-mode"] != "1" {
+		return false
+	}
+	plid, err := hex.DecodeString(p["profile-level-id"])
+	if err != nil || len(plid) != 3 {
+		return false
+	}
+	return plid[0] == 0x42 && (plid[1] == 0xe0 || plid[1] == 0x00)
+}
+
+// h265Fits: Main profile, main tier, single RTP stream, with RFC 7798's
+// defaults for what is absent.
+func h265Fits(p map[string]string) bool {
+	def := func(k, d string) string {
+		if v, ok := p[k]; ok {
+			return v
+		}
+		return d
+	}
+	return def("profile-id", "1") == "1" && def("tier-flag", "0") == "0" && strings.EqualFold(def("tx-mode", "SRST"), "SRST")
+}
+
 // pickStream chooses the stream a session sends: the one asked for when the
 // viewer can decode its codec, else the other one when it can decode that.
 // It returns StreamUnknown when neither fits.
@@ -68,8 +149,10 @@ func pickStream(want media.Stream, m Media, o offered) (media.Stream, *media.Rin
 		other = media.StreamMain
 	}
 	for _, s := range []media.Stream{want, other} {
-		if r := m.ring(s); r != nil && o.video[r.Codec()] {
-			return s, r
+		if r := m.ring(s); r != nil {
+			if _, ok := o.video[r.Codec()]; ok {
+				return s, r
+			}
 		}
 	}
 	return media.StreamUnknown, nil
@@ -83,6 +166,37 @@ func (m Media) ring(s media.Stream) *media.Ring {
 		return m.Sub
 	case media.StreamAudio:
 		return m.Audio
+	}
+	return nil
+}
+
+// checkAnswer verifies what the device is about to send: no media section
+// lists a payload type twice, and there is a video section that lists
+// exactly the one codec the session sends.
+func checkAnswer(raw string, video media.Codec) error {
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(raw); err != nil {
+		return fmt.Errorf("answer sdp: %w", err)
+	}
+	hasVideo := false
+	for _, md := range sd.MediaDescriptions {
+		seen := map[string]bool{}
+		for _, f := range md.MediaName.Formats {
+			if seen[f] {
+				return fmt.Errorf("%w: %s section lists payload type %s twice", ErrNoCommonCodec, md.MediaName.Media, f)
+			}
+			seen[f] = true
+		}
+		if md.MediaName.Media != "video" {
+			continue
+		}
+		if len(md.MediaName.Formats) != 1 {
+			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, len(md.MediaName.Formats), video)
+		}
+		hasVideo = true
+	}
+	if !hasVideo {
+		return fmt.Errorf("%w: the answer has no video section for %s", ErrNoCommonCodec, video)
 	}
 	return nil
 }

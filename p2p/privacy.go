@@ -49,7 +49,7 @@ func (s *Service) SetPrivacy(on bool, by string) bool {
 	n := 0
 	if on {
 		for se := range l.set {
-			se.stop(ClosePrivacy)
+			se.stop(ClosePrivacy, true)
 			n++
 		}
 	}
@@ -86,7 +86,7 @@ func (se *session) enter() {
 	private := l.privacy.Load()
 	l.mu.Unlock()
 	if private {
-		se.stop(ClosePrivacy)
+		se.stop(ClosePrivacy, true)
 	}
 	se.svc.events.emit(EventSessionStart, se.id, 0)
 	se.svc.events.emit(EventLiveLoadAdjust, se.id, n)

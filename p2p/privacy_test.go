@@ -11,51 +11,59 @@ import (
 	"github.com/ipcd/ipcd/media"
 )
 
-// fakePublisher records what the service publishes.
-type fakePublisher struct {
-	msgs chan published
+// privPublisher records what the service publishes.
+type privPublisher struct {
+	msgs chan privPublished
 }
 
-type published struct {
+type privPublished struct {
 	protocol int
 	msg      Message
 }
 
-func (p *fakePublisher) Publish(protocol int, data any) error {
-	p.msgs <- published{protocol, data.(Message)}
+func (p *privPublisher) Publish(protocol int, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	p.msgs <- privPublished{protocol, m}
 	return nil
 }
 
-func (p *fakePublisher) next(t *testing.T) published {
+func (p *privPublisher) next(t *testing.T) privPublished {
 	t.Helper()
 	select {
 	case m := <-p.msgs:
 		return m
 	case <-time.After(5 * time.Second):
-		t.Fatal("nothing published")
+		t.Fatal("nothing privPublished")
 	}
-	return published{}
+	return privPublished{}
 }
 
 const (
-	testDev = "dev1"
-	testPW  = "ad12ab34"
+	privDev = "dev1"
+	privPW  = "ad12ab34"
 )
 
-func runService(t *testing.T, events func(Event)) (*Service, *fakePublisher) {
+func runPrivacyService(t *testing.T, events func(Event)) (*Service, *privPublisher) {
 	t.Helper()
 	ring, err := media.NewRing(media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 1 << 20, MaxFrames: 64}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := &fakePublisher{msgs: make(chan published, 16)}
+	pub := &privPublisher{msgs: make(chan privPublished, 16)}
 	svc, err := NewService(Config{Events: events, NetworkInterfaces: []string{"lo"}}, Media{Main: ring}, pub, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, Credentials{DevID: testDev, P2PPassword: testPW}) }()
+	go func() { done <- svc.Run(ctx, Credentials{DevID: privDev, P2PPassword: privPW}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -65,20 +73,20 @@ func runService(t *testing.T, events func(Event)) (*Service, *fakePublisher) {
 	return svc, pub
 }
 
-func offerData(t *testing.T, session, auth string) json.RawMessage {
+func privOffer(t *testing.T, session, auth string) json.RawMessage {
 	t.Helper()
 	msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: "v=0 not an offer", Auth: auth})
-	b, err := json.Marshal(Message{Header: Header{Type: TypeOffer, From: "app", To: testDev, SessionID: session}, Msg: msg})
+	b, err := json.Marshal(Message{Header: Header{Type: TypeOffer, From: "app", To: privDev, SessionID: session}, Msg: msg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-func disconnectOf(t *testing.T, m published) Disconnect {
+func privDisconnect(t *testing.T, m privPublished) Disconnect {
 	t.Helper()
 	if m.msg.Header.Type != TypeDisconnect {
-		t.Fatalf("published %s, want a disconnect", m.msg.Header.Type)
+		t.Fatalf("privPublished %s, want a disconnect", m.msg.Header.Type)
 	}
 	d, err := DecodeDisconnect(m.msg.Msg)
 	if err != nil {
@@ -94,21 +102,21 @@ func disconnectOf(t *testing.T, m published) Disconnect {
 func TestPrivacyRefusesOffers(t *testing.T) {
 	var mu sync.Mutex
 	var evs []Event
-	svc, pub := runService(t, func(e Event) {
+	svc, pub := runPrivacyService(t, func(e Event) {
 		mu.Lock()
 		evs = append(evs, e)
 		mu.Unlock()
 	})
-	auth := SignAuth(testPW, testDev, "app", time.Now().Unix()+600)
+	auth := SignAuth(privPW, privDev, "app", time.Now().Unix()+600)
 	if !svc.SetPrivacy(true, PrivacyByBoard) || svc.SetPrivacy(true, PrivacyByBoard) {
 		t.Fatal("SetPrivacy must report a change once")
 	}
-	svc.Deliver(offerData(t, "s1", auth))
-	if d := disconnectOf(t, pub.next(t)); d.CloseReason != 2 || d.Code != -102 || d.Message != "privacy mode" {
+	svc.Deliver(privOffer(t, "s1", auth))
+	if d := privDisconnect(t, pub.next(t)); d.CloseReason != 2 || d.Code != -102 || d.Message != "privacy mode" {
 		t.Fatalf("privacy refusal %+v", d)
 	}
-	svc.Deliver(offerData(t, "s2", "garbage"))
-	if d := disconnectOf(t, pub.next(t)); d.CloseReason != 5 {
+	svc.Deliver(privOffer(t, "s2", "garbage"))
+	if d := privDisconnect(t, pub.next(t)); d.CloseReason != 5 {
 		t.Fatalf("unauthenticated offer in privacy mode: %+v, want close reason 5", d)
 	}
 	if n := svc.PeerConnections(); n != 0 {
@@ -117,7 +125,7 @@ func TestPrivacyRefusesOffers(t *testing.T) {
 
 	ctl := func(value int, auth string) ControlResult {
 		msg, _ := json.Marshal(ControlCmd{CmdValue: &value, Auth: auth})
-		b, _ := json.Marshal(Message{Header: Header{Type: ControlPrivacy, From: "app", To: testDev, SessionID: "none"}, Msg: msg})
+		b, _ := json.Marshal(Message{Header: Header{Type: ControlPrivacy, From: "app", To: privDev, SessionID: "none"}, Msg: msg})
 		svc.DeliverControl(b)
 		m := pub.next(t)
 		var r ControlResult
@@ -136,8 +144,8 @@ func TestPrivacyRefusesOffers(t *testing.T) {
 		t.Fatalf("312 privacy off: %+v, privacy %v", r, svc.Privacy())
 	}
 	// Off: the offer is processed again (and refused for its SDP).
-	svc.Deliver(offerData(t, "s3", auth))
-	if d := disconnectOf(t, pub.next(t)); d.CloseReason != int(CloseCodec) {
+	svc.Deliver(privOffer(t, "s3", auth))
+	if d := privDisconnect(t, pub.next(t)); d.CloseReason != int(CloseCodec) {
 		t.Fatalf("offer after privacy off: %+v, want the codec refusal of its SDP", d)
 	}
 	waitEvents := time.Now().Add(5 * time.Second)

@@ -1,11 +1,13 @@
 package p2p
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
@@ -20,15 +22,19 @@ const rtpMTU = 1200
 
 var errUnsupportedCodec = errors.New("unsupported codec")
 
-func newVideoTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
+// newVideoTrack makes the track of codec c with the format parameters the
+// offer gave the payload type the answer names (fmtp, when not empty):
+// pion binds the track to the offered payload type whose format matches the
+// track's, and the RTP must carry the payload type the answer lists.
+func newVideoTrack(c media.Codec, fmtp string) (*webrtc.TrackLocalStaticRTP, error) {
 	switch c {
 	case media.CodecH264:
 		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline,
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: cmp.Or(fmtp, fmtpH264ConstrainedBaseline),
 		}, "video", "ipcd")
 	case media.CodecH265:
 		return webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: fmtpH265,
+			MimeType: webrtc.MimeTypeH265, ClockRate: 90000, SDPFmtpLine: cmp.Or(fmtp, fmtpH265),
 		}, "video", "ipcd")
 	}
 	return nil, fmt.Errorf("video codec %s: %w", c, errUnsupportedCodec)
@@ -50,7 +56,9 @@ func newAudioTrack(c media.Codec) (*webrtc.TrackLocalStaticRTP, error) {
 func newPayloader(c media.Codec) rtp.Payloader {
 	switch c {
 	case media.CodecH265:
-		return &codecs.H265Payloader{}
+		// Parameter sets go as single NAL unit packets: go2rtc's H.265
+		// depacketizer, among others, does not take aggregation packets.
+		return &codecs.H265Payloader{SkipAggregation: true}
 	case media.CodecPCMU, media.CodecPCMA:
 		return &codecs.G711Payloader{}
 	}
@@ -87,8 +95,8 @@ func (p *packetizer) rebase(f media.Frame) {
 	p.tsBase = want - uint32(f.PTS*p.clockRate/1_000_000)
 }
 
-// write sends one frame on the track.
-func (p *packetizer) write(t *webrtc.TrackLocalStaticRTP, f media.Frame) error {
+// write sends one frame on the track or channel.
+func (p *packetizer) write(t mediaOut, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
 	payloads := p.payloader.Payload(rtpMTU, f.Payload)
 	var firstErr error
@@ -123,7 +131,11 @@ const behindLive = 100 // ms
 // stream's first keyframe after the last frame sent: until it arrives the
 // old stream goes on, so the viewer neither freezes nor gets a frame of the
 // old stream after one of the new.
-func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, video, audio *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, vtrack, atrack *webrtc.TrackLocalStaticRTP) {
+	video, audio, ok := se.mediaOuts(ctx, vtrack, atrack)
+	if !ok {
+		return
+	}
 	rd := ring.NewReader()
 	var pending *media.Reader // the stream being switched to
 	var pendingStream media.Stream
@@ -133,6 +145,9 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			pending.Close()
 		}
 	}()
+	if audio != nil && se.svc.media.Audio != nil {
+		se.startAudio(ctx, wg, rd, audio)
+	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	first := true
 	var lastWall int64
@@ -186,10 +201,10 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			return
 		}
 		if skipped > 0 {
-			se.skipped.Add(uint64(skipped))
-			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.Load())
+			se.skipped.video.Add(uint64(skipped))
+			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.video.Load())
 		}
-		if se.pause.skipVideo(f) {
+		if se.pause.skipVideo(f) || !se.admitted(video, f) {
 			lastWall = f.Timestamp
 			continue
 		}
@@ -207,15 +222,6 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			b := se.ttffMarks.breakdown()
 			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "offer_to_answer", b.OfferToAnswer,
 				"answer_to_ice", b.AnswerToICE, "ice_to_dtls", b.ICEToDTLS, "dtls_to_keyframe", b.DTLSToKeyframe)
-			if audio != nil {
-				ard := se.svc.media.Audio.NewReaderAt(f.Timestamp)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer ard.Close()
-					se.sendAudio(ctx, ard, audio)
-				}()
-			}
 		}
 		if time.Now().UnixMilli()-f.Timestamp > behindLive {
 			select {
@@ -227,7 +233,35 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	}
 }
 
-func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrtc.TrackLocalStaticRTP) {
+// skipCounts counts the frames a slow session skipped, per track.
+type skipCounts struct {
+	video, audio atomic.Uint64
+}
+
+// Load returns the total of both tracks.
+func (c *skipCounts) Load() uint64 { return c.video.Load() + c.audio.Load() }
+
+// startAudio starts the audio sender at the instant video starts: the
+// keyframe the video reader begins with, or, with none buffered yet, the
+// newest audio. It does not wait for a video frame to be sent: a session
+// whose video is stopped, or whose video source has nothing yet, still
+// gets audio.
+func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *media.Reader, track mediaOut) {
+	var rd *media.Reader
+	if f, ok := video.Peek(); ok {
+		rd = se.svc.media.Audio.NewReaderAt(f.Timestamp)
+	} else {
+		rd = se.svc.media.Audio.NewReader()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer rd.Close()
+		se.sendAudio(ctx, rd, track)
+	}()
+}
+
+func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track mediaOut) {
 	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
 	for {
 		f, skipped, err := rd.Next(ctx)
@@ -235,9 +269,9 @@ func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track *webrt
 			return
 		}
 		if skipped > 0 {
-			se.skipped.Add(uint64(skipped))
+			se.skipped.audio.Add(uint64(skipped))
 		}
-		if se.pause.audio.Load() {
+		if se.pause.audio.Load() || !se.admitted(track, f) {
 			continue
 		}
 		if err := ap.write(track, f); err != nil {

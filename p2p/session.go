@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -26,7 +28,9 @@ type SessionStats struct {
 	VideoBytes    uint64
 	AudioFrames   uint64
 	AudioBytes    uint64
-	Skipped       uint64
+	Skipped       uint64 // VideoSkipped + AudioSkipped
+	VideoSkipped  uint64
+	AudioSkipped  uint64
 	TTFF          time.Duration
 	TTFFPhases    TTFFBreakdown
 	CandidateType string
@@ -35,6 +39,9 @@ type SessionStats struct {
 	// FractionLost its last report's share lost (0..1).
 	Lost         uint32
 	FractionLost float64
+	// ChannelPeak is the most the fmp4Stream channel held unsent, in
+	// bytes; zero for sessions that use the RTP tracks.
+	ChannelPeak uint64
 }
 
 // session is one viewer. Its run goroutine owns the peer connection; the
@@ -48,8 +55,12 @@ type session struct {
 	created time.Time
 
 	in     chan Message
-	stopc  chan CloseReason
+	stopc  chan stopRequest
 	reason atomic.Int32
+
+	// Owned by the service loop.
+	borrowed    bool // runs on the budget share of a closing session
+	remoteCands int  // candidates taken from the app
 
 	stream      atomic.Uint32 // media.Stream being sent
 	switchc     chan media.Stream
@@ -60,13 +71,15 @@ type session struct {
 	videoBytes  atomic.Uint64
 	audioFrames atomic.Uint64
 	audioBytes  atomic.Uint64
-	skipped     atomic.Uint64
+	skipped     skipCounts
 	ttff        atomic.Int64
 	ttffMarks   ttffMarks
 	loss        lossStats
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
+
+	fm atomic.Pointer[fmp4Stream] // set in fmp4Stream mode (SPEC §6.3)
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
@@ -79,23 +92,30 @@ func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session 
 		log:     log,
 		created: time.Now(),
 		in:      make(chan Message, candidateQueue),
-		stopc:   make(chan CloseReason, 1),
+		stopc:   make(chan stopRequest, 1),
 	}
 }
 
-// deliver hands a candidate or disconnect to the session without blocking.
+// deliver hands a candidate to the session without blocking.
 func (se *session) deliver(m Message) {
 	select {
 	case se.in <- m:
 	default:
-		se.log.Warn("drop 302 message", "rule", "session_queue_full", "type", m.Header.Type)
+		se.svc.drops.warn(se.log, RuleSessionQueueFull, "drop 302 message", "type", m.Header.Type)
 	}
 }
 
-// stop asks the session to close and tell the app why.
-func (se *session) stop(r CloseReason) {
+// stopRequest is why the service closes a session, and whether the app is
+// to be told (not when the app asked for it).
+type stopRequest struct {
+	reason CloseReason
+	notify bool
+}
+
+// stop asks the session to close; the first request wins.
+func (se *session) stop(r CloseReason, notify bool) {
 	select {
-	case se.stopc <- r:
+	case se.stopc <- stopRequest{r, notify}:
 	default:
 	}
 }
@@ -108,8 +128,11 @@ func (se *session) run(parent context.Context) {
 	se.enter()
 	reason, notify := se.serve(ctx, &wg)
 	se.reason.Store(int32(reason))
+	// The slot is freed before the app hears of the close, so that an app
+	// that reopens at once finds it free.
+	se.svc.notes <- sessionNote{se, noteClosing}
 	if notify {
-		se.svc.send(se.header.Reply(TypeDisconnect), Disconnect{
+		_ = se.svc.send(se.header.Reply(TypeDisconnect), Disconnect{
 			Mode: ModeWebRTC, CloseReason: int(reason), Code: reason.Code(), Message: reason.String(),
 		})
 	}
@@ -127,7 +150,7 @@ func (se *session) run(parent context.Context) {
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
 		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
 	se.leave(reason)
-	se.svc.ended <- se
+	se.svc.notes <- sessionNote{se, noteExited}
 }
 
 // serve runs the session until it ends and returns why, and whether the app
@@ -164,16 +187,20 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 
 	hooks := se.hook(ctx, pc)
 
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
-		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
-		return CloseCodec, true
-	}
-
 	offered, err := parseOffered(se.offer.SDP)
 	if err != nil {
-		se.log.Warn("drop 302 message", "rule", "bad_sdp", "err", err)
+		rule := RuleBadSDP
+		if errors.Is(err, ErrTooManyMLines) {
+			rule = RuleTooManyMLines
+		}
+		se.svc.drops.warn(se.log, rule, "drop 302 message", "err", err)
 		return CloseCodec, true
 	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
+		se.svc.drops.warn(se.log, RuleBadSDP, "drop 302 message", "err", err)
+		return CloseCodec, true
+	}
+	se.fmp4Mode(&offered)
 	want := media.StreamMain
 	switch {
 	case se.offer.NoStreamType && se.svc.cfg.DefaultStream == media.StreamSub:
@@ -184,7 +211,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	stream, ring := pickStream(want, se.svc.media, offered)
 	if ring == nil {
 		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
-			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub))
+			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub), "refused_formats", offered.refused)
 		return CloseCodec, true
 	}
 	if stream != want {
@@ -192,7 +219,8 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
 	}
 	se.stream.Store(uint32(stream))
-	video, err := newVideoTrack(ring.Codec())
+	tc := se.trackCodec(ring.Codec())
+	video, err := newVideoTrack(tc, offered.fmtp[tc])
 	if err != nil {
 		se.log.Warn("video track", "err", err)
 		return CloseCodec, true
@@ -200,6 +228,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	vsender, err := pc.AddTrack(video)
 	if err != nil {
 		se.log.Warn("add video track", "err", err)
+		return CloseCodec, true
+	}
+	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()]); err != nil {
+		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
 	}
 	se.readVideoRTCP(wg, vsender)
@@ -228,9 +260,16 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("set local description", "err", err)
 		return CloseCodec, true
 	}
-	se.svc.send(se.header.Reply(TypeAnswer), Answer{
+	if err := checkAnswer(answer.SDP, ring.Codec()); err != nil {
+		se.log.Warn("no common codec: the answer would not describe what is sent", "err", err)
+		return CloseCodec, true
+	}
+	if err := se.svc.send(se.header.Reply(TypeAnswer), Answer{
 		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
-	})
+	}); errors.Is(err, ErrTooLarge) {
+		se.log.Warn("no common codec: the answer does not fit in a message", "err", err)
+		return CloseCodec, true
+	}
 	se.ttffMarks.mark(PhaseAnswer, se.created)
 
 	liveness := time.NewTimer(cfg.LivenessTimeout)
@@ -242,38 +281,17 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			return CloseUser, true
 
 		case r := <-se.stopc:
-			return r, true
+			return r.reason, r.notify
 
 		case m := <-se.in:
-			switch m.Header.Type {
-			case TypeDisconnect:
-				d, err := DecodeDisconnect(m.Msg)
-				if err != nil {
-					se.log.Warn("disconnect with malformed msg, closing anyway", "err", err)
-				}
-				se.log.Info("disconnect from app", "close_reason", d.CloseReason)
-				return CloseUser, false
-			case TypeCandidate:
-				c, err := DecodeCandidate(m.Msg)
-				if err != nil {
-					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
-					continue
-				}
-				line := ParseCandidateLine(c.Candidate)
-				if line == "" {
-					continue
-				}
-				if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
-					se.log.Warn("drop 302 message", "rule", "bad_candidate", "err", err)
-				}
-			}
+			se.addCandidate(pc, m)
 
 		case c := <-cands:
 			line := ""
 			if c != nil {
 				line = CandidateLine(c.ToJSON().Candidate)
 			}
-			se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
+			_ = se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
 
 		case st := <-states:
 			se.log.Debug("peer connection state", "state", st.String())
@@ -312,6 +330,39 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			return CloseTimeout, true
 		}
 	}
+}
+
+// addCandidate gives the peer connection one of the app's candidates.
+func (se *session) addCandidate(pc *webrtc.PeerConnection, m Message) {
+	c, err := DecodeCandidate(m.Msg)
+	if err == nil && len(c.Candidate) > MaxCandidateLine {
+		err = fmt.Errorf("%w: candidate of %d bytes, limit %d", ErrFieldTooLong, len(c.Candidate), MaxCandidateLine)
+	}
+	if err != nil {
+		se.svc.drops.warn(se.log, RuleBadCandidate, "drop 302 message", "err", err)
+		return
+	}
+	line := ParseCandidateLine(c.Candidate)
+	if line == "" {
+		return
+	}
+	if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+		se.svc.drops.warn(se.log, RuleBadCandidate, "drop 302 message", "err", err)
+	}
+}
+
+// preferSent restricts the video section of the answer to the one codec
+// the session sends, under the offer's payload type for it.
+func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType) error {
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() != s {
+			continue
+		}
+		c := track.Codec()
+		c.RTCPFeedback = videoFeedback
+		return tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}})
+	}
+	return errors.New("video sender has no transceiver")
 }
 
 // iceServers merges the configured servers with those the offer carries,
@@ -362,9 +413,11 @@ func (se *session) stats() SessionStats {
 		AudioBytes:  se.audioBytes.Load(),
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
+		ChannelPeak: se.channelPeak(),
 	}
 	st.TTFFPhases = se.ttffMarks.breakdown()
 	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
+	st.VideoSkipped, st.AudioSkipped = se.skipped.video.Load(), se.skipped.audio.Load()
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t
 	}
@@ -402,7 +455,7 @@ func codecOf(r *media.Ring) string {
 
 func (se *session) logCounts() {
 	st := se.stats()
-	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.Skipped)
-	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes,
+	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped)
+	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }

@@ -33,6 +33,27 @@ type Header struct {
 	TraceID   string `json:"trace_id,omitempty"`
 }
 
+// check applies the header rules every 302 and 312 message must pass: the
+// routing fields are present and no field is longer than MaxHeaderField.
+func (h Header) check() error {
+	for _, f := range []struct {
+		name, v  string
+		required bool
+	}{
+		{"header.type", h.Type, true}, {"header.from", h.From, true}, {"header.to", h.To, true},
+		{"header.sessionid", h.SessionID, true}, {"header.moto_id", h.MotoID, false},
+		{"header.sub_dev_id", h.SubDevID, false}, {"header.tid", h.TID, false}, {"header.trace_id", h.TraceID, false},
+	} {
+		if f.required && f.v == "" {
+			return fmt.Errorf("%w: %s", ErrMissingField, f.name)
+		}
+		if len(f.v) > MaxHeaderField {
+			return fmt.Errorf("%w: %s of %d bytes, limit %d", ErrFieldTooLong, f.name, len(f.v), MaxHeaderField)
+		}
+	}
+	return nil
+}
+
 // Reply returns the header of a reply of type typ to h.
 func (h Header) Reply(typ string) Header {
 	r := h
@@ -118,12 +139,8 @@ func DecodeMessage(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	h := m.Header
-	for _, f := range []struct{ name, v string }{
-		{"header.type", h.Type}, {"header.from", h.From}, {"header.to", h.To}, {"header.sessionid", h.SessionID},
-	} {
-		if f.v == "" {
-			return Message{}, fmt.Errorf("%w: %s", ErrMissingField, f.name)
-		}
+	if err := h.check(); err != nil {
+		return Message{}, err
 	}
 	switch h.Type {
 	case TypeOffer, TypeAnswer, TypeCandidate, TypeDisconnect:

@@ -3,7 +3,8 @@
 # Go benchmarks (ring, ingest, in-process time to first frame and heap per
 # session), then a real ipcd process on the embedded broker with a 2 Mbit/s
 # clip, measured from /proc while ipcapp viewers watch it. It reports; it
-# fails only when something does not run.
+# fails only when something does not run. Last, time to first frame through
+# mosquitto with and without set_tcp_nodelay (scripts/bench-broker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${BENCH_PORT:-18840}
@@ -105,3 +106,4 @@ printf '%-52s %s\n' "CPU per viewer, 1 viewer / 5 viewers (of one core)" "$(pct 
 printf '%-52s %s\n' "ring append / reader next" "$(metric "$work/media.txt" BenchmarkRingAppend- ns/op) / $(metric "$work/media.txt" BenchmarkReaderNext ns/op) ns/op, $(metric "$work/media.txt" BenchmarkRingAppend- allocs/op) / $(metric "$work/media.txt" BenchmarkReaderNext allocs/op) allocs/op"
 printf '%-52s %s\n' "binary size: ipcd linux/amd64 (this build)" "$(size bin/ipcd)"
 printf '%-52s %s\n' "binary size: ipcd linux/arm v7 / arm64 / mipsle" "$(size bin/linux-arm/ipcd) / $(size bin/linux-arm64/ipcd) / $(size bin/linux-mipsle/ipcd)"
+bash scripts/bench-broker.sh

@@ -24,6 +24,13 @@
  * were sent earlier on the same stream. Audio payloads are raw G.711 at
  * 8 kHz, 1..800 bytes. A malformed header makes ipcd close the connection.
  *
+ * Send the first message within 5 s of connecting, or ipcd closes the
+ * connection. Each connection is a new timeline: after a reconnect pts_us may
+ * start anywhere (ipcd rebases it), but video resumes only at a keyframe, so
+ * send one first. Within a connection pts_us must not go backwards, nor
+ * advance more than 5 s beyond the time elapsed since the previous frame.
+ * See docs/feed.md.
+ *
  * Everything here is static inline so the header is all a producer needs.
  * Header-only, C99 or later (C11 for the layout assertions), Linux.
  */
@@ -132,7 +139,9 @@ static inline void ipcd_feed_encode_header(uint8_t out[IPCD_FEED_HEADER_SIZE],
 
 /*
  * Connects to ipcd's feed socket. Returns the descriptor, or -1 with errno
- * set (ENOENT or ECONNREFUSED while ipcd is not running: retry later).
+ * set (ENOENT or ECONNREFUSED while ipcd is not running: retry later). Send
+ * the first message at once: ipcd closes connections that stay silent for
+ * 5 s after connecting.
  */
 static inline int ipcd_feed_connect(const char *path)
 {

@@ -33,7 +33,8 @@ func (a *activateFlags) validate() error {
 		errs = append(errs, errors.New(`-p2p-password must start with "ad"`))
 	}
 	// "|" separates the signed fields; the device refuses it.
-	for _, f := range [][2]string{{"-uuid", a.uuid}, {"-dev-id", a.devID}, {"-local-key", a.localKey}, {"-p2p-password", a.p2pPassword}, {"-uid", a.uid}} {
+	for _, f := range [][2]string{{"-uuid", a.uuid}, {"-dev-id", a.devID}, {"-local-key", a.localKey}, {"-p2p-password", a.p2pPassword}, {"-uid", a.uid},
+		{"-device-mqtt-username", a.deviceMQTTUsername}, {"-device-mqtt-password", a.deviceMQTTPasswd}} {
 		if strings.Contains(f[1], "|") {
 			errs = append(errs, fmt.Errorf("%s must not contain |", f[0]))
 		}

@@ -62,6 +62,7 @@ type commonFlags struct {
 	stream, codec            string
 	iceServers               stringList
 	dataChannel              bool
+	dataChannelMedia         bool
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -73,6 +74,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.codec, "codec", "any", "video codecs to offer: h264|h265|any (any offers H.264 first)")
 	fs.Var(&c.iceServers, "ice-server", "STUN/TURN URL, user:pass@ before the host for TURN credentials (repeatable)")
 	fs.BoolVar(&c.dataChannel, "datachannel", false, `open the "control" data channel`)
+	fs.BoolVar(&c.dataChannelMedia, "datachannel-media", false, `receive video and audio as RTP packets on the "fmp4Stream" data channel (go2rtc's Tuya mode)`)
 }
 
 func (c *commonFlags) validate() error {
@@ -114,7 +116,7 @@ func (c *commonFlags) config() viewer.Config {
 
 func (c *commonFlags) watchOptions() viewer.WatchOptions {
 	codecs, _ := codecList(c.codec)
-	return viewer.WatchOptions{Stream: c.stream, Codecs: codecs, DataChannel: c.dataChannel}
+	return viewer.WatchOptions{Stream: c.stream, Codecs: codecs, DataChannel: c.dataChannel, DataChannelMedia: c.dataChannelMedia}
 }
 
 // stringList is a repeatable string flag.

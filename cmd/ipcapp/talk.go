@@ -31,6 +31,7 @@ func runTalk(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cf.register(fs)
 	in := fs.String("in", "", "raw PCMU (8 kHz mono) to send, e.g. configs/media/audio.pcmu (required)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	noSpeaker := fs.Bool("no-speaker", false, "send the audio without asking for the speaker, as clients that never send 312 speaker do (the device's stream.talkback decides)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: ipcapp talk -broker URL -dev-id D -p2p-password P -in FILE.pcmu [flags]")
 		fs.PrintDefaults()
@@ -60,9 +61,10 @@ func runTalk(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	res, err := client.Watch(sctx, viewer.WatchOptions{
-		Stream:      cf.stream,
-		DataChannel: cf.dataChannel,
-		Talk:        f,
+		Stream:             cf.stream,
+		DataChannel:        cf.dataChannel,
+		Talk:               f,
+		TalkWithoutSpeaker: *noSpeaker,
 		OnTalkDone: func() {
 			// Let the last packets reach the speaker before hanging up.
 			time.AfterFunc(200*time.Millisecond, cancel)

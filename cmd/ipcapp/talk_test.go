@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func newViewer(t *testing.T, broker string) *viewer.Client {
 func TestTalkback(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	path := filepath.Join(t.TempDir(), "speaker.pcmu")
-	sink, err := media.NewFileSink(path)
+	sink, err := media.NewFileSink(media.FileSinkConfig{Path: path}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func checkGoroutines(t *testing.T, before int) {
 // and resumes at a keyframe, and the events arrive in order.
 func TestControlChannel(t *testing.T) {
 	broker := mqtttest.Embedded(t)
-	sink, err := media.NewFileSink(filepath.Join(t.TempDir(), "speaker.pcmu"))
+	sink, err := media.NewFileSink(media.FileSinkConfig{Path: filepath.Join(t.TempDir(), "speaker.pcmu")}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,5 +231,57 @@ func TestControlChannel(t *testing.T) {
 	}
 	if ev := events.of("ctl2"); slices.Contains(ev, p2p.EventSpeakerStart) {
 		t.Errorf("second session got the speaker: %v", ev)
+	}
+}
+
+// TestTalkCommandWithoutSpeaker: ipcapp talk -no-speaker sends the file
+// without any speaker request, as go2rtc's Tuya client does; the device
+// (talkback auto by default) plays it byte for byte.
+func TestTalkCommandWithoutSpeaker(t *testing.T) {
+	broker := mqtttest.Embedded(t)
+	dir := t.TempDir()
+	sink, err := media.NewFileSink(media.FileSinkConfig{Path: filepath.Join(dir, "speaker.pcmu")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var events eventLog
+	startDeviceWith(t, broker, "main.h264", "", p2p.Config{Speaker: sink, Events: events.add})
+	clip, err := os.ReadFile(mediaDir + "audio.pcmu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "talk.pcmu")
+	if err := os.WriteFile(in, clip[:8000], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"talk", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
+		"-in", in, "-no-speaker", "-json"}, &stdout, &stderr)
+	if code != exitOK || !strings.Contains(stdout.String(), `"talk_bytes":8000`) {
+		t.Fatalf("exit %d, stdout %s, stderr %s", code, stdout.String(), stderr.String())
+	}
+	checkGoroutines(t, before)
+	// The device writes the tail when it sees the session end.
+	var got []byte
+	for deadline := time.Now().Add(3 * time.Second); len(got) < 8000 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		got, _ = os.ReadFile(filepath.Join(dir, "speaker.pcmu"))
+	}
+	if !bytes.Equal(got, clip[:8000]) {
+		t.Fatalf("speaker holds %d bytes, not the 8000 sent", len(got))
+	}
+	var sessions []string
+	events.mu.Lock()
+	for _, e := range events.ev {
+		if e.Type == p2p.EventSpeakerStart {
+			sessions = append(sessions, e.SessionID)
+		}
+	}
+	events.mu.Unlock()
+	if len(sessions) != 1 {
+		t.Fatalf("speaker taken by %v, want one session", sessions)
 	}
 }

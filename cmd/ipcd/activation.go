@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ipcd/ipcd/device"
@@ -69,7 +72,10 @@ func (d *daemon) connect() (*task, error) {
 				d.machine.Post(device.EventMQTTDown)
 			}
 		},
-	}, d.log.With("component", "mqtt"))
+		// Online means offers are answered: an app that offers the moment
+		// it sees online must not meet a device still starting its service.
+		HoldOnline: true,
+	}, d.log) // the client sets component=mqtt
 	if err != nil {
 		return nil, err
 	}
@@ -99,25 +105,31 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 	log := d.log.With("component", "activation")
 	msg, err := device.DecodeActivate(e.Data)
 	if err != nil {
-		log.Warn("drop activation message", "rule", "malformed", "err", err)
+		rule := refusalRule(err)
+		d.warn(log, "activation:"+rule, "drop activation message", "rule", rule, "err", clip(err.Error()))
 		return activationUnchanged
 	}
 	cur := d.activation.Load()
 	switch msg.Type {
 	case device.TypeActivate:
 		if cur != nil {
-			log.Warn("activation refused", "reason", "already activated", "dev_id", cur.DevID)
+			d.warn(log, "activation:already_activated", "activation refused", "rule", "already_activated", "reason", "already activated", "dev_id", cur.DevID)
 			d.ack(device.ActivateAck(msg.DevID, device.ErrWrongUUID))
 			return activationUnchanged
 		}
 		a, creds, err := device.VerifyActivate(msg, d.cfg.Device.UUID, d.cfg.Device.AuthKey, e.T)
-		if err != nil {
-			log.Warn("activation refused", "reason", err.Error(), "dev_id", msg.DevID)
+		if err == nil {
+			a.UID, a.MQTTUsername, a.MQTTPassword = msg.UID, creds.Username, creds.Password
+			// Activation comes before time sync, so the replay window
+			// cannot protect it: the store refuses a t not newer than the
+			// last one.
+			err = d.store.SaveAt(a, e.T)
+		}
+		if rule := refusalRule(err); rule != "" {
+			d.warn(log, "activation:"+rule, "activation refused", "rule", rule, "reason", clip(err.Error()), "dev_id", clip(msg.DevID))
 			d.ack(device.ActivateAck(msg.DevID, err))
 			return activationUnchanged
-		}
-		a.UID, a.MQTTUsername, a.MQTTPassword = msg.UID, creds.Username, creds.Password
-		if err := d.store.Save(a); err != nil {
+		} else if err != nil {
 			log.Error("activation not stored", "err", err)
 			d.ack(device.ActivateAck(msg.DevID, err))
 			return activationUnchanged
@@ -131,16 +143,19 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 
 	case device.TypeReset:
 		if cur == nil {
-			log.Warn("reset refused", "reason", "not activated")
+			d.warn(log, "reset:not_activated", "reset refused", "rule", "not_activated", "reason", "not activated")
 			d.ack(device.ResetAck(msg.DevID, device.ErrNotActivated))
 			return activationUnchanged
 		}
-		if err := device.VerifyReset(msg, cur.DevID, cur.LocalKey, e.T); err != nil {
-			log.Warn("reset refused", "reason", err.Error(), "dev_id", msg.DevID)
+		err := device.VerifyReset(msg, cur.DevID, cur.LocalKey, e.T)
+		if err == nil {
+			err = d.store.WipeAt(e.T)
+		}
+		if rule := refusalRule(err); rule != "" {
+			d.warn(log, "reset:"+rule, "reset refused", "rule", rule, "reason", clip(err.Error()), "dev_id", clip(msg.DevID))
 			d.ack(device.ResetAck(msg.DevID, err))
 			return activationUnchanged
-		}
-		if err := d.store.Wipe(); err != nil {
+		} else if err != nil {
 			log.Error("reset not stored", "err", err)
 			d.ack(device.ResetAck(msg.DevID, err))
 			return activationUnchanged
@@ -156,8 +171,57 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 		return activationChanged
 
 	default:
-		log.Warn("drop activation message", "rule", "unknown_type", "type", msg.Type)
+		d.warn(log, "activation:unknown_type", "drop activation message", "rule", "unknown_type", "type", clip(msg.Type))
 		return activationUnchanged
+	}
+}
+
+// refusalRule names why a protocol-46 message was refused, "" when err is
+// nil or is not about the message (the store failed to write). The names
+// are a small fixed set, whatever the message carried, so that they can
+// key the log summary.
+func refusalRule(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, device.ErrReplayed):
+		return "replayed"
+	case errors.Is(err, device.ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, device.ErrWrongUUID):
+		return "wrong_uuid"
+	case errors.Is(err, device.ErrWrongDevID):
+		return "wrong_dev_id"
+	case errors.Is(err, device.ErrMissingField):
+		return "missing_field"
+	case errors.Is(err, device.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, device.ErrBadPassword), errors.Is(err, device.ErrActivationInvalid):
+		return "invalid"
+	case errors.Is(err, device.ErrUnknownType):
+		return "unknown_type"
+	case errors.Is(err, device.ErrNotActivated):
+		return "not_activated"
+	}
+	return ""
+}
+
+// logFieldMax bounds what a warn line repeats of a message's fields (SPEC
+// §5.3 bounds header fields the same way).
+const logFieldMax = 128
+
+func clip(s string) string {
+	if len(s) <= logFieldMax {
+		return s
+	}
+	return strings.ToValidUTF8(s[:logFieldMax], "") + "..."
+}
+
+// warn logs a refusal or drop in full when it is the first of its key in
+// the summary interval; the others are counted in one line per key.
+func (d *daemon) warn(log *slog.Logger, key, msg string, args ...any) {
+	if d.drops.Allow(key) {
+		log.Warn(msg, args...)
 	}
 }
 

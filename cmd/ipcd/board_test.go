@@ -302,9 +302,9 @@ func mustEnvelope(t *testing.T, protocol int, h p2p.Header, msg any) []byte {
 
 // TestBoardSlowReader: a board process that stops reading while a session
 // floods it with events (control commands back to back) is disconnected
-// with a logged reason, and the session's video goes on without a stall.
-// (That a reading board keeps receiving meanwhile is board's
-// TestSlowReaderDisconnected.)
+// with a logged reason, and the session's video goes on. (Publish never
+// waiting on a reader is board's TestSlowReaderDisconnected; a stall bound
+// here would time the machine, not the socket.)
 func TestBoardSlowReader(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
@@ -351,12 +351,6 @@ func TestBoardSlowReader(t *testing.T) {
 	line := rd.log.waitLog(t, time.Second, "board reader disconnected", "reason=")
 	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "dropped=") {
 		t.Errorf("disconnect line %q: want a warn with the reason and the drops", line)
-	}
-	_, times := fl.snapshot()
-	for j := 1; j < len(times); j++ {
-		if gap := times[j].Sub(times[j-1]); gap > 500*time.Millisecond {
-			t.Fatalf("%s without a frame during the flood", gap)
-		}
 	}
 	if n := rd.d.board.Disconnected(); n != 1 {
 		t.Errorf("%d readers disconnected, want 1", n)

@@ -172,10 +172,10 @@ func (d *daemon) runBoard(ctx context.Context) error {
 	return d.board.Run(ctx)
 }
 
-// sourceFailed tells the board that a capture source stopped.
-func (d *daemon) sourceFailed(err error) {
-	d.log.Warn("media source failed", "err", err)
-	d.publishBoard(board.Event{Event: board.EventSourceFailure, Detail: err.Error()})
+// sourceFailed tells the board that a capture source stopped; the media
+// supervisor logs it (`media source failed`) and restarts it.
+func (d *daemon) sourceFailed(name string, err error) {
+	d.publishBoard(board.Event{Event: board.EventSourceFailure, Stream: name, Detail: err.Error()})
 }
 
 // Who changes privacy mode besides p2p's board, app and store: the signed

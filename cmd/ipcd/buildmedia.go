@@ -15,9 +15,9 @@ import (
 // least half of the budget) in proportion to their expected bitrate. With a
 // budget too small for max_clients sessions, the sessions that do not fit
 // are refused with close reason 14.
-func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []runner, *media.Budget, error) {
+func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []namedSource, *media.Budget, error) {
 	var m p2p.Media
-	var sources []runner
+	var sources []namedSource
 	budget := media.NewBudget(c.MemoryMB << 20)
 	ringBytes := max(budget.Total()-s.MaxClients*p2p.SessionCost(s.NACKBuffer), budget.Total()/2)
 	type spec struct {
@@ -81,20 +81,20 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
-			sources = append(sources, src)
+			sources = append(sources, namedSource{sp.name, src})
 		case "pipe":
 			src, err := media.NewPipeSource(media.PipeSourceConfig{Path: sp.src.Path, Codec: codec, Stream: sp.stream, FPS: sp.src.FPS}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
-			sources = append(sources, src)
+			sources = append(sources, namedSource{sp.name, src})
 		case "v4l2":
 			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
 			keyframer.Store(src)
-			sources = append(sources, src)
+			sources = append(sources, namedSource{sp.name, src})
 		case "feed":
 			// Streams fed through the same socket share one listener.
 			if feeds[sp.src.Path] == nil {
@@ -111,7 +111,7 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []r
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources: feed %s: %w", path, err)
 		}
-		sources = append(sources, src)
+		sources = append(sources, namedSource{"feed " + path, src})
 	}
 	return m, sources, budget, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipcd/ipcd/p2p"
 )
 
 // ErrInvalidConfig is wrapped by every error about the content of the
@@ -135,6 +137,9 @@ type StreamConfig struct {
 	LoopbackCandidates bool          `yaml:"loopback_candidates"`
 	LivenessTimeout    time.Duration `yaml:"liveness_timeout"`
 	NACKBuffer         int           `yaml:"nack_buffer"`
+	// Talkback is auto (a session that sends audio takes a free speaker)
+	// or explicit (only speaker_start or 312 speaker 1 take it).
+	Talkback string `yaml:"talkback"`
 }
 
 // ICEServer is a STUN or TURN server, shaped like the browser's RTCIceServer.
@@ -201,6 +206,7 @@ func DefaultConfig() Config {
 			DefaultStream:   "main",
 			LivenessTimeout: 20 * time.Second,
 			NACKBuffer:      256,
+			Talkback:        "auto",
 		},
 		Media: MediaConfig{
 			MemoryMB:      5,
@@ -709,10 +715,12 @@ func (p *problems) oneOf(key, got string, allowed ...string) bool {
 	return false
 }
 
-func (p *problems) between(key string, got, lo, hi int) {
+func (p *problems) between(key string, got, lo, hi int) bool {
 	if got < lo || got > hi {
 		p.add(key, "must be between %d and %d, got %d", lo, hi, got)
+		return false
 	}
+	return true
 }
 
 func (p *problems) required(key, got string) bool {
@@ -921,15 +929,27 @@ func (c *Config) validateStream(p *problems) {
 	if s.LivenessTimeout < 2*time.Second || s.LivenessTimeout > 10*time.Minute {
 		p.add("stream.liveness_timeout", "must be between 2s and 10m, got %s", s.LivenessTimeout)
 	}
-	// pion's NACK responder sizes its ring with a power of two up to 1<<15.
-	if n := s.NACKBuffer; n < 1 || n > 32768 || n&(n-1) != 0 {
-		p.add("stream.nack_buffer", "must be a power of two between 1 and 32768, got %d", n)
+	p.oneOf("stream.talkback", s.Talkback, "auto", "explicit")
+	if !validNACKBuffer(s.NACKBuffer) {
+		p.add("stream.nack_buffer", "must be a power of two between 1 and 32768, got %d", s.NACKBuffer)
 	}
 }
 
+// validNACKBuffer: pion's NACK responder sizes its ring with a power of two
+// up to 1<<15.
+func validNACKBuffer(n int) bool { return n >= 1 && n <= 32768 && n&(n-1) == 0 }
+
 func (c *Config) validateMedia(p *problems) {
 	m := &c.Media
-	p.between("media.memory_mb", m.MemoryMB, 1, 256)
+	if p.between("media.memory_mb", m.MemoryMB, 1, 256) && validNACKBuffer(c.Stream.NACKBuffer) {
+		// The rings keep at least half of the budget; a budget whose other
+		// half cannot hold one session's retransmission history would
+		// refuse every viewer.
+		if cost := p2p.SessionCost(c.Stream.NACKBuffer); cost > m.MemoryMB<<20/2 {
+			p.add("media.memory_mb", "%d MB leaves %d KB for sessions, and one session's retransmission history takes %d KB (stream.nack_buffer %d packets of %d B)",
+				m.MemoryMB, m.MemoryMB<<10/2, cost>>10, c.Stream.NACKBuffer, cost/max(c.Stream.NACKBuffer, 1))
+		}
+	}
 	p.between("media.buffer_seconds", m.BufferSeconds, 1, 60)
 	if m.Sources.Main.Type == "none" {
 		p.add("media.sources.main.type", "must not be none: the main stream is always served")

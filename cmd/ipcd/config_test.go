@@ -152,6 +152,7 @@ func TestValidateValidVariants(t *testing.T) {
 		}},
 		{"audio fps is not checked", func(c *Config) { c.Media.Sources.Audio.FPS = 0 }},
 		{"speaker off", func(c *Config) { c.Media.Speaker = SpeakerConfig{Type: "none"} }},
+		{"talkback explicit", func(c *Config) { c.Stream.Talkback = "explicit" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,6 +237,7 @@ func TestValidateRules(t *testing.T) {
 		{"nack too large", func(c *Config) { c.Stream.NACKBuffer = 65536 }, "stream.nack_buffer"},
 		{"memory low", func(c *Config) { c.Media.MemoryMB = 0 }, "media.memory_mb"},
 		{"memory high", func(c *Config) { c.Media.MemoryMB = 257 }, "media.memory_mb"},
+		{"memory below one session", func(c *Config) { c.Media.MemoryMB = 8; c.Stream.NACKBuffer = 8192 }, "media.memory_mb"},
 		{"buffer low", func(c *Config) { c.Media.BufferSeconds = 0 }, "media.buffer_seconds"},
 		{"buffer high", func(c *Config) { c.Media.BufferSeconds = 61 }, "media.buffer_seconds"},
 		{"main none", func(c *Config) { c.Media.Sources.Main = SourceConfig{Type: "none"} }, "media.sources.main.type"},
@@ -273,6 +275,7 @@ func TestValidateRules(t *testing.T) {
 		{"board hook timeout", func(c *Config) { c.Board.HookTimeout = time.Hour }, "board.hook_timeout"},
 		{"speaker type", func(c *Config) { c.Media.Speaker.Type = "alsa" }, "media.speaker.type"},
 		{"speaker path", func(c *Config) { c.Media.Speaker.Path = "" }, "media.speaker.path"},
+		{"talkback mode", func(c *Config) { c.Stream.Talkback = "always" }, "stream.talkback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -34,6 +34,9 @@ type daemon struct {
 	media      atomic.Pointer[p2p.Media]         // the rings, nil while no media runs
 
 	act chan mqtt.Envelope // protocol 46, served by Run
+	// drops summarizes the warnings of messages the daemon drops or
+	// refuses: one line per rule in full per interval, then counts.
+	drops *mqtt.Summary
 
 	board   *board.Server // nil without board.socket and board.on_event
 	privacy atomic.Bool   // privacy mode as last set or stored
@@ -44,7 +47,9 @@ type daemon struct {
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8), persist: make(chan struct{}, 1)}
+	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
+		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
+		persist: make(chan struct{}, 1)}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -119,7 +124,7 @@ func (d *daemon) Publish(protocol int, data any) error {
 func (d *daemon) deliver(protocol int, data json.RawMessage) bool {
 	svc := d.running.Load()
 	if svc == nil {
-		d.log.Warn("drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
+		d.warn(d.log, "not_ready", "drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
 		return true
 	}
 	if protocol == p2p.ControlProtocol {
@@ -168,8 +173,9 @@ func (t *task) stop() {
 // while the broker connection is still up, and the embedded broker goes
 // last.
 func (d *daemon) Run(ctx context.Context) error {
-	var broker, clock, machine, client, mediaTask, serving *task
+	var broker, clock, machine, client, mediaTask, serving, summary *task
 	var m *mediaRun
+	summary = d.start("log summary", func(ctx context.Context) error { d.drops.Run(ctx); return nil })
 	boardTask, persist := d.start("board", d.runBoard), d.start("privacy store", d.runPersist)
 	status, metrics := d.start("status", d.runStatus), d.start("metrics", d.runMetrics)
 	defer func() {
@@ -186,6 +192,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		clock.stop()
 		machine.stop()
 		client.stop()
+		summary.stop()
 		broker.stop()
 	}()
 
@@ -210,6 +217,7 @@ func (d *daemon) Run(ctx context.Context) error {
 			return err
 		}
 		mediaTask = d.start("media", m.run)
+		m.waitStarted(ctx)
 		d.media.Store(&m.media)
 	}
 
@@ -243,6 +251,7 @@ func (d *daemon) Run(ctx context.Context) error {
 						return err
 					}
 					mediaTask = d.start("media", m.run)
+					m.waitStarted(ctx)
 					d.media.Store(&m.media)
 				}
 				a := d.activation.Load()
@@ -252,10 +261,15 @@ func (d *daemon) Run(ctx context.Context) error {
 				}
 				cred := p2p.Credentials{DevID: a.DevID, P2PPassword: a.P2PPassword}
 				svc := m.svc
-				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				// Offers are delivered from here on: they wait in the
+				// service's inbox until Run takes them. Only then does the
+				// presence say online.
 				d.running.Store(svc)
 				svc.SetPrivacy(d.privacy.Load(), p2p.PrivacyByStore)
+				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+				d.client.Load().SetServing(true)
 			case tr.From == device.StateReady && tr.To != device.StateReady:
+				d.client.Load().SetServing(false)
 				serving.stop()
 				serving = nil
 				d.running.Store(nil)

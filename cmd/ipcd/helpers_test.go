@@ -123,7 +123,11 @@ func startDaemonHandler(t testing.TB, cfg Config, ready bool, wrap func(slog.Han
 		t.Fatalf("config: %v", err)
 	}
 	lb := &logBuffer{}
-	var h slog.Handler = slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})
+	level := slog.LevelDebug
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		t.Fatalf("log.level: %v", err)
+	}
+	var h slog.Handler = slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level})
 	if wrap != nil {
 		h = wrap(h)
 	}

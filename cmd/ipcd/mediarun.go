@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
@@ -14,17 +14,55 @@ import (
 // the sources that feed them, and the pion API.
 type mediaRun struct {
 	media   p2p.Media
-	sources []runner
+	sources *media.Supervisor
 	svc     *p2p.Service
 	// speaker is closed when the media stops, after the service that
 	// writes to it.
 	speaker io.Closer
-	// failed is told at once when a source stops with an error.
-	failed func(error)
 }
 
-type runner interface {
-	Run(ctx context.Context) error
+// reportingSource tells the board at once when its source stops with an
+// error; the supervisor logs it and starts it again.
+type reportingSource struct {
+	media.Source
+	name   string
+	failed func(name string, err error)
+}
+
+func (r reportingSource) Run(ctx context.Context) error {
+	err := r.Source.Run(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.failed(r.name, err)
+	}
+	return err
+}
+
+// reportingOpener keeps the source's Open for the supervisor, and reports
+// its failures too.
+type reportingOpener struct {
+	reportingSource
+	opener media.Opener
+}
+
+func (r reportingOpener) Open() error {
+	err := r.opener.Open()
+	if err != nil {
+		r.failed(r.name, err)
+	}
+	return err
+}
+
+func reporting(s namedSource, failed func(string, error)) media.Source {
+	rs := reportingSource{Source: s.src, name: s.name, failed: failed}
+	if o, ok := s.src.(media.Opener); ok {
+		return reportingOpener{rs, o}
+	}
+	return rs
+}
+
+type namedSource struct {
+	name string
+	src  media.Source
 }
 
 func (d *daemon) buildMedia() (*mediaRun, error) {
@@ -32,10 +70,14 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	if err != nil {
 		return nil, err
 	}
+	talkback, err := p2p.ParseTalkbackMode(d.cfg.Stream.Talkback)
+	if err != nil {
+		return nil, fmt.Errorf("stream.talkback: %w", err)
+	}
 	var speaker p2p.Speaker
 	var closer io.Closer
 	if d.cfg.Media.Speaker.Type == "file" {
-		fs, err := media.NewFileSink(d.cfg.Media.Speaker.Path)
+		fs, err := media.NewFileSink(media.FileSinkConfig{Path: d.cfg.Media.Speaker.Path}, d.log)
 		if err != nil {
 			return nil, fmt.Errorf("media.speaker.path: %w", err)
 		}
@@ -54,6 +96,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
 		Speaker:            speaker,
+		Talkback:           talkback,
 		Events:             d.onEvent,
 	}, m, d, d.log)
 	if err != nil {
@@ -62,36 +105,35 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		return nil, err
 	}
-	return &mediaRun{media: m, sources: sources, svc: svc, speaker: closer, failed: d.sourceFailed}, nil
+	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
+	for _, s := range sources {
+		sup.Add(s.name, reporting(s, d.sourceFailed))
+	}
+	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
 }
 
-// run feeds the rings until ctx ends.
+// run feeds the rings until ctx ends. A source that fails is logged and
+// restarted (media.Supervisor).
 func (m *mediaRun) run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(m.sources)+1)
-	for _, s := range m.sources {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Run(ctx); err != nil {
-				if m.failed != nil {
-					m.failed(err)
-				}
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
+	err := m.sources.Run(ctx)
 	if m.speaker != nil {
-		if err := m.speaker.Close(); err != nil {
-			errs <- fmt.Errorf("speaker: %w", err)
+		if cerr := m.speaker.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("speaker: %w", cerr))
 		}
 	}
-	close(errs)
-	for err := range errs {
-		return fmt.Errorf("media source: %w", err)
+	if err != nil {
+		return fmt.Errorf("media: %w", err)
 	}
 	return nil
+}
+
+// waitStarted returns once every source has made its first start, so that
+// a source that cannot start is logged before the service says it is ready.
+func (m *mediaRun) waitStarted(ctx context.Context) {
+	select {
+	case <-m.sources.Started():
+	case <-ctx.Done():
+	}
 }
 
 func defaultStream(name string) media.Stream {

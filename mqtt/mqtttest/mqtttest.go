@@ -202,7 +202,7 @@ func startMosquitto(t testing.TB, scheme, listenerConf string) *MosquittoServer 
 			addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			scheme: scheme,
 		}
-		body := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous true\npersistence false\nlog_dest stderr\n", port, listenerConf)
+		body := fmt.Sprintf("listener %d 127.0.0.1\n%sallow_anonymous true\npersistence false\nset_tcp_nodelay true\nlog_dest stderr\n", port, listenerConf)
 		if os.Geteuid() == 0 {
 			// As root, mosquitto drops to its own user before it reads the
 			// certificates, which then cannot enter the test's 0700 TempDir.

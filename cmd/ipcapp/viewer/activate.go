@@ -69,7 +69,10 @@ func Activate(ctx context.Context, cfg ActivateConfig, log *slog.Logger) (device
 		UID:         cfg.UID,
 		MQTT:        cfg.DeviceMQTT,
 	}
-	t := time.Now().Unix()
+	// t in milliseconds: the device refuses an activation or reset whose t
+	// is not newer than the last one it accepted, and a reset may follow an
+	// activation within the same second.
+	t := time.Now().UnixMilli()
 	msg.Sign = device.SignActivate(msg, cfg.AuthKey, t)
 	x := exchange{
 		broker: cfg.Broker, username: cfg.Username, password: cfg.Password,
@@ -92,7 +95,7 @@ func Reset(ctx context.Context, cfg ResetConfig, log *slog.Logger) (device.Ack, 
 			return device.Ack{}, fmt.Errorf("%w: %s is required", ErrConfig, f.name)
 		}
 	}
-	t := time.Now().Unix()
+	t := time.Now().UnixMilli() // as in Activate
 	msg := device.ActivateMsg{Type: device.TypeReset, DevID: cfg.DevID, Sign: device.SignReset(cfg.DevID, cfg.LocalKey, t)}
 	x := exchange{
 		broker: cfg.Broker, username: cfg.Username, password: cfg.Password,

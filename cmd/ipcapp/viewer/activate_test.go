@@ -134,7 +134,7 @@ func TestActivate(t *testing.T) {
 			r := startResponder(t, broker, in, out, cfg.DevID, "")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			start := time.Now().Unix()
+			start := time.Now().UnixMilli()
 			ack, err := Activate(ctx, cfg, testLogger())
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Activate: %v, want %v", err, tt.wantErr)
@@ -159,7 +159,7 @@ func TestActivate(t *testing.T) {
 			if got.topic != topic(in, testUUID) || got.qos != 1 {
 				t.Errorf("sent on %s at QoS %d, want %s at QoS 1", got.topic, got.qos, topic(in, testUUID))
 			}
-			if got.t < start || got.t > time.Now().Unix() {
+			if got.t < start || got.t > time.Now().UnixMilli() {
 				t.Errorf("t = %d, want now (%d)", got.t, start)
 			}
 			r.m.Disconnect(100)

@@ -48,6 +48,7 @@ type session struct {
 	tracks     chan *webrtc.TrackRemote
 	states     chan webrtc.PeerConnectionState
 	dcOpen     chan struct{}
+	errs       chan error // the fmp4Stream channel failed
 	firstFrame chan struct{}
 	firstOnce  sync.Once
 	readers    sync.WaitGroup
@@ -93,6 +94,7 @@ func newSession(c *Client, api *webrtc.API, opt WatchOptions, streamType int) *s
 		tracks:     make(chan *webrtc.TrackRemote, 2),
 		states:     make(chan webrtc.PeerConnectionState, 8),
 		dcOpen:     make(chan struct{}, 1),
+		errs:       make(chan error, 1),
 		firstFrame: make(chan struct{}),
 	}
 }
@@ -170,6 +172,11 @@ func (s *session) setup() error {
 			s.ctl.route(m.Data, s.opt.OnControlReply)
 		})
 		s.dc = dc
+	}
+	if s.opt.DataChannelMedia {
+		if err := s.openFMP4(); err != nil {
+			return err
+		}
 	}
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -290,16 +297,24 @@ func (s *session) readAudio(tr *webrtc.TrackRemote) {
 			return
 		}
 		var p rtp.Packet
-		if err := p.Unmarshal(buf[:n]); err != nil || len(p.Payload) == 0 {
+		if err := p.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
-		s.mu.Lock()
-		s.st.audioFrames++
-		s.st.audioBytes += int64(len(p.Payload))
-		s.mu.Unlock()
-		if s.opt.OnAudio != nil {
-			s.opt.OnAudio(p.Payload)
-		}
+		s.gotAudio(p.Payload)
+	}
+}
+
+// gotAudio takes one G.711 frame; it owns payload.
+func (s *session) gotAudio(payload []byte) {
+	if len(payload) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.st.audioFrames++
+	s.st.audioBytes += int64(len(payload))
+	s.mu.Unlock()
+	if s.opt.OnAudio != nil {
+		s.opt.OnAudio(payload)
 	}
 }
 

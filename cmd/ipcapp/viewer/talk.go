@@ -109,6 +109,9 @@ func (s *session) talk(ctx context.Context) {
 		r, err := s.c.control(ctx, s.opt.SessionID, p2p.ControlSpeaker, v)
 		return r.ResCode, err
 	}
+	if s.opt.TalkWithoutSpeaker {
+		take = func(bool) (int, error) { return p2p.ResOK, nil }
+	}
 	res, err := take(true)
 	s.mu.Lock()
 	s.st.talkRes = res

@@ -39,9 +39,19 @@ type WatchOptions struct {
 	// Auth replaces the signed token (tests send bad ones). Default
 	// SignAuth(password, dev_id, from, now+1h).
 	Auth string
+	// BeforeOffer, when set, runs just before the offer is published, on
+	// the same connection: an app that closes one session and at once
+	// opens the next sends its disconnect here, back to back with the
+	// offer.
+	BeforeOffer func() error
 	// DataChannel opens the "control" data channel and sends video_start
 	// and audio_start on it.
 	DataChannel bool
+	// DataChannelMedia asks for media over the "fmp4Stream" data channel,
+	// as go2rtc's Tuya client does for H.265 cameras: the offer sets
+	// datachannel_enable, the handshake runs on the channel, and video and
+	// audio arrive there as RTP packets instead of on the tracks.
+	DataChannelMedia bool
 	// OnVideo receives complete Annex-B access units (4-byte start codes)
 	// of the negotiated codec, in order, from a keyframe on; key reports an
 	// IDR (H.264) or IRAP (H.265) picture. After a SwitchStream the units of
@@ -60,6 +70,10 @@ type WatchOptions struct {
 	// Talk. OnTalkDone is called then, from a goroutine of the session.
 	Talk       io.Reader
 	OnTalkDone func()
+	// TalkWithoutSpeaker sends Talk without asking for the speaker first
+	// or releasing it after, as clients that never send 312 speaker do
+	// (go2rtc's Tuya client); the device's talkback mode decides.
+	TalkWithoutSpeaker bool
 	// OnControl is called once the control channel is open (DataChannel),
 	// on its own goroutine; ctx ends when the session does. OnControlReply
 	// receives replies that no ControlChannel.Do call waits for.
@@ -183,6 +197,11 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 	if err := s.setup(); err != nil {
 		return err
 	}
+	if f := s.opt.BeforeOffer; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
 	s.offerAt = time.Now()
 	s.offered = true
 	err := s.c.Publish302(s.header(p2p.TypeOffer), p2p.Offer{
@@ -191,7 +210,7 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 		StreamType:        s.streamType,
 		Auth:              s.opt.Auth,
 		Token:             s.c.cfg.ICEServers,
-		DataChannelEnable: s.opt.DataChannel,
+		DataChannelEnable: s.opt.DataChannelMedia,
 	})
 	if err != nil {
 		return err
@@ -219,6 +238,8 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 			if err := s.handle(m); err != nil {
 				return err
 			}
+		case err := <-s.errs:
+			return err
 		case line := <-s.localCands:
 			if err := s.c.Publish302(s.header(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line}); err != nil {
 				return err

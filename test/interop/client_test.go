@@ -1,0 +1,170 @@
+package interop
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/AlexxIT/go2rtc/pkg/core"
+	"github.com/AlexxIT/go2rtc/pkg/h264"
+	"github.com/AlexxIT/go2rtc/pkg/h264/annexb"
+	"github.com/AlexxIT/go2rtc/pkg/h265"
+	"github.com/AlexxIT/go2rtc/pkg/tuya"
+	"github.com/pion/rtp"
+)
+
+// clientResult is what one run of go2rtc's Tuya client reports to the test.
+type clientResult struct {
+	Error     string  `json:"error,omitempty"`
+	DialMS    float64 `json:"dial_ms"`
+	TTFFMS    float64 `json:"ttff_ms"`
+	Codec     string  `json:"codec"`
+	Frames    int     `json:"frames"`
+	Bytes     int64   `json:"bytes"`
+	TalkBytes int64   `json:"talk_bytes"`
+}
+
+// runClient is the test binary re-executed inside the network namespace:
+// go2rtc's Tuya client, unmodified, as go2rtc's tuya source drives it. It
+// records the video as Annex-B and sends -talk as talkback.
+func runClient(args []string) int {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	url := fs.String("url", "", "tuya:// source URL")
+	out := fs.String("out", "", "video recording")
+	seconds := fs.Float64("seconds", 3, "record this long after the first frame")
+	talk := fs.String("talk", "", "PCMU file sent as talkback")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	res := dial(*url, *out, *talk, time.Duration(*seconds*float64(time.Second)))
+	_ = json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+func dial(url, out, talk string, d time.Duration) (res clientResult) {
+	start := time.Now()
+	prod, err := tuya.Dial(url)
+	res.DialMS = ms(time.Since(start))
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	client := prod.(*tuya.Client)
+	defer func() { _ = client.Stop() }()
+
+	f, err := os.Create(out)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer f.Close()
+
+	var mu sync.Mutex
+	first := make(chan struct{})
+	var once sync.Once
+	keyframe := h264.IsKeyframe
+	started := false
+	write := func(p *rtp.Packet) {
+		// As go2rtc's recorders do, from the first keyframe on: packets
+		// that came before the receivers were made went elsewhere.
+		if !started && !keyframe(p.Payload) {
+			return
+		}
+		started = true
+		once.Do(func() {
+			res.TTFFMS = ms(time.Since(start))
+			close(first)
+		})
+		au := annexb.DecodeAVCC(p.Payload, true)
+		mu.Lock()
+		res.Frames++
+		res.Bytes += int64(len(au))
+		_, _ = f.Write(au)
+		mu.Unlock()
+	}
+	for _, m := range client.GetMedias() {
+		switch {
+		case m.Kind == core.KindVideo && m.Direction == core.DirectionRecvonly:
+			// go2rtc routes RTP by payload type to the receiver of that
+			// codec, and the answer may list one codec under several
+			// payload types: a receiver for each. In fmp4Stream mode its
+			// codecs come from the skill, main stream first, and the last
+			// video receiver takes the channel's video: the main's only.
+			name := m.Codecs[0].Name
+			res.Codec = name
+			if name == core.CodecH265 {
+				keyframe = h265.IsKeyframe
+			}
+			for _, codec := range m.Codecs {
+				if codec.Name != name {
+					continue
+				}
+				rcv, err := client.GetTrack(m, codec)
+				if err != nil {
+					res.Error = err.Error()
+					return res
+				}
+				sender := core.NewSender(m, codec)
+				if name == core.CodecH265 {
+					sender.Handler = h265.RTPDepay(codec, write)
+				} else {
+					sender.Handler = h264.RTPDepay(codec, write)
+				}
+				sender.HandleRTP(rcv)
+				defer sender.Close()
+			}
+		case m.Kind == core.KindAudio && m.Direction == core.DirectionSendonly && talk != "":
+			var codec *core.Codec
+			for _, c := range m.Codecs {
+				if c.Name == core.CodecPCMU {
+					codec = c
+				}
+			}
+			if codec == nil {
+				res.Error = "no PCMU in the answer's audio"
+				return res
+			}
+			pcm, err := os.ReadFile(talk)
+			if err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			rcv := core.NewReceiver(m, codec)
+			if err := client.AddTrack(m, codec, rcv); err != nil {
+				res.Error = err.Error()
+				return res
+			}
+			go func() {
+				<-first
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for i := 0; i+160 <= len(pcm); i += 160 {
+					<-tick.C
+					rcv.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Timestamp: uint32(i), SequenceNumber: uint16(i / 160)}, Payload: pcm[i : i+160]})
+					mu.Lock()
+					res.TalkBytes += 160
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	go func() { _ = client.Start() }()
+	select {
+	case <-first:
+	case <-time.After(15 * time.Second):
+		j, _ := client.MarshalJSON()
+		res.Error = "no video within 15s: " + string(j)
+		return res
+	}
+	time.Sleep(d)
+	mu.Lock()
+	defer mu.Unlock()
+	return res
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+var _ = fmt.Sprint
