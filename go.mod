@@ -3,7 +3,6 @@ module github.com/ipcd/ipcd
 go 1.26.8
 
 require (
-	github.com/VictoriaMetrics/metrics v1.45.0
 	github.com/beevik/ntp v1.6.0
 	github.com/blackjack/webcam v0.6.1
 	github.com/chromedp/cdproto v0.159.0
@@ -38,8 +37,6 @@ require (
 	github.com/pion/transport/v4 v4.1.0 // indirect
 	github.com/pion/turn/v5 v5.1.0 // indirect
 	github.com/rs/xid v1.4.0 // indirect
-	github.com/valyala/fastrand v1.1.0 // indirect
-	github.com/valyala/histogram v1.2.0 // indirect
 	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/image v0.23.0 // indirect

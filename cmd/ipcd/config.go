@@ -1028,7 +1028,7 @@ func (c *Config) validateMetrics(p *problems) {
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		p.add("metrics.listen", "must be a loopback host:port (127.0.0.1:9100, [::1]:9100, localhost:9100) or unix:PATH, got %q", addr)
+		p.add("metrics.listen", "must be a loopback host:port or unix:PATH, got %q", addr)
 		return
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -1036,6 +1036,6 @@ func (c *Config) validateMetrics(p *problems) {
 		return
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		p.add("metrics.listen", "must listen on loopback or a Unix socket only (the endpoint has no authentication), got %q", addr)
+		p.add("metrics.listen", "must be loopback or a Unix socket (no authentication), got %q", addr)
 	}
 }

@@ -21,43 +21,34 @@ type mediaRun struct {
 	speaker io.Closer
 }
 
-// reportingSource tells the board at once when its source stops with an
-// error; the supervisor logs it and starts it again.
+// reportingSource tells the board at once when its source fails to open
+// or stops with an error; the supervisor logs it and starts it again.
 type reportingSource struct {
-	media.Source
+	src    media.Source
 	name   string
 	failed func(name string, err error)
 }
 
 func (r reportingSource) Run(ctx context.Context) error {
-	err := r.Source.Run(ctx)
+	err := r.src.Run(ctx)
 	if err != nil && ctx.Err() == nil {
 		r.failed(r.name, err)
 	}
 	return err
 }
 
-// reportingOpener keeps the source's Open for the supervisor, and reports
-// its failures too.
-type reportingOpener struct {
-	reportingSource
-	opener media.Opener
-}
-
-func (r reportingOpener) Open() error {
-	err := r.opener.Open()
+// Open opens sources that are media.Openers; for the others there is
+// nothing to open.
+func (r reportingSource) Open() error {
+	o, ok := r.src.(media.Opener)
+	if !ok {
+		return nil
+	}
+	err := o.Open()
 	if err != nil {
 		r.failed(r.name, err)
 	}
 	return err
-}
-
-func reporting(s namedSource, failed func(string, error)) media.Source {
-	rs := reportingSource{Source: s.src, name: s.name, failed: failed}
-	if o, ok := s.src.(media.Opener); ok {
-		return reportingOpener{rs, o}
-	}
-	return rs
 }
 
 type namedSource struct {
@@ -107,7 +98,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	}
 	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
 	for _, s := range sources {
-		sup.Add(s.name, reporting(s, d.sourceFailed))
+		sup.Add(s.name, reportingSource{src: s.src, name: s.name, failed: d.sourceFailed})
 	}
 	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
 }

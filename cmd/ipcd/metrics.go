@@ -12,8 +12,6 @@ import (
 	"runtime"
 	"strings"
 	"time"
-
-	"github.com/VictoriaMetrics/metrics"
 )
 
 // metricsScrapeTimeout bounds one scrape, the session query included.
@@ -155,52 +153,49 @@ func readRequestHead(r io.Reader) (requestHead, error) {
 // the drop counters and the Go runtime's own figures.
 func (d *daemon) writeMetrics(ctx context.Context, w io.Writer) {
 	st := d.status(ctx)
-	metrics.WriteGaugeUint64(w, fmt.Sprintf(`ipcd_state{state=%s}`, label(st.State)), 1)
-	metrics.WriteGaugeUint64(w, "ipcd_privacy", b2u(st.Privacy))
-	metrics.WriteGaugeUint64(w, "ipcd_sessions", uint64(len(st.Sessions)))
+	writeUint(w, fmt.Sprintf(`ipcd_state{state=%s}`, label(st.State)), 1)
+	privacy := uint64(0)
+	if st.Privacy {
+		privacy = 1
+	}
+	writeUint(w, "ipcd_privacy", privacy)
+	writeUint(w, "ipcd_sessions", uint64(len(st.Sessions)))
 	for _, s := range st.Sources {
 		l := fmt.Sprintf(`{stream=%s,codec=%s}`, label(s.Stream), label(s.Codec))
-		metrics.WriteCounterUint64(w, "ipcd_source_frames_total"+l, s.Frames)
-		metrics.WriteCounterUint64(w, "ipcd_source_errors_total"+l, s.Errors)
-		metrics.WriteGaugeFloat64(w, "ipcd_source_fps"+l, s.FPS)
-		metrics.WriteGaugeFloat64(w, "ipcd_source_last_frame_age_seconds"+l, float64(s.LastFrameAgeMs)/1000)
+		writeUint(w, "ipcd_source_frames_total"+l, s.Frames)
+		writeUint(w, "ipcd_source_errors_total"+l, s.Errors)
+		writeFloat(w, "ipcd_source_fps"+l, s.FPS)
+		writeFloat(w, "ipcd_source_last_frame_age_seconds"+l, float64(s.LastFrameAgeMs)/1000)
 	}
 	for _, s := range st.Sessions {
 		l := fmt.Sprintf(`{session=%s,stream=%s,candidate=%s}`, label(s.ID), label(s.Stream), label(s.CandidateType))
-		metrics.WriteCounterUint64(w, "ipcd_session_video_frames_total"+l, s.VideoFrames)
-		metrics.WriteCounterUint64(w, "ipcd_session_audio_frames_total"+l, s.AudioFrames)
-		metrics.WriteCounterUint64(w, "ipcd_session_bytes_total"+l, s.Bytes)
-		metrics.WriteCounterUint64(w, "ipcd_session_skipped_frames_total"+l, s.Skipped)
-		metrics.WriteCounterUint64(w, "ipcd_session_lost_packets_total"+l, uint64(s.Lost))
-		metrics.WriteGaugeFloat64(w, "ipcd_session_rtt_seconds"+l, float64(s.RTTMs)/1000)
-		metrics.WriteGaugeFloat64(w, "ipcd_session_ttff_seconds"+l, float64(s.TTFFMs)/1000)
+		writeUint(w, "ipcd_session_video_frames_total"+l, s.VideoFrames)
+		writeUint(w, "ipcd_session_audio_frames_total"+l, s.AudioFrames)
+		writeUint(w, "ipcd_session_bytes_total"+l, s.Bytes)
+		writeUint(w, "ipcd_session_skipped_frames_total"+l, s.Skipped)
+		writeUint(w, "ipcd_session_lost_packets_total"+l, uint64(s.Lost))
+		writeFloat(w, "ipcd_session_rtt_seconds"+l, float64(s.RTTMs)/1000)
+		writeFloat(w, "ipcd_session_ttff_seconds"+l, float64(s.TTFFMs)/1000)
 	}
 	if svc := d.running.Load(); svc != nil {
-		metrics.WriteCounterUint64(w, "ipcd_signaling_dropped_total", svc.Dropped())
-		metrics.WriteCounterUint64(w, "ipcd_events_dropped_total", svc.DroppedEvents())
+		writeUint(w, "ipcd_signaling_dropped_total", svc.Dropped())
+		writeUint(w, "ipcd_events_dropped_total", svc.DroppedEvents())
 	}
 	if b := d.board; b != nil {
-		metrics.WriteGaugeUint64(w, "ipcd_board_readers", uint64(b.Readers()))
-		metrics.WriteCounterUint64(w, "ipcd_board_events_dropped_total", b.Dropped())
-		metrics.WriteCounterUint64(w, "ipcd_board_readers_disconnected_total", b.Disconnected())
-		metrics.WriteCounterUint64(w, "ipcd_board_hook_dropped_total", b.HookDropped())
+		writeUint(w, "ipcd_board_readers", uint64(b.Readers()))
+		writeUint(w, "ipcd_board_events_dropped_total", b.Dropped())
+		writeUint(w, "ipcd_board_readers_disconnected_total", b.Disconnected())
+		writeUint(w, "ipcd_board_hook_dropped_total", b.HookDropped())
 	}
-	// A few runtime figures by hand: the library's process metrics
-	// (runtime/metrics, /proc parsing) cost the ARMv7 build 64 KB.
+	// A few runtime figures, not a process collector: every kilobyte
+	// counts against the ARMv7 flash budget.
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	metrics.WriteGaugeUint64(w, "go_goroutines", uint64(runtime.NumGoroutine()))
-	metrics.WriteGaugeUint64(w, "go_memstats_heap_alloc_bytes", ms.HeapAlloc)
-	metrics.WriteGaugeUint64(w, "go_memstats_heap_inuse_bytes", ms.HeapInuse)
-	metrics.WriteGaugeUint64(w, "go_memstats_sys_bytes", ms.Sys)
-	metrics.WriteCounterUint64(w, "go_gc_cycles_total", uint64(ms.NumGC))
-}
-
-func b2u(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
+	writeUint(w, "go_goroutines", uint64(runtime.NumGoroutine()))
+	writeUint(w, "go_memstats_heap_alloc_bytes", ms.HeapAlloc)
+	writeUint(w, "go_memstats_heap_inuse_bytes", ms.HeapInuse)
+	writeUint(w, "go_memstats_sys_bytes", ms.Sys)
+	writeUint(w, "go_gc_cycles_total", uint64(ms.NumGC))
 }
 
 // label quotes a Prometheus label value: backslash, double quote and
@@ -209,3 +204,10 @@ func label(v string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 	return `"` + r.Replace(v) + `"`
 }
+
+// writeUint and writeFloat write one sample line of the text format. A
+// metrics library (github.com/VictoriaMetrics/metrics did this) costs the
+// ARMv7 build about 55 KB for these two lines of formatting, more than its
+// flash budget had left.
+func writeUint(w io.Writer, name string, v uint64)   { fmt.Fprintf(w, "%s %d\n", name, v) }
+func writeFloat(w io.Writer, name string, v float64) { fmt.Fprintf(w, "%s %g\n", name, v) }

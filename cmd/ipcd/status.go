@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -112,14 +112,14 @@ func (d *daemon) status(ctx context.Context) Status {
 			}
 			st.Sources = append(st.Sources, SourceHealth{
 				Stream: rs.Stream.String(), Codec: r.Codec().String(),
-				FPS:            round1(d.fps.fps(rs.Stream, rs.Appended, now)),
+				FPS:            round(d.fps.fps(rs.Stream, rs.Appended, now), 10),
 				LastFrameAgeMs: age, Frames: rs.Appended, Errors: rs.Rejected.Total(),
 			})
 		}
 	}
 	if svc := d.running.Load(); svc != nil {
 		ss := svc.Sessions(ctx)
-		slices.SortFunc(ss, func(a, b p2p.SessionStats) int { return strings.Compare(a.ID, b.ID) })
+		sort.Slice(ss, func(i, j int) bool { return ss[i].ID < ss[j].ID })
 		for _, s := range ss {
 			st.Sessions = append(st.Sessions, sessionState(s, m))
 		}
@@ -139,7 +139,7 @@ func sessionState(s p2p.SessionStats, m *p2p.Media) SessionState {
 	st := SessionState{
 		ID: s.ID, Stream: s.Stream.String(), Codec: codec,
 		VideoFrames: s.VideoFrames, AudioFrames: s.AudioFrames, Bytes: s.VideoBytes + s.AudioBytes,
-		Skipped: s.Skipped, RTTMs: s.RTT.Milliseconds(), Lost: s.Lost, Loss: round3(s.FractionLost),
+		Skipped: s.Skipped, RTTMs: s.RTT.Milliseconds(), Lost: s.Lost, Loss: round(s.FractionLost, 1000),
 		CandidateType: s.CandidateType, TTFFMs: s.TTFF.Milliseconds(),
 	}
 	if p := s.TTFFPhases; p.Total() > 0 {
@@ -149,8 +149,8 @@ func sessionState(s p2p.SessionStats, m *p2p.Media) SessionState {
 	return st
 }
 
-func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
-func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+// round keeps n decimals.
+func round(f, scale float64) float64 { return float64(int64(f*scale+0.5)) / scale }
 
 // encodeStatus encodes st for the status topic within mqtt.MaxStatus:
 // first the TTFF phases go, then sessions from the end, counted in
@@ -163,7 +163,7 @@ func encodeStatus(st Status) (json.RawMessage, error) {
 	if b, ok := fits(); ok {
 		return b, nil
 	}
-	st.Sessions = slices.Clone(st.Sessions)
+	st.Sessions = append([]SessionState(nil), st.Sessions...)
 	for i := range st.Sessions {
 		st.Sessions[i].TTFFPhasesMs = nil
 	}
