@@ -63,9 +63,10 @@ type Ring struct {
 	lastErr      error
 	lastLog      time.Time
 
-	appended atomic.Uint64
-	evicted  atomic.Uint64
-	segments atomic.Uint64
+	appended   atomic.Uint64
+	lastAppend atomic.Int64 // unix nanoseconds of the last accepted frame
+	evicted    atomic.Uint64
+	segments   atomic.Uint64
 
 	timelineSeq atomic.Uint64
 	rejected    [ruleCount]atomic.Uint64
@@ -230,6 +231,7 @@ func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, ti
 	r.tail++
 	r.bytes += size
 	r.appended.Add(1)
+	r.lastAppend.Store(time.Now().UnixNano())
 	for _, rd := range r.readers {
 		rd.signal()
 	}
@@ -307,6 +309,10 @@ func (r *Ring) NewReaderAt(timestampMs int64) *Reader {
 	return rd
 }
 
+// RequestKeyframe asks the ring's source for a keyframe, when it can make
+// one on demand (the board's keyframe command).
+func (r *Ring) RequestKeyframe() { r.requestKeyframe() }
+
 func (r *Ring) requestKeyframe() {
 	if r.cfg.OnKeyframeRequest != nil {
 		r.cfg.OnKeyframeRequest()
@@ -339,8 +345,10 @@ func (r *Ring) Close() {
 type RingStats struct {
 	Stream   Stream
 	Appended uint64 // frames accepted since the ring was built
-	Evicted  uint64
-	Rejected RejectCounts
+	// LastAppend is when the last frame was accepted; zero before the first.
+	LastAppend time.Time
+	Evicted    uint64
+	Rejected   RejectCounts
 	// Timelines counts segments begun: a producer starting or taking over,
 	// or a timeline resynchronised after TimelineResync of refused PTS.
 	Timelines uint64
@@ -385,6 +393,9 @@ func (r *Ring) Stats() RingStats {
 	}
 	r.mu.RUnlock()
 	st.Appended = r.appended.Load()
+	if n := r.lastAppend.Load(); n != 0 {
+		st.LastAppend = time.Unix(0, n)
+	}
 	st.Evicted = r.evicted.Load()
 	st.Rejected = RejectCounts{
 		EmptyPayload:    r.rejected[ruleEmpty].Load(),

@@ -116,6 +116,7 @@ type Client struct {
 	pc      paho.Client // non-nil while connected and subscribed
 	lastErr error
 
+	health    health // the daemon's last health report, for the status topic
 	serving   atomic.Bool
 	servingCh chan struct{} // wakes the connection to republish the status
 
@@ -548,7 +549,7 @@ func (c *Client) pahoOptions(l *link, at time.Time) *paho.ClientOptions {
 	o.SetKeepAlive(keepAlive)
 	o.SetPingTimeout(pingTimeout)
 	if c.statusTopic != "" {
-		o.SetBinaryWill(c.statusTopic, presence(false, at), qosAtLeastOnce, true)
+		o.SetBinaryWill(c.statusTopic, presence(false, at, nil), qosAtLeastOnce, true)
 	}
 	o.SetConnectionAttemptHandler(func(u *url.URL, tc *tls.Config) *tls.Config {
 		b := u.Redacted()

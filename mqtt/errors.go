@@ -16,6 +16,9 @@ var (
 	ErrPublishTimeout = errors.New("mqtt: publish not acknowledged in time")
 	// ErrSubscribe: the broker refused or did not acknowledge the subscription.
 	ErrSubscribe = errors.New("mqtt: subscribe failed")
+	// ErrStatusTooLarge: a health report would make the status message
+	// exceed MaxStatus.
+	ErrStatusTooLarge = errors.New("mqtt: status message too large")
 	// ErrAlreadyRunning: Run was called while another Run is active.
 	ErrAlreadyRunning = errors.New("mqtt: client already running")
 )

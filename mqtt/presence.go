@@ -17,13 +17,31 @@ import (
 // the CONNECT; the broker publishes it whenever it finds the connection
 // dead. In the offline status of a clean shutdown or of the owner stopping
 // to serve it is the time of that event.
+//
+// While online, the message also carries "health", the daemon's last report
+// (PublishHealth), which Presence leaves out.
 type Presence struct {
 	Online bool  `json:"online"`
 	T      int64 `json:"t"`
 }
 
-func presence(online bool, at time.Time) []byte {
-	b, _ := json.Marshal(Presence{Online: online, T: at.Unix()}) // a struct of a bool and an int cannot fail
+// status is Presence with the health report, as published.
+type status struct {
+	Online bool            `json:"online"`
+	T      int64           `json:"t"`
+	Health json.RawMessage `json:"health,omitempty"`
+}
+
+func presence(online bool, at time.Time, health json.RawMessage) []byte {
+	if !online {
+		health = nil
+	}
+	b, err := json.Marshal(status{Online: online, T: at.Unix(), Health: health})
+	if err != nil {
+		// Only a health report that is not JSON fails; PublishHealth
+		// checks, so this is the report of an older caller.
+		b, _ = json.Marshal(Presence{Online: online, T: at.Unix()})
+	}
 	return b
 }
 
@@ -60,7 +78,11 @@ func (c *Client) goodbye(pc paho.Client) {
 }
 
 func (c *Client) publishStatus(pc paho.Client, online bool, at time.Time) {
-	tok := pc.Publish(c.statusTopic, qosAtLeastOnce, true, presence(online, at))
+	c.health.online.Store(online)
+	if online {
+		c.health.upAt.Store(at.Unix())
+	}
+	tok := pc.Publish(c.statusTopic, qosAtLeastOnce, true, presence(online, at, c.health.load()))
 	if !tok.WaitTimeout(publishTimeout) {
 		c.log.Warn("mqtt status not acknowledged", "topic", c.statusTopic, "online", online, "after", publishTimeout)
 		return

@@ -19,6 +19,9 @@ const (
 // ControlCmd is the msg of a 312 request.
 type ControlCmd struct {
 	CmdValue *int `json:"cmdValue"`
+	// Auth is an offer's auth token; only privacy reads it, from an app
+	// with no live session.
+	Auth string `json:"auth,omitempty"`
 }
 
 // ControlResult is the msg of a 312 reply: ResCode 0 is done.
@@ -78,6 +81,10 @@ func (s *Service) control(t *table, data []byte) {
 		_ = s.publish(ControlProtocol, h.Reply(h.Type), ControlResult{ResCode: code, Message: msg})
 	}
 	se := t.live[h.SessionID]
+	if h.Type == ControlPrivacy {
+		s.controlPrivacy(se, h, v, data, reply, log)
+		return
+	}
 	if se == nil || se.header.From != h.From {
 		reply(ResNoSuchSession, "no such session")
 		return

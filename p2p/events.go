@@ -21,6 +21,13 @@ const (
 	EventSpeakerStop
 	EventLiveVideoClaritySet
 	EventLiveVideoClarityQuery
+	// Events beyond Tuya's table, for the board socket.
+	EventSessionStart
+	EventSessionStop // Value: close reason; Detail: its text
+	EventStreamSwitch
+	EventLiveLoadAdjust // Value: live sessions
+	EventPrivacyOn      // Detail: who set it
+	EventPrivacyOff
 )
 
 func (t EventType) String() string {
@@ -41,6 +48,18 @@ func (t EventType) String() string {
 		return "LiveVideoClaritySet"
 	case EventLiveVideoClarityQuery:
 		return "LiveVideoClarityQuery"
+	case EventSessionStart:
+		return "SessionStart"
+	case EventSessionStop:
+		return "SessionStop"
+	case EventStreamSwitch:
+		return "StreamSwitch"
+	case EventLiveLoadAdjust:
+		return "LiveLoadAdjust"
+	case EventPrivacyOn:
+		return "PrivacyOn"
+	case EventPrivacyOff:
+		return "PrivacyOff"
 	}
 	return "Unknown"
 }
@@ -49,12 +68,16 @@ func (t EventType) String() string {
 const SourceWebRTC = "WEBRTC"
 
 // Event tells the board integration what a viewer asked for. Value is the
-// clarity (0 main, 1 sub) for the clarity events and 0 otherwise.
+// clarity (0 main, 1 sub) for the clarity events and StreamSwitch, the close
+// reason for SessionStop, the live session count for LiveLoadAdjust, and 0
+// otherwise. Detail is the close reason text of SessionStop and who changed
+// privacy for PrivacyOn/Off.
 type Event struct {
 	Type      EventType
 	SessionID string
 	Source    string
 	Value     int
+	Detail    string
 	Time      time.Time
 }
 
@@ -74,10 +97,14 @@ func newEventQueue(fn func(Event), size int, log *slog.Logger) *eventQueue {
 
 // emit queues e without blocking.
 func (e *eventQueue) emit(typ EventType, sessionID string, value int) {
+	e.emitDetail(typ, sessionID, value, "")
+}
+
+func (e *eventQueue) emitDetail(typ EventType, sessionID string, value int, detail string) {
 	if e.fn == nil {
 		return
 	}
-	ev := Event{Type: typ, SessionID: sessionID, Source: SourceWebRTC, Value: value, Time: time.Now()}
+	ev := Event{Type: typ, SessionID: sessionID, Source: SourceWebRTC, Value: value, Detail: detail, Time: time.Now()}
 	select {
 	case e.q <- ev:
 	default:

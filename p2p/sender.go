@@ -180,6 +180,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 				vp.rebase(f)
 				se.stream.Store(uint32(pendingStream))
 				se.log.Info("stream switch", "stream", pendingStream.String())
+				se.svc.events.emitDetail(EventStreamSwitch, se.id, int(pendingStream)-int(media.StreamMain), pendingStream.String())
 			} else if err == nil {
 				if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
 					select {
@@ -216,8 +217,11 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		if first {
 			first = false
 			ttff := time.Since(se.created)
+			se.ttffMarks.markAt(PhaseKeyframe, ttff)
 			se.ttff.Store(int64(ttff))
-			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff)
+			b := se.ttffMarks.breakdown()
+			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "offer_to_answer", b.OfferToAnswer,
+				"answer_to_ice", b.AnswerToICE, "ice_to_dtls", b.ICEToDTLS, "dtls_to_keyframe", b.DTLSToKeyframe)
 		}
 		if time.Now().UnixMilli()-f.Timestamp > behindLive {
 			select {

@@ -117,6 +117,7 @@ type Service struct {
 
 	speaker *speakerGate // nil without a speaker
 	events  *eventQueue
+	live    live // privacy mode and the sessions it closes
 
 	// Owned by the Run goroutine.
 	cred     Credentials
@@ -437,6 +438,9 @@ func (s *Service) handle(ctx context.Context, t *table, data json.RawMessage) {
 				// while, before they cost a decode.
 				s.in.penalize(h.From, time.Now().Add(penaltyTime))
 			}
+			return
+		}
+		if s.refusePrivate(h, log) {
 			return
 		}
 		if len(t.live) >= s.cfg.MaxClients {

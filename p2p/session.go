@@ -32,8 +32,13 @@ type SessionStats struct {
 	VideoSkipped  uint64
 	AudioSkipped  uint64
 	TTFF          time.Duration
+	TTFFPhases    TTFFBreakdown
 	CandidateType string
 	RTT           time.Duration
+	// Lost is the video packets the viewer reports lost in all;
+	// FractionLost its last report's share lost (0..1).
+	Lost         uint32
+	FractionLost float64
 	// ChannelPeak is the most the fmp4Stream channel held unsent, in
 	// bytes; zero for sessions that use the RTP tracks.
 	ChannelPeak uint64
@@ -68,6 +73,8 @@ type session struct {
 	audioBytes  atomic.Uint64
 	skipped     skipCounts
 	ttff        atomic.Int64
+	ttffMarks   ttffMarks
+	loss        lossStats
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -118,6 +125,7 @@ func (se *session) closeReason() CloseReason { return CloseReason(se.reason.Load
 func (se *session) run(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	var wg sync.WaitGroup
+	se.enter()
 	reason, notify := se.serve(ctx, &wg)
 	se.reason.Store(int32(reason))
 	// The slot is freed before the app hears of the close, so that an app
@@ -141,6 +149,7 @@ func (se *session) run(parent context.Context) {
 	st := se.stats()
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
 		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
+	se.leave(reason)
 	se.svc.notes <- sessionNote{se, noteExited}
 }
 
@@ -162,6 +171,11 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		select {
 		case cands <- c:
 		case <-ctx.Done():
+		}
+	})
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if st == webrtc.ICEConnectionStateConnected {
+			se.ttffMarks.mark(PhaseICE, se.created)
 		}
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
@@ -220,7 +234,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
 	}
-	drainRTCP(wg, vsender)
+	se.readVideoRTCP(wg, vsender)
 	var audio *webrtc.TrackLocalStaticRTP
 	if ar := se.svc.media.Audio; ar != nil && !offered.audio[ar.Codec()] {
 		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
@@ -256,6 +270,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("no common codec: the answer does not fit in a message", "err", err)
 		return CloseCodec, true
 	}
+	se.ttffMarks.mark(PhaseAnswer, se.created)
 
 	liveness := time.NewTimer(cfg.LivenessTimeout)
 	defer liveness.Stop()
@@ -282,6 +297,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			se.log.Debug("peer connection state", "state", st.String())
 			switch st {
 			case webrtc.PeerConnectionStateConnected:
+				se.ttffMarks.mark(PhaseDTLS, se.created)
 				liveness.Stop()
 				if started {
 					continue
@@ -399,6 +415,8 @@ func (se *session) stats() SessionStats {
 		TTFF:        time.Duration(se.ttff.Load()),
 		ChannelPeak: se.channelPeak(),
 	}
+	st.TTFFPhases = se.ttffMarks.breakdown()
+	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
 	st.VideoSkipped, st.AudioSkipped = se.skipped.video.Load(), se.skipped.audio.Load()
 	if t := se.candType.Load(); t != nil {
 		st.CandidateType = *t

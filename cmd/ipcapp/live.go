@@ -27,6 +27,7 @@ type liveStats struct {
 	// stream the device sends shows here, since RTP does not name it.
 	Sizes         []string     `json:"sizes,omitempty"`
 	TTFFms        float64      `json:"ttff_ms"`
+	TTFFPhases    ttffPhases   `json:"ttff_phases"`
 	VideoFrames   int          `json:"video_frames"`
 	AudioFrames   int          `json:"audio_frames"`
 	Bytes         int64        `json:"bytes"`
@@ -264,11 +265,25 @@ func (sw *switcher) stop() switchStats {
 	return sw.st
 }
 
+// ttffPhases is the client's side of the TTFF breakdown, in milliseconds:
+// offer published → answer received → ICE connected → DTLS connected →
+// first keyframe. The phases add up to ttff_ms.
+type ttffPhases struct {
+	OfferToAnswer  float64 `json:"offer_to_answer_ms"`
+	AnswerToICE    float64 `json:"answer_to_ice_ms"`
+	ICEToDTLS      float64 `json:"ice_to_dtls_ms"`
+	DTLSToKeyframe float64 `json:"dtls_to_keyframe_ms"`
+}
+
 func newLiveStats(r viewer.Result) liveStats {
 	return liveStats{
-		Session:       r.SessionID,
-		Codec:         r.Codec,
-		TTFFms:        ms(r.TTFF),
+		Session: r.SessionID,
+		Codec:   r.Codec,
+		TTFFms:  ms(r.TTFF),
+		TTFFPhases: ttffPhases{
+			OfferToAnswer: ms(r.TTFFPhases.OfferToAnswer), AnswerToICE: ms(r.TTFFPhases.AnswerToICE),
+			ICEToDTLS: ms(r.TTFFPhases.ICEToDTLS), DTLSToKeyframe: ms(r.TTFFPhases.DTLSToKeyframe),
+		},
 		VideoFrames:   r.VideoFrames,
 		AudioFrames:   r.AudioFrames,
 		Bytes:         r.VideoBytes + r.AudioBytes,
@@ -290,6 +305,9 @@ func printLive(w io.Writer, s liveStats) {
 	}
 	fmt.Fprintf(w, "codec           %s, %s\n", s.Codec, sizes)
 	fmt.Fprintf(w, "time to frame   %.1f ms\n", s.TTFFms)
+	p := s.TTFFPhases
+	fmt.Fprintf(w, "  phases        answer %.1f, ice %.1f, dtls %.1f, keyframe %.1f ms\n",
+		p.OfferToAnswer, p.AnswerToICE, p.ICEToDTLS, p.DTLSToKeyframe)
 	fmt.Fprintf(w, "video           %d frames, %d bytes, %.1f fps, %d skipped, first keyframe %v\n",
 		s.VideoFrames, s.VideoBytes, s.FPS, s.Skipped, s.FirstKeyframe)
 	fmt.Fprintf(w, "audio           %d frames, %d bytes\n", s.AudioFrames, s.AudioBytes)

@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runWeb(ctx, args[1:], stdout, stderr)
 	case "talk":
 		return runTalk(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], os.Stdin, stdout, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintln(stdout, "ipcapp", version)
 		return exitOK
@@ -73,6 +75,9 @@ commands:
   bench     time sequential sessions, then concurrent viewers
   web       serve the browser viewer: the page talks to the broker over
             MQTT-over-WebSocket and plays the camera with live stats
+  doctor    walk the troubleshooting procedure over an ipcd debug log
+            (file or - for stdin): per step pass / FAIL / not seen with the
+            evidence line and advice, one verdict per session
 
 Run "ipcapp <command> -h" for the flags of a command, "ipcapp -version" for
 the version.

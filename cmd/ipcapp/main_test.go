@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -206,6 +207,12 @@ func TestLive(t *testing.T) {
 				// and this viewer does not ask for retransmissions.
 				if !st.FirstKeyframe || st.VideoFrames == 0 {
 					t.Errorf("stats %+v", st)
+				}
+				// The client's TTFF phases add up to its TTFF (each is
+				// rounded to 0.1 ms).
+				p := st.TTFFPhases
+				if sum := p.OfferToAnswer + p.AnswerToICE + p.ICEToDTLS + p.DTLSToKeyframe; p.OfferToAnswer <= 0 || p.DTLSToKeyframe <= 0 || math.Abs(sum-st.TTFFms) > 2 {
+					t.Errorf("ttff_phases %+v add up to %.1f ms, ttff_ms %.1f", p, sum, st.TTFFms)
 				}
 				fi, err := os.Stat(out)
 				if err != nil || fi.Size() != st.VideoBytes {

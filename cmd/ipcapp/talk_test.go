@@ -37,7 +37,9 @@ func (l *eventLog) of(session string) []p2p.EventType {
 	defer l.mu.Unlock()
 	var out []p2p.EventType
 	for _, e := range l.ev {
-		if e.SessionID == session {
+		// The control events of SPEC §6.1; session, load and switch
+		// events are the board socket's, tested with it.
+		if e.SessionID == session && e.Type <= p2p.EventLiveVideoClarityQuery {
 			if e.Source != p2p.SourceWebRTC {
 				panic("source " + e.Source)
 			}

@@ -98,6 +98,10 @@ const (
 // stored and nothing changes unless the signature checks out; the reply
 // says which.
 func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
+	if device.IsPrivacyCommand(e.Data) {
+		d.handlePrivacyCommand(e)
+		return activationUnchanged
+	}
 	log := d.log.With("component", "activation")
 	msg, err := device.DecodeActivate(e.Data)
 	if err != nil {
@@ -157,6 +161,10 @@ func (d *daemon) handleActivation(e mqtt.Envelope) activationResult {
 			return activationUnchanged
 		}
 		log.Info("reset: activation wiped", "dev_id", cur.DevID)
+		// Privacy mode is the old owner's setting.
+		d.privacyT.Store(0)
+		d.setPrivacy(false, PrivacyByReset)
+		d.persistPrivacy()
 		d.ack(device.ResetAck(cur.DevID, nil))
 		d.activation.Store(nil)
 		d.machine.Post(device.EventReset)

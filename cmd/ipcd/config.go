@@ -36,12 +36,30 @@ const redactedValue = "***"
 // Config is the daemon's configuration: SPEC §4 plus the keys documented in
 // docs/configuration.md.
 type Config struct {
-	Log    LogConfig    `yaml:"log"`
-	Device DeviceConfig `yaml:"device"`
-	MQTT   MQTTConfig   `yaml:"mqtt"`
-	Time   TimeConfig   `yaml:"time"`
-	Stream StreamConfig `yaml:"stream"`
-	Media  MediaConfig  `yaml:"media"`
+	Log     LogConfig     `yaml:"log"`
+	Device  DeviceConfig  `yaml:"device"`
+	MQTT    MQTTConfig    `yaml:"mqtt"`
+	Time    TimeConfig    `yaml:"time"`
+	Stream  StreamConfig  `yaml:"stream"`
+	Media   MediaConfig   `yaml:"media"`
+	Board   BoardConfig   `yaml:"board"`
+	Metrics MetricsConfig `yaml:"metrics"`
+}
+
+// MetricsConfig is the optional Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is a loopback host:port or a Unix socket ("unix:PATH" or an
+	// absolute path); empty means off.
+	Listen string `yaml:"listen"`
+}
+
+// BoardConfig is the board integration: the board socket and the exec
+// hook (docs/board.md).
+type BoardConfig struct {
+	Socket      string        `yaml:"socket"`
+	QueueSize   int           `yaml:"queue_size"`
+	OnEvent     string        `yaml:"on_event"`
+	HookTimeout time.Duration `yaml:"hook_timeout"`
 }
 
 // LogConfig selects the slog level and handler.
@@ -202,6 +220,10 @@ func DefaultConfig() Config {
 			},
 			Speaker: SpeakerConfig{Type: "file", Path: "/tmp/ipcd-speaker.pcmu"},
 		},
+		// The socket is off unless a board profile sets it: a
+		// development machine has no /run/ipcd, and tests run many
+		// daemons side by side.
+		Board: BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
 	}
 }
 
@@ -721,6 +743,8 @@ func (c *Config) Validate() error {
 	c.validateTime(&p)
 	c.validateStream(&p)
 	c.validateMedia(&p)
+	c.validateBoard(&p)
+	c.validateMetrics(&p)
 	return errors.Join(p...)
 }
 
@@ -962,5 +986,56 @@ func validateSource(p *problems, key string, s SourceConfig, video bool) {
 		if ext := codecFromExt(s.Path); !validCodec(ext, video) {
 			p.add(key+".codec", "cannot be derived from the extension of %q; set it to one of %s", s.Path, want)
 		}
+	}
+}
+
+func (c *Config) validateBoard(p *problems) {
+	b := &c.Board
+	if b.Socket != "" {
+		// sockaddr_un.sun_path holds 108 bytes with the NUL.
+		if len(b.Socket) > 107 {
+			p.add("board.socket", "path of %d bytes is longer than a Unix socket path can be (107)", len(b.Socket))
+		}
+		if fi, err := os.Stat(b.Socket); err == nil && fi.IsDir() {
+			p.add("board.socket", "%q is a directory", b.Socket)
+		}
+	}
+	p.between("board.queue_size", b.QueueSize, 16, 4096)
+	existingFile(p, "board.on_event", b.OnEvent)
+	if b.HookTimeout < 100*time.Millisecond || b.HookTimeout > 5*time.Minute {
+		p.add("board.hook_timeout", "must be between 100ms and 5m, got %s", b.HookTimeout)
+	}
+}
+
+// validateMetrics allows only addresses this machine alone can reach: the
+// endpoint has no authentication.
+func (c *Config) validateMetrics(p *problems) {
+	addr := c.Metrics.Listen
+	if addr == "" {
+		return
+	}
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok || strings.HasPrefix(addr, "/") {
+		if !ok {
+			path = addr
+		}
+		switch {
+		case path == "":
+			p.add("metrics.listen", "unix: needs a path")
+		case len(path) > 107:
+			p.add("metrics.listen", "path of %d bytes is longer than a Unix socket path can be (107)", len(path))
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add("metrics.listen", "must be a loopback host:port or unix:PATH, got %q", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		p.add("metrics.listen", "port must be a number between 1 and 65535, got %q", addr)
+		return
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		p.add("metrics.listen", "must be loopback or a Unix socket (no authentication), got %q", addr)
 	}
 }

@@ -112,6 +112,16 @@ func TestValidateValidVariants(t *testing.T) {
 			c.MQTT.EmbeddedBroker = "127.0.0.1:18830"
 			c.MQTT.EmbeddedBrokerWS = ":18831"
 		}},
+		{"metrics on loopback", func(c *Config) { c.Metrics.Listen = "127.0.0.1:9100" }},
+		{"metrics on ipv6 loopback", func(c *Config) { c.Metrics.Listen = "[::1]:9100" }},
+		{"metrics on localhost", func(c *Config) { c.Metrics.Listen = "localhost:9100" }},
+		{"metrics on a unix socket", func(c *Config) { c.Metrics.Listen = "unix:/run/ipcd/metrics.sock" }},
+		{"metrics on a socket path", func(c *Config) { c.Metrics.Listen = "/run/ipcd/metrics.sock" }},
+		{"board socket and hook", func(c *Config) {
+			c.Board.Socket = "/run/ipcd/board.sock"
+			c.Board.QueueSize = 16
+			c.Board.HookTimeout = 100 * time.Millisecond
+		}},
 		{"system time without servers", func(c *Config) {
 			c.Time.Source = "system"
 			c.Time.NTPServers = nil
@@ -252,6 +262,17 @@ func TestValidateRules(t *testing.T) {
 		}, "media.sources.audio.codec"},
 		{"sub pipe without path", func(c *Config) { c.Media.Sources.Sub.Type = "pipe" }, "media.sources.sub.path"},
 		{"sub unknown type", func(c *Config) { c.Media.Sources.Sub.Type = "rtsp" }, "media.sources.sub.type"},
+		{"metrics on all interfaces", func(c *Config) { c.Metrics.Listen = ":9100" }, "metrics.listen"},
+		{"metrics on a LAN address", func(c *Config) { c.Metrics.Listen = "192.168.1.10:9100" }, "metrics.listen"},
+		{"metrics on a host name", func(c *Config) { c.Metrics.Listen = "camera.local:9100" }, "metrics.listen"},
+		{"metrics on 0.0.0.0", func(c *Config) { c.Metrics.Listen = "0.0.0.0:9100" }, "metrics.listen"},
+		{"metrics port", func(c *Config) { c.Metrics.Listen = "127.0.0.1:http" }, "metrics.listen"},
+		{"metrics without port", func(c *Config) { c.Metrics.Listen = "127.0.0.1" }, "metrics.listen"},
+		{"metrics empty unix path", func(c *Config) { c.Metrics.Listen = "unix:" }, "metrics.listen"},
+		{"board socket too long", func(c *Config) { c.Board.Socket = "/" + strings.Repeat("x", 120) }, "board.socket"},
+		{"board queue", func(c *Config) { c.Board.QueueSize = 8 }, "board.queue_size"},
+		{"board hook missing", func(c *Config) { c.Board.OnEvent = "/nonexistent/hook.sh" }, "board.on_event"},
+		{"board hook timeout", func(c *Config) { c.Board.HookTimeout = time.Hour }, "board.hook_timeout"},
 		{"speaker type", func(c *Config) { c.Media.Speaker.Type = "alsa" }, "media.speaker.type"},
 		{"speaker path", func(c *Config) { c.Media.Speaker.Path = "" }, "media.speaker.path"},
 		{"talkback mode", func(c *Config) { c.Stream.Talkback = "always" }, "stream.talkback"},

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
@@ -36,11 +37,19 @@ type daemon struct {
 	// drops summarizes the warnings of messages the daemon drops or
 	// refuses: one line per rule in full per interval, then counts.
 	drops *mqtt.Summary
+
+	board   *board.Server // nil without board.socket and board.on_event
+	privacy atomic.Bool   // privacy mode as last set or stored
+	// privacyT is the t (unix ms) of the last signed privacy command.
+	privacyT atomic.Int64
+	persist  chan struct{} // privacy to store, served by runPersist
+	fps      fpsMeter      // source frame rates for the status
 }
 
 func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
-		drops: mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule")}
+		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
+		persist: make(chan struct{}, 1)}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -64,6 +73,9 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 		d.broker = b
 	}
 	d.machine = device.NewMachine(device.Facts{Activated: d.activation.Load() != nil}, log)
+	if err := d.loadPrivacy(); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -164,6 +176,14 @@ func (d *daemon) Run(ctx context.Context) error {
 	var broker, clock, machine, client, mediaTask, serving, summary *task
 	var m *mediaRun
 	summary = d.start("log summary", func(ctx context.Context) error { d.drops.Run(ctx); return nil })
+	boardTask, persist := d.start("board", d.runBoard), d.start("privacy store", d.runPersist)
+	status, metrics := d.start("status", d.runStatus), d.start("metrics", d.runMetrics)
+	defer func() {
+		metrics.stop()
+		status.stop()
+		boardTask.stop()
+		persist.stop()
+	}()
 	defer func() {
 		serving.stop()
 		d.running.Store(nil)
@@ -245,6 +265,7 @@ func (d *daemon) Run(ctx context.Context) error {
 				// service's inbox until Run takes them. Only then does the
 				// presence say online.
 				d.running.Store(svc)
+				svc.SetPrivacy(d.privacy.Load(), p2p.PrivacyByStore)
 				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
 				d.client.Load().SetServing(true)
 			case tr.From == device.StateReady && tr.To != device.StateReady:

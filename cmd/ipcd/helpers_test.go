@@ -105,6 +105,17 @@ func startDaemon(t testing.TB, cfg Config) *runningDaemon {
 
 func startDaemonWait(t testing.TB, cfg Config, ready bool) *runningDaemon {
 	t.Helper()
+	return startDaemonHandler(t, cfg, ready, nil)
+}
+
+// startDaemonWaitWith is startDaemon with the log handler wrapped.
+func startDaemonWaitWith(t testing.TB, cfg Config, wrap func(slog.Handler) slog.Handler) *runningDaemon {
+	t.Helper()
+	return startDaemonHandler(t, cfg, true, wrap)
+}
+
+func startDaemonHandler(t testing.TB, cfg Config, ready bool, wrap func(slog.Handler) slog.Handler) *runningDaemon {
+	t.Helper()
 	if cfg.Device.Store == DefaultConfig().Device.Store {
 		cfg.Device.Store = filepath.Join(t.TempDir(), "state.json")
 	}
@@ -116,7 +127,11 @@ func startDaemonWait(t testing.TB, cfg Config, ready bool) *runningDaemon {
 	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
 		t.Fatalf("log.level: %v", err)
 	}
-	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level}))
+	var h slog.Handler = slog.NewTextHandler(lb, &slog.HandlerOptions{Level: level})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	log := slog.New(h)
 	d, err := newDaemon(cfg, log)
 	if err != nil {
 		t.Fatal(err)

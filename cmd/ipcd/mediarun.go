@@ -21,6 +21,36 @@ type mediaRun struct {
 	speaker io.Closer
 }
 
+// reportingSource tells the board at once when its source fails to open
+// or stops with an error; the supervisor logs it and starts it again.
+type reportingSource struct {
+	src    media.Source
+	name   string
+	failed func(name string, err error)
+}
+
+func (r reportingSource) Run(ctx context.Context) error {
+	err := r.src.Run(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.failed(r.name, err)
+	}
+	return err
+}
+
+// Open opens sources that are media.Openers; for the others there is
+// nothing to open.
+func (r reportingSource) Open() error {
+	o, ok := r.src.(media.Opener)
+	if !ok {
+		return nil
+	}
+	err := o.Open()
+	if err != nil {
+		r.failed(r.name, err)
+	}
+	return err
+}
+
 type namedSource struct {
 	name string
 	src  media.Source
@@ -58,9 +88,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		Now:                d.clock.Now,
 		Speaker:            speaker,
 		Talkback:           talkback,
-		Events: func(e p2p.Event) {
-			d.log.Debug("media stream event", "event", e.Type.String(), "session", e.SessionID, "source", e.Source, "value", e.Value)
-		},
+		Events:             d.onEvent,
 	}, m, d, d.log)
 	if err != nil {
 		if closer != nil {
@@ -70,7 +98,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	}
 	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
 	for _, s := range sources {
-		sup.Add(s.name, s.src)
+		sup.Add(s.name, reportingSource{src: s.src, name: s.name, failed: d.sourceFailed})
 	}
 	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
 }

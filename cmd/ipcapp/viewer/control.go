@@ -50,6 +50,27 @@ func (c *Client) SwitchStream(ctx context.Context, sessionID, stream string) (re
 // the same tid when the reply echoes it, else the oldest pending request of
 // the same session and type.
 func (c *Client) control(ctx context.Context, sessionID, typ string, value int) (p2p.ControlResult, error) {
+	return c.controlCmd(ctx, sessionID, typ, p2p.ControlCmd{CmdValue: &value})
+}
+
+// SetPrivacy turns the device's privacy mode on or off (312 privacy). The
+// request carries a signed auth token, as offers do, so it works without a
+// live session: with privacy on there is none. resCode 0 means done, 6
+// that the device refused the token.
+func (c *Client) SetPrivacy(ctx context.Context, sessionID string, on bool) (resCode int, message string, err error) {
+	if sessionID == "" {
+		sessionID = randomHex(8)
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	auth := p2p.SignAuth(c.cfg.P2PPassword, c.cfg.DevID, c.cfg.From, time.Now().Add(time.Hour).Unix())
+	res, err := c.controlCmd(ctx, sessionID, p2p.ControlPrivacy, p2p.ControlCmd{CmdValue: &v, Auth: auth})
+	return res.ResCode, res.Message, err
+}
+
+func (c *Client) controlCmd(ctx context.Context, sessionID, typ string, cmd p2p.ControlCmd) (p2p.ControlResult, error) {
 	select {
 	case <-c.done:
 		return p2p.ControlResult{}, ErrClosed
@@ -69,7 +90,7 @@ func (c *Client) control(ctx context.Context, sessionID, typ string, value int) 
 	}()
 
 	h := p2p.Header{Type: typ, From: c.cfg.From, To: c.cfg.DevID, SessionID: sessionID, TID: tid}
-	if err := c.publish(p2p.ControlProtocol, h, p2p.ControlCmd{CmdValue: &value}); err != nil {
+	if err := c.publish(p2p.ControlProtocol, h, cmd); err != nil {
 		return p2p.ControlResult{}, err
 	}
 	timer := time.NewTimer(c.cfg.ReplyTimeout)

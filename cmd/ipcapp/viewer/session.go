@@ -68,6 +68,7 @@ type session struct {
 // stats are written by the track readers and read by Watch.
 type stats struct {
 	firstAt, lastAt, keyAt   time.Time
+	answerAt, iceAt, dtlsAt  time.Time // TTFF phase ends
 	videoFrames, audioFrames int
 	videoBytes, audioBytes   int64
 	skipped                  int
@@ -127,7 +128,17 @@ func (s *session) setup() error {
 		send(s, s.localCands, line)
 	})
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { send(s, s.tracks, tr) })
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) { send(s, s.states, st) })
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		if st == webrtc.ICEConnectionStateConnected {
+			s.markPhase(&s.st.iceAt)
+		}
+	})
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateConnected {
+			s.markPhase(&s.st.dtlsAt)
+		}
+		send(s, s.states, st)
+	})
 
 	// A sendrecv audio transceiver without samples is what an app does
 	// before talkback starts; pion gives it an idle PCMU track.
@@ -380,6 +391,13 @@ func (s *session) result() Result {
 	if !s.st.keyAt.IsZero() {
 		r.TTFF = s.st.keyAt.Sub(s.offerAt)
 	}
+	var marks [4]time.Duration
+	for i, at := range []time.Time{s.st.answerAt, s.st.iceAt, s.st.dtlsAt, s.st.keyAt} {
+		if !at.IsZero() && !s.offerAt.IsZero() {
+			marks[i] = max(at.Sub(s.offerAt), 1)
+		}
+	}
+	r.TTFFPhases = p2p.NewTTFFBreakdown(marks)
 	if !s.st.firstAt.IsZero() {
 		r.Duration = time.Since(s.st.firstAt)
 		if span := s.st.lastAt.Sub(s.st.firstAt).Seconds(); s.st.videoFrames > 1 && span > 0 {
@@ -397,4 +415,13 @@ func (s *session) startTalk() {
 	}
 	s.talking = true
 	s.readers.Go(func() { s.talk(s.bg) })
+}
+
+// markPhase records the first time a TTFF phase ends.
+func (s *session) markPhase(at *time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at.IsZero() {
+		*at = time.Now()
+	}
 }

@@ -94,7 +94,11 @@ type Result struct {
 	Codec string
 	// TTFF is the time from publishing the offer to the first complete
 	// keyframe.
-	TTFF        time.Duration
+	TTFF time.Duration
+	// TTFFPhases splits TTFF as the app sees it: offer published → answer
+	// received → ICE connected → DTLS (peer connection) connected → first
+	// keyframe.
+	TTFFPhases  p2p.TTFFBreakdown
 	VideoFrames int
 	AudioFrames int
 	VideoBytes  int64
@@ -297,6 +301,7 @@ func (s *session) handle(m p2p.Message) error {
 			return fmt.Errorf("%w: set answer: %w", ErrSignaling, err)
 		}
 		s.answered = true
+		s.markPhase(&s.st.answerAt)
 		for _, line := range s.pending {
 			s.addCandidate(line)
 		}
