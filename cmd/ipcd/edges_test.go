@@ -395,13 +395,17 @@ func TestQuietNormalStop(t *testing.T) {
 	for i := range 3 {
 		id := fmt.Sprintf("quiet-%d", i)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		res, err := v.Watch(ctx, viewer.WatchOptions{SessionID: id, Duration: 300 * time.Millisecond, CloseFirst: true})
+		res, err := v.Watch(ctx, viewer.WatchOptions{SessionID: id, Duration: 300 * time.Millisecond, NoDisconnect: true})
 		cancel()
 		if err != nil || res.VideoFrames == 0 {
 			t.Fatalf("session %d: %v, %d frames", i, err, res.VideoFrames)
 		}
-		// The device saw the peer connection close before the disconnect.
+		// The device sees the peer connection close, then the disconnect.
 		rd.log.waitLog(t, 5*time.Second, "session ended", "session="+id)
+		h := p2p.Header{Type: p2p.TypeDisconnect, From: v.From(), To: testDevID, SessionID: id}
+		if err := v.Publish302(h, p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(p2p.CloseUser)}); err != nil {
+			t.Fatal(err)
+		}
 		rd.log.waitLog(t, 5*time.Second, "rule=unknown_session", "session="+id)
 	}
 	if warn := rd.log.lines("level=WARN"); len(warn) > 0 {

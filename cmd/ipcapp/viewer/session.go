@@ -345,17 +345,13 @@ func (s *session) close(endErr error) {
 	close(s.ending)
 	s.stopBg()
 	var refused *RefusedError
-	tell := s.offered && !errors.As(endErr, &refused) && !errors.Is(endErr, ErrClosed)
-	if tell && !s.opt.CloseFirst {
+	if s.offered && !s.opt.NoDisconnect && !errors.As(endErr, &refused) && !errors.Is(endErr, ErrClosed) {
 		s.sendDisconnect()
 	}
 	if s.pc != nil {
 		if err := s.pc.GracefulClose(); err != nil {
 			s.log.Debug("close peer connection", "err", err)
 		}
-	}
-	if tell && s.opt.CloseFirst {
-		s.sendDisconnect()
 	}
 	s.readers.Wait()
 }

@@ -39,10 +39,10 @@ type WatchOptions struct {
 	// Auth replaces the signed token (tests send bad ones). Default
 	// SignAuth(password, dev_id, from, now+1h).
 	Auth string
-	// CloseFirst ends the session the way go2rtc's client does: the peer
-	// connection is closed first, and the disconnect follows once the
-	// device has seen the close.
-	CloseFirst bool
+	// NoDisconnect ends the session by closing the peer connection only;
+	// the caller sends the disconnect, if at all, as go2rtc's client does
+	// after closing its peer connection.
+	NoDisconnect bool
 	// BeforeOffer, when set, runs just before the offer is published, on
 	// the same connection: an app that closes one session and at once
 	// opens the next sends its disconnect here, back to back with the
