@@ -65,12 +65,14 @@ func dial(url, out, talk string, d time.Duration) (res clientResult) {
 	var mu sync.Mutex
 	first := make(chan struct{})
 	var once sync.Once
-	keyframe := h264.IsKeyframe
+	isH265 := false
 	started := false
 	write := func(p *rtp.Packet) {
-		// As go2rtc's recorders do, from the first keyframe on: packets
-		// that came before the receivers were made went elsewhere.
-		if !started && !keyframe(p.Payload) {
+		// From the first keyframe that carries its parameter sets on:
+		// packets that came before the receivers were made went
+		// elsewhere, and they may have been the parameter sets of the
+		// first keyframe the receivers see.
+		if !started && !keyframeWithParams(p.Payload, isH265) {
 			return
 		}
 		started = true
@@ -95,9 +97,7 @@ func dial(url, out, talk string, d time.Duration) (res clientResult) {
 			// video receiver takes the channel's video: the main's only.
 			name := m.Codecs[0].Name
 			res.Codec = name
-			if name == core.CodecH265 {
-				keyframe = h265.IsKeyframe
-			}
+			isH265 = name == core.CodecH265
 			for _, codec := range m.Codecs {
 				if codec.Name != name {
 					continue
@@ -168,3 +168,27 @@ func dial(url, out, talk string, d time.Duration) (res clientResult) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 var _ = fmt.Sprint
+
+// keyframeWithParams reports whether an AVCC access unit is a keyframe
+// that carries its parameter sets: SPS and PPS (and VPS for H.265) before
+// the IDR or IRAP picture.
+func keyframeWithParams(au []byte, isH265 bool) bool {
+	seen := map[byte]bool{}
+	for len(au) >= 4 {
+		n := int(au[0])<<24 | int(au[1])<<16 | int(au[2])<<8 | int(au[3])
+		if n <= 0 || n > len(au)-4 {
+			return false
+		}
+		if isH265 {
+			seen[(au[4]>>1)&0x3f] = true
+		} else {
+			seen[au[4]&0x1f] = true
+		}
+		au = au[4+n:]
+	}
+	if isH265 {
+		irap := seen[16] || seen[17] || seen[18] || seen[19] || seen[20] || seen[21]
+		return seen[32] && seen[33] && seen[34] && irap
+	}
+	return seen[7] && seen[8] && seen[5]
+}
