@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/media"
@@ -37,6 +38,21 @@ type SessionStats struct {
 	// ChannelPeak is the most the fmp4Stream channel held unsent, in
 	// bytes; zero for sessions that use the RTP tracks.
 	ChannelPeak uint64
+	// Keyframes asked for by the viewer (RTCP PLI and FIR) and what became
+	// of them: passed to the source, coalesced into a request of the same
+	// stream made less than media.KeyframeRequestInterval before, or, for
+	// a source that cannot make one, served by moving this session back to
+	// the ring's newest keyframe.
+	Keyframes KeyframeStats
+}
+
+// KeyframeStats counts a session's keyframe requests.
+type KeyframeStats struct {
+	PLI, FIR  uint64 // feedback packets received
+	Requested uint64 // passed to the stream's source
+	Coalesced uint64 // served by a request made just before
+	Jumps     uint64 // replays from the ring's newest keyframe
+	Ignored   uint64 // within media.KeyframeRequestInterval of this session's last one
 }
 
 // session is one viewer. Its run goroutine owns the peer connection; the
@@ -68,6 +84,8 @@ type session struct {
 	audioBytes  atomic.Uint64
 	skipped     skipCounts
 	ttff        atomic.Int64
+	keyc        chan struct{} // the viewer asked for a keyframe
+	kf          keyframeCounts
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -78,6 +96,7 @@ type session struct {
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
 	return &session{
 		switchc: make(chan media.Stream, 1),
+		keyc:    make(chan struct{}, 1),
 		svc:     svc,
 		id:      h.SessionID,
 		header:  h,
@@ -219,7 +238,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
 	}
-	drainRTCP(wg, vsender)
+	se.readVideoRTCP(wg, vsender)
 	var audio *webrtc.TrackLocalStaticRTP
 	if ar := se.svc.media.Audio; ar != nil && !offered.audio[ar.Codec()] {
 		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
@@ -385,6 +404,38 @@ func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 	}()
 }
 
+// readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
+// interceptor from the retransmission history, which sees them only while
+// someone reads; PLI and FIR are handed to the sender as a keyframe
+// request.
+func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+	wg.Go(func() {
+		for {
+			pkts, _, err := s.ReadRTCP()
+			if err != nil {
+				return
+			}
+			want := false
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.PictureLossIndication:
+					se.kf.pli.Add(1)
+					want = true
+				case *rtcp.FullIntraRequest:
+					se.kf.fir.Add(1)
+					want = true
+				}
+			}
+			if want {
+				select {
+				case se.keyc <- struct{}{}:
+				default: // one is pending: they coalesce
+				}
+			}
+		}
+	})
+}
+
 func (se *session) stats() SessionStats {
 	st := SessionStats{
 		ID:          se.id,
@@ -397,6 +448,7 @@ func (se *session) stats() SessionStats {
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
 		ChannelPeak: se.channelPeak(),
+		Keyframes:   se.kf.load(),
 	}
 	st.VideoSkipped, st.AudioSkipped = se.skipped.video.Load(), se.skipped.audio.Load()
 	if t := se.candType.Load(); t != nil {
