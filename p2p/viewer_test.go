@@ -64,6 +64,7 @@ type rtpViewer struct {
 	pc     *webrtc.PeerConnection
 	frames chan viewerFrame
 	ssrc   chan webrtc.SSRC
+	cands  chan string // the device's candidates; "" ends them
 	done   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -116,7 +117,8 @@ func newRTPViewer(t *testing.T, opt viewerOptions) *rtpViewer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &rtpViewer{pc: pc, frames: make(chan viewerFrame, 4096), ssrc: make(chan webrtc.SSRC, 1), done: make(chan struct{})}
+	v := &rtpViewer{pc: pc, frames: make(chan viewerFrame, 4096), ssrc: make(chan webrtc.SSRC, 1),
+		cands: make(chan string, 64), done: make(chan struct{})}
 	t.Cleanup(v.close)
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
@@ -248,8 +250,13 @@ func (v *rtpViewer) connect(t *testing.T, d *fmDevice, sid string, token []ICESe
 					continue
 				}
 				c, _ := DecodeCandidate(m.Msg)
-				if line := ParseCandidateLine(c.Candidate); line != "" {
+				line := ParseCandidateLine(c.Candidate)
+				if line != "" {
 					_ = v.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line})
+				}
+				select {
+				case v.cands <- line:
+				default:
 				}
 			case <-v.done:
 				return
@@ -268,6 +275,40 @@ func (v *rtpViewer) videoSSRC(t *testing.T, d time.Duration) webrtc.SSRC {
 		t.Fatalf("no video track within %v", d)
 	}
 	return 0
+}
+
+// deviceCandidates returns the device's candidate lines, once it has said
+// it has no more.
+func (v *rtpViewer) deviceCandidates(t *testing.T, d time.Duration) []string {
+	t.Helper()
+	var lines []string
+	timeout := time.After(d)
+	for {
+		select {
+		case l := <-v.cands:
+			if l == "" {
+				return lines
+			}
+			lines = append(lines, l)
+		case <-timeout:
+			t.Fatalf("device still gathering after %v: %q", d, lines)
+		}
+	}
+}
+
+// localPairType is the viewer's side of the selected candidate pair.
+func (v *rtpViewer) localPairType(t *testing.T) webrtc.ICECandidateType {
+	t.Helper()
+	for _, tr := range v.pc.GetTransceivers() {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		if p, err := tr.Receiver().Transport().ICETransport().GetSelectedCandidatePair(); err == nil && p != nil {
+			return p.Local.Typ
+		}
+	}
+	t.Fatal("viewer has no selected candidate pair")
+	return webrtc.ICECandidateTypeUnknown
 }
 
 // sessionStats returns the stats of the device's only session.
