@@ -57,7 +57,7 @@ type natWorld struct {
 // addresses from a package-level counter without a lock.
 var vnetBuild sync.Mutex
 
-func newNATWorld(t *testing.T, dev, view natKind, wanCfg func(*vnet.RouterConfig)) *natWorld {
+func newNATWorld(t testing.TB, dev, view natKind, wanCfg func(*vnet.RouterConfig)) *natWorld {
 	t.Helper()
 	vnetBuild.Lock()
 	defer vnetBuild.Unlock()
@@ -143,7 +143,7 @@ type natCell struct {
 // runNATCell runs one session between a device and a viewer of w: the
 // device gets the servers of token in the offer, the viewer STUN only. It
 // reports whether the viewer received 10 frames within wait.
-func runNATCell(t *testing.T, w *natWorld, ring *media.Ring, token []ICEServer, wait time.Duration) natCell {
+func runNATCell(t testing.TB, w *natWorld, ring *media.Ring, token []ICEServer, wait time.Duration) natCell {
 	d := startDevice(t, Media{Main: ring}, Config{Net: w.device, LivenessTimeout: wait}, nil)
 	se := &webrtc.SettingEngine{}
 	se.SetNet(w.viewer)
@@ -151,6 +151,8 @@ func runNATCell(t *testing.T, w *natWorld, ring *media.Ring, token []ICEServer, 
 	v := newRTPViewer(t, viewerOptions{se: se, config: webrtc.Configuration{
 		ICEServers: []webrtc.ICEServer{{URLs: []string{"stun:" + natServerIP + ":3478"}}},
 	}})
+	defer v.close()
+	defer d.stop()
 	start := time.Now()
 	v.connect(t, d, "nat0001", token)
 	var c natCell

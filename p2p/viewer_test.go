@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -18,13 +19,13 @@ import (
 
 // startDevice runs the media stream service over rings fed by the caller.
 // cfg's network settings default to loopback.
-func startDevice(t *testing.T, m Media, cfg Config, log *slog.Logger) *fmDevice {
+func startDevice(t testing.TB, m Media, cfg Config, log *slog.Logger) *fmDevice {
 	t.Helper()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Net == nil && cfg.NetworkInterfaces == nil {
-		cfg.NetworkInterfaces, cfg.LoopbackCandidates = loopbackNames(t), true
+		cfg.NetworkInterfaces, cfg.LoopbackCandidates = loopbackIfaces(t), true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &sessionPublisher{out: map[string]chan Message{}}
@@ -41,7 +42,7 @@ func startDevice(t *testing.T, m Media, cfg Config, log *slog.Logger) *fmDevice 
 }
 
 // fileRing is a ring fed by a looping file source until the test ends.
-func fileRing(t *testing.T, path string, stream media.Stream, codec media.Codec, fps int) *media.Ring {
+func fileRing(t testing.TB, path string, stream media.Stream, codec media.Codec, fps int) *media.Ring {
 	t.Helper()
 	r, err := media.NewRing(media.RingConfig{Stream: stream, Codec: codec, MaxBytes: 8 << 20, MaxFrames: 1000}, nil)
 	if err != nil {
@@ -82,7 +83,7 @@ type viewerOptions struct {
 	config webrtc.Configuration
 }
 
-func newRTPViewer(t *testing.T, opt viewerOptions) *rtpViewer {
+func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	for _, c := range []struct {
@@ -101,7 +102,7 @@ func newRTPViewer(t *testing.T, opt viewerOptions) *rtpViewer {
 	if se == nil {
 		se = &webrtc.SettingEngine{}
 		se.SetIncludeLoopbackCandidate(true)
-		names := loopbackNames(t)
+		names := loopbackIfaces(t)
 		se.SetInterfaceFilter(func(n string) bool {
 			for _, l := range names {
 				if n == l {
@@ -180,7 +181,7 @@ func (v *rtpViewer) close() {
 }
 
 // next returns the next access unit received, within d.
-func (v *rtpViewer) next(t *testing.T, d time.Duration) viewerFrame {
+func (v *rtpViewer) next(t testing.TB, d time.Duration) viewerFrame {
 	t.Helper()
 	select {
 	case f := <-v.frames:
@@ -193,7 +194,7 @@ func (v *rtpViewer) next(t *testing.T, d time.Duration) viewerFrame {
 
 // pli sends a picture loss indication for the video track, as a browser
 // does when it cannot decode.
-func (v *rtpViewer) pli(t *testing.T, ssrc webrtc.SSRC) {
+func (v *rtpViewer) pli(t testing.TB, ssrc webrtc.SSRC) {
 	t.Helper()
 	if err := v.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(ssrc)}}); err != nil {
 		t.Fatal(err)
@@ -203,7 +204,7 @@ func (v *rtpViewer) pli(t *testing.T, ssrc webrtc.SSRC) {
 // connect offers to d with token as the offer's ICE servers and answers
 // the device's candidates until the test ends. It does not wait for the
 // connection.
-func (v *rtpViewer) connect(t *testing.T, d *fmDevice, sid string, token []ICEServer) {
+func (v *rtpViewer) connect(t testing.TB, d *fmDevice, sid string, token []ICEServer) {
 	t.Helper()
 	offer, err := v.pc.CreateOffer(nil)
 	if err != nil {
@@ -266,7 +267,7 @@ func (v *rtpViewer) connect(t *testing.T, d *fmDevice, sid string, token []ICESe
 }
 
 // videoSSRC waits for the video track.
-func (v *rtpViewer) videoSSRC(t *testing.T, d time.Duration) webrtc.SSRC {
+func (v *rtpViewer) videoSSRC(t testing.TB, d time.Duration) webrtc.SSRC {
 	t.Helper()
 	select {
 	case s := <-v.ssrc:
@@ -279,7 +280,7 @@ func (v *rtpViewer) videoSSRC(t *testing.T, d time.Duration) webrtc.SSRC {
 
 // deviceCandidates returns the device's candidate lines, once it has said
 // it has no more.
-func (v *rtpViewer) deviceCandidates(t *testing.T, d time.Duration) []string {
+func (v *rtpViewer) deviceCandidates(t testing.TB, d time.Duration) []string {
 	t.Helper()
 	var lines []string
 	timeout := time.After(d)
@@ -297,7 +298,7 @@ func (v *rtpViewer) deviceCandidates(t *testing.T, d time.Duration) []string {
 }
 
 // localPairType is the viewer's side of the selected candidate pair.
-func (v *rtpViewer) localPairType(t *testing.T) webrtc.ICECandidateType {
+func (v *rtpViewer) localPairType(t testing.TB) webrtc.ICECandidateType {
 	t.Helper()
 	for _, tr := range v.pc.GetTransceivers() {
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
@@ -312,11 +313,27 @@ func (v *rtpViewer) localPairType(t *testing.T) webrtc.ICECandidateType {
 }
 
 // sessionStats returns the stats of the device's only session.
-func sessionStats(t *testing.T, d *fmDevice) SessionStats {
+func sessionStats(t testing.TB, d *fmDevice) SessionStats {
 	t.Helper()
 	st := d.svc.Sessions(context.Background())
 	if len(st) != 1 {
 		t.Fatalf("%d sessions, want 1", len(st))
 	}
 	return st[0]
+}
+
+// loopbackIfaces names the host's loopback interfaces.
+func loopbackIfaces(t testing.TB) []string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 {
+			names = append(names, i.Name)
+		}
+	}
+	return names
 }
