@@ -12,7 +12,6 @@ import (
 	"github.com/ipcd/ipcd/media"
 )
 
-
 // BenchmarkWANTTFF measures the time to first frame, as the viewer sees it
 // from sending the offer, over a WAN path of 25 ms each way with up to 5 ms
 // of jitter and 0, 1 and 5 % loss, behind full-cone NATs with a STUN
