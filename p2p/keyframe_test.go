@@ -86,12 +86,11 @@ func TestPLIFileSourceReplaysNewestKeyframe(t *testing.T) {
 	}
 }
 
-// TestPLIFeedProducerAnswers: the feed source passes a viewer's PLI to the
-// producer, the C example client, which makes its next picture a keyframe.
-// The viewer's next decodable frame must come within 1 RTT + 2 frame
-// intervals; counted in frames (25 fps, so 40 ms each) rather than in time,
-// as the machine may be busy.
-func TestPLIFeedProducerAnswers(t *testing.T) {
+// feedExampleRing is a main ring fed through a feed socket by the C example
+// client, playing main.h264 in real time in a loop and answering keyframe
+// requests, until the test ends.
+func feedExampleRing(t testing.TB) (*media.Ring, *media.FeedSource) {
+	t.Helper()
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -110,8 +109,6 @@ func TestPLIFeedProducerAnswers(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "feed.sock")
-
-	noLeaks(t)
 	ring, err := media.NewRing(media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 8 << 20, MaxFrames: 1000}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -128,14 +125,23 @@ func TestPLIFeedProducerAnswers(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = feed.Run(ctx) })
 	producer := exec.CommandContext(ctx, example, "-loop", sock, mediaDir+"main.h264")
-	var out bytes.Buffer
-	producer.Stdout, producer.Stderr = &out, &out
 	if err := producer.Start(); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	wg.Go(func() { _ = producer.Wait() })
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ring, feed
+}
 
+// TestPLIFeedProducerAnswers: the feed source passes a viewer's PLI to the
+// producer, the C example client, which makes its next picture a keyframe.
+// The viewer's next decodable frame must come within 1 RTT + 2 frame
+// intervals; counted in frames (25 fps, so 40 ms each) rather than in time,
+// as the machine may be busy.
+func TestPLIFeedProducerAnswers(t *testing.T) {
+	noLeaks(t)
+	ring, feed := feedExampleRing(t)
 	d := startDevice(t, Media{Main: ring}, Config{}, nil)
 	v := newRTPViewer(t, viewerOptions{})
 	v.connect(t, d, "kf0002", nil)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
@@ -81,6 +82,9 @@ type viewerFrame struct {
 type viewerOptions struct {
 	se     *webrtc.SettingEngine // nil: loopback
 	config webrtc.Configuration
+	// decode, when set, takes the video instead of the frames channel,
+	// and the viewer asks for retransmissions (NACK) as browsers do.
+	decode *decoder
 }
 
 func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
@@ -114,7 +118,13 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(*se)).NewPeerConnection(opt.config)
+	ir := &interceptor.Registry{}
+	if opt.decode != nil {
+		if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(*se), webrtc.WithInterceptorRegistry(ir)).NewPeerConnection(opt.config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +148,10 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 			return
 		}
 		v.ssrc <- tr.SSRC()
+		if opt.decode != nil {
+			v.wg.Go(func() { opt.decode.run(v, tr) })
+			return
+		}
 		v.wg.Go(func() { v.readVideo(tr) })
 	})
 	return v
