@@ -488,7 +488,9 @@ func codecOf(r *media.Ring) string {
 
 func (se *session) logCounts() {
 	st := se.stats()
-	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped)
+	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped,
+		"pli", st.Keyframes.PLI, "fir", st.Keyframes.FIR, "keyframe_requested", st.Keyframes.Requested,
+		"keyframe_coalesced", st.Keyframes.Coalesced, "keyframe_replays", st.Keyframes.Jumps)
 	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }
