@@ -123,3 +123,44 @@ func (h FeedHeader) validate() error {
 	}
 	return nil
 }
+
+// FeedKindKeyframeRequest is the kind of the one message ipcd sends to a
+// producer: a header with no payload asking for the next picture of its
+// stream to be a keyframe (IDR). Codec, pts_us and length are 0;
+// timestamp_ms is when ipcd asked. It never appears in a frame header.
+const FeedKindKeyframeRequest = 4
+
+// ErrFeedNotRequest is returned by DecodeFeedKeyframeRequest for bytes
+// that are not a keyframe request.
+var ErrFeedNotRequest = errors.New("feed message is not a keyframe request")
+
+// AppendFeedKeyframeRequest appends the wire form of a keyframe request for
+// video stream s, made at unix millisecond ts.
+func AppendFeedKeyframeRequest(b []byte, s Stream, ts int64) []byte {
+	b = append(b, FeedMagic...)
+	b = append(b, FeedVersion, byte(s), FeedKindKeyframeRequest, 0)
+	b = binary.LittleEndian.AppendUint64(b, 0)
+	b = binary.LittleEndian.AppendUint64(b, uint64(ts))
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	return binary.LittleEndian.AppendUint32(b, 0)
+}
+
+// DecodeFeedKeyframeRequest decodes a message ipcd sent to a producer and
+// returns the stream it asks a keyframe of and when it asked.
+func DecodeFeedKeyframeRequest(b []byte) (Stream, int64, error) {
+	if len(b) < FeedHeaderSize {
+		return 0, 0, fmt.Errorf("%w: %d bytes, want %d", ErrFeedTruncated, len(b), FeedHeaderSize)
+	}
+	if string(b[feedOffMagic:feedOffMagic+4]) != FeedMagic {
+		return 0, 0, fmt.Errorf("%w: %q", ErrFeedMagic, b[feedOffMagic:feedOffMagic+4])
+	}
+	if v := b[feedOffVersion]; v != FeedVersion {
+		return 0, 0, fmt.Errorf("%w: %d", ErrFeedVersion, v)
+	}
+	s := Stream(b[feedOffStream])
+	if b[feedOffKind] != FeedKindKeyframeRequest || !s.IsVideo() || b[feedOffCodec] != 0 ||
+		binary.LittleEndian.Uint32(b[feedOffLength:]) != 0 || binary.LittleEndian.Uint32(b[feedOffReserved:]) != 0 {
+		return 0, 0, ErrFeedNotRequest
+	}
+	return s, int64(binary.LittleEndian.Uint64(b[feedOffTimestamp:])), nil
+}

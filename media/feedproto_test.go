@@ -195,6 +195,7 @@ int main(void)
 	printf("max_video %u\nmax_audio %u\n", IPCD_FEED_MAX_VIDEO_PAYLOAD, IPCD_FEED_MAX_AUDIO_PAYLOAD);
 	printf("streams %d %d %d\n", IPCD_FEED_STREAM_MAIN, IPCD_FEED_STREAM_SUB, IPCD_FEED_STREAM_AUDIO);
 	printf("kinds %d %d %d\n", IPCD_FEED_KIND_I, IPCD_FEED_KIND_P, IPCD_FEED_KIND_AUDIO);
+	printf("keyframe_request %d\n", IPCD_FEED_KIND_KEYFRAME_REQUEST);
 	printf("codecs %d %d %d %d\n", IPCD_FEED_CODEC_H264, IPCD_FEED_CODEC_H265, IPCD_FEED_CODEC_PCMU, IPCD_FEED_CODEC_PCMA);
 
 	memset(&h, 0, sizeof(h));
@@ -241,13 +242,14 @@ func TestFeedHeaderMatchesC(t *testing.T) {
 		"size": "32", "header_size": "32",
 		"magic": "0", "version": "4", "stream": "5", "kind": "6", "codec": "7",
 		"pts_us": "8", "timestamp_ms": "16", "length": "24", "reserved": "28",
-		"version_value": "1",
-		"max_video":     "1048576",
-		"max_audio":     "800",
-		"streams":       fmtInts(media.StreamMain, media.StreamSub, media.StreamAudio),
-		"kinds":         fmtInts(media.KindI, media.KindP, media.KindAudio),
-		"codecs":        fmtInts(media.CodecH264, media.CodecH265, media.CodecPCMU, media.CodecPCMA),
-		"encoded":       hex.EncodeToString(wantBytes),
+		"version_value":    "1",
+		"max_video":        "1048576",
+		"max_audio":        "800",
+		"streams":          fmtInts(media.StreamMain, media.StreamSub, media.StreamAudio),
+		"kinds":            fmtInts(media.KindI, media.KindP, media.KindAudio),
+		"keyframe_request": fmtInts(uint8(media.FeedKindKeyframeRequest)),
+		"codecs":           fmtInts(media.CodecH264, media.CodecH265, media.CodecPCMU, media.CodecPCMA),
+		"encoded":          hex.EncodeToString(wantBytes),
 	}
 	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
 		// The struct's memory image is only the wire format on a little-endian host.

@@ -33,6 +33,10 @@ const (
 	// A producer reconnecting in a loop must not flood the log.
 	feedLogInterval = 10 * time.Second
 	feedMaxBackoff  = time.Second
+	// feedWriteTimeout bounds a keyframe request's write: a producer that
+	// never reads its socket fills the buffer, and its requests are then
+	// dropped, not queued.
+	feedWriteTimeout = 100 * time.Millisecond
 )
 
 // FeedSourceConfig configures the `feed` source (§7.3): a Unix stream socket
@@ -81,6 +85,9 @@ type FeedSource struct {
 	rejected atomic.Uint64
 	noRing   atomic.Uint64
 	closed   [feedCloseCount]atomic.Uint64
+
+	keyRequests atomic.Uint64 // keyframe requests written to a producer
+	keyDropped  atomic.Uint64 // keyframe requests a producer did not take in time
 }
 
 // NewFeedSource checks cfg and the rings; nothing is opened until Run. Frames
@@ -212,7 +219,7 @@ func (f *FeedSource) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 0
-		fc := &feedConn{c: c, accepted: time.Now()}
+		fc := &feedConn{c: c, accepted: time.Now(), keyWake: make(chan struct{}, 1)}
 		if old := conns.addPending(fc); old != nil {
 			old.kick(feedCloseDisplaced)
 		}
@@ -221,7 +228,12 @@ func (f *FeedSource) Run(ctx context.Context) error {
 			defer conns.remove(fc)
 			stop := context.AfterFunc(ctx, func() { c.Close() })
 			defer stop()
+			wctx, wcancel := context.WithCancel(ctx)
+			var writer sync.WaitGroup
+			writer.Go(func() { f.writeKeyframeRequests(wctx, fc) })
 			_ = f.serveConn(ctx, fc, conns) // counts and logs why the connection ended
+			wcancel()
+			writer.Wait()
 		})
 	}
 	cancel()
@@ -418,6 +430,9 @@ func (f *FeedSource) serve(ctx context.Context, d *feedReader, st *feedConnStats
 		})
 		switch {
 		case err == nil:
+			if fc != nil && h.Stream.IsVideo() {
+				fc.streams.Or(1 << h.Stream)
+			}
 			f.frames.Add(1)
 			f.bytes.Add(uint64(len(payload)))
 			st.frames++
@@ -439,6 +454,15 @@ type feedConn struct {
 	lastMsg  atomic.Int64 // since FeedSource.epoch, when the last complete header arrived
 	kicked   atomic.Int32 // 1 + the feedCloseReason of the source closing it, 0 if it did not
 	producer bool         // guarded by feedConns.mu
+	// streams has bit 1<<s set for each video stream s the connection
+	// has fed; keyReq the streams a keyframe is asked of, taken by the
+	// connection's request writer when keyWake fires.
+	streams atomic.Uint32
+	keyReq  atomic.Uint32
+	keyWake chan struct{}
+	// dead: a request write failed or timed out; the producer is not
+	// reading and gets no more.
+	dead atomic.Bool
 }
 
 func (fc *feedConn) touch(epoch, now time.Time) { fc.lastMsg.Store(int64(now.Sub(epoch))) }
@@ -498,6 +522,69 @@ func (t *feedConns) promote(fc *feedConn, epoch, now time.Time) (replaced *feedC
 	fc.producer = true
 	t.producers = append(t.producers, fc)
 	return replaced, nil
+}
+
+// RequestKeyframe asks the producers that feed video stream s for a
+// keyframe: each gets a keyframe request message (docs/feed.md) from its
+// connection's writer. It never blocks; requests not yet written coalesce,
+// and a producer that does not read its socket loses them (counted in
+// FeedStats.KeyframeDropped). A stream fed through Serve gets none: there
+// is no way back.
+func (f *FeedSource) RequestKeyframe(s Stream) {
+	if !s.IsVideo() {
+		return
+	}
+	t := f.table
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, fc := range t.producers {
+		if fc.streams.Load()&(1<<s) == 0 {
+			continue
+		}
+		if fc.dead.Load() {
+			f.keyDropped.Add(1)
+			continue
+		}
+		fc.keyReq.Or(1 << s)
+		select {
+		case fc.keyWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writeKeyframeRequests writes the keyframe requests of fc until ctx ends.
+// Each write has feedWriteTimeout: a producer that does not read loses the
+// request, never holds a goroutine of the source.
+func (f *FeedSource) writeKeyframeRequests(ctx context.Context, fc *feedConn) {
+	var msg []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-fc.keyWake:
+		}
+		pending := fc.keyReq.Swap(0)
+		for _, s := range []Stream{StreamMain, StreamSub} {
+			if pending&(1<<s) == 0 {
+				continue
+			}
+			msg = AppendFeedKeyframeRequest(msg[:0], s, time.Now().UnixMilli())
+			err := fc.c.SetWriteDeadline(time.Now().Add(feedWriteTimeout))
+			if err == nil {
+				_, err = fc.c.Write(msg)
+			}
+			if err != nil {
+				// A timed-out write may have written part of the message:
+				// the producer would read garbage from here on, so it
+				// gets no more.
+				f.keyDropped.Add(1)
+				fc.dead.Store(true)
+				return
+			}
+			f.keyRequests.Add(1)
+		}
+	}
 }
 
 func (t *feedConns) remove(fc *feedConn) {
@@ -648,6 +735,10 @@ type FeedStats struct {
 	Rejected  uint64 // complete frames a ring refused (§7.1 rules; the ring's stats say which)
 	NoRing    uint64 // complete frames of a stream this source has no ring for
 	Closed    FeedCloseCounts
+	// KeyframeRequests were written to producers; KeyframeDropped could
+	// not be, because the producer did not read its socket.
+	KeyframeRequests uint64
+	KeyframeDropped  uint64
 }
 
 // FeedCloseCounts counts served connections by why they ended.
@@ -685,6 +776,9 @@ func (f *FeedSource) Stats() FeedStats {
 		Bytes:    f.bytes.Load(),
 		Rejected: f.rejected.Load(),
 		NoRing:   f.noRing.Load(),
+
+		KeyframeRequests: f.keyRequests.Load(),
+		KeyframeDropped:  f.keyDropped.Load(),
 		Closed: FeedCloseCounts{
 			EOF:        f.closed[feedCloseEOF].Load(),
 			Shutdown:   f.closed[feedCloseShutdown].Load(),

@@ -27,7 +27,9 @@ type RingConfig struct {
 	MaxFrames int
 	// OnKeyframeRequest, if set, is called (outside the ring's lock, on the
 	// caller's goroutine) when a video reader has to wait for a keyframe because
-	// none is buffered. It must not block.
+	// none is buffered, or a viewer asks for one (RequestKeyframe), at most
+	// once per KeyframeRequestInterval, as is the source given to
+	// SetKeyframeRequester. It must not block.
 	OnKeyframeRequest func()
 }
 
@@ -70,6 +72,8 @@ type Ring struct {
 
 	timelineSeq atomic.Uint64
 	rejected    [ruleCount]atomic.Uint64
+
+	kf keyframeGate
 }
 
 // NewRing builds an empty ring. A nil logger discards.
@@ -309,15 +313,7 @@ func (r *Ring) NewReaderAt(timestampMs int64) *Reader {
 	return rd
 }
 
-// RequestKeyframe asks the ring's source for a keyframe, when it can make
-// one on demand (the board's keyframe command).
-func (r *Ring) RequestKeyframe() { r.requestKeyframe() }
-
-func (r *Ring) requestKeyframe() {
-	if r.cfg.OnKeyframeRequest != nil {
-		r.cfg.OnKeyframeRequest()
-	}
-}
+func (r *Ring) requestKeyframe() { r.RequestKeyframe() }
 
 // Close wakes every reader; their Next returns ErrRingClosed, and Append fails
 // from now on. Pending rejection counts are logged.
@@ -355,6 +351,10 @@ type RingStats struct {
 	Bytes     int // payload bytes buffered now
 	Frames    int // frames buffered now
 	Readers   int
+	// KeyframeRequests were passed to the source; KeyframeCoalesced came
+	// within KeyframeRequestInterval of one and were served by it.
+	KeyframeRequests  uint64
+	KeyframeCoalesced uint64
 }
 
 // RejectCounts counts rejected frames per rule of §7.1, since the ring was built.
@@ -396,6 +396,7 @@ func (r *Ring) Stats() RingStats {
 	if n := r.lastAppend.Load(); n != 0 {
 		st.LastAppend = time.Unix(0, n)
 	}
+	st.KeyframeRequests, st.KeyframeCoalesced = r.kf.passed.Load(), r.kf.coalesced.Load()
 	st.Evicted = r.evicted.Load()
 	st.Rejected = RejectCounts{
 		EmptyPayload:    r.rejected[ruleEmpty].Load(),

@@ -168,8 +168,8 @@ type V4L2Source struct {
 // device: Run opens it, so ipcd starts even while the camera is absent. A nil
 // logger discards.
 //
-// To let readers of the ring ask for a keyframe, build the ring with an
-// OnKeyframeRequest that calls the source's RequestKeyframe.
+// To let readers and viewers of the ring ask for a keyframe, give the
+// source to the ring's SetKeyframeRequester.
 func NewV4L2Source(cfg V4L2SourceConfig, ring *Ring, log *slog.Logger) (*V4L2Source, error) {
 	if ring == nil {
 		return nil, fmt.Errorf("%w: no ring", ErrV4L2SourceConfig)
@@ -233,7 +233,7 @@ func (s *V4L2Source) Config() V4L2SourceConfig { return s.cfg }
 // be told so (x264 always; a native device only if it has the
 // force-keyframe control). It never blocks; requests made before the next
 // picture coalesce.
-func (s *V4L2Source) RequestKeyframe() {
+func (s *V4L2Source) RequestKeyframe(Stream) {
 	s.keyRequests.Add(1)
 	s.keyReq.Store(true)
 }

@@ -69,7 +69,7 @@ func NewV4L2Source(V4L2SourceConfig, *Ring, *slog.Logger) (*V4L2Source, error) {
 func (*V4L2Source) Config() V4L2SourceConfig { return V4L2SourceConfig{} }
 
 // RequestKeyframe does nothing.
-func (*V4L2Source) RequestKeyframe() {}
+func (*V4L2Source) RequestKeyframe(Stream) {}
 
 // Stats returns zero counters.
 func (*V4L2Source) Stats() V4L2Stats { return V4L2Stats{} }

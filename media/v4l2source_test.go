@@ -156,7 +156,7 @@ func TestV4L2EncodeX264(t *testing.T) {
 		ringLen = 8
 	)
 	var s *V4L2Source
-	ring := newV4L2TestRing(t, ringLen, func() { s.RequestKeyframe() })
+	ring := newV4L2TestRing(t, ringLen, func() { s.RequestKeyframe(media.StreamMain) })
 	s, err := NewV4L2Source(V4L2SourceConfig{Width: w, Height: h, FPS: 25, KeyframeInterval: 1000}, ring, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -82,6 +82,9 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	ir.Add(sr)
 
 	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
+	if cfg.Net != nil {
+		se.SetNet(cfg.Net)
+	}
 	// mDNS candidates would send multicast on every LAN interface and the
 	// app never needs them: the device is reached by its real addresses.
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)

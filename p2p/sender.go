@@ -151,7 +151,17 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	first := true
 	var lastWall int64
+	var ask keyframeAsk
+	rebase := false // rd moved back: the next frame's timestamp follows the last one sent
 	for {
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-se.keyc:
+			rebase = ask.serve(se, ring, rd) || rebase
+		default:
+		}
 		select {
 		case s := <-se.switchc:
 			next := se.svc.media.ring(s)
@@ -183,19 +193,20 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 				se.svc.events.emitDetail(EventStreamSwitch, se.id, int(pendingStream)-int(media.StreamMain), pendingStream.String())
 			} else if err == nil {
 				if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
-					select {
-					case <-rd.Wake():
-					case <-pending.Wake():
-					case s := <-se.switchc:
-						se.switchStream(s) // served at the top of the loop
-					case <-ctx.Done():
+					if !se.wait(ctx, rd, pending) {
 						return
 					}
 					continue
 				}
 			}
 		} else {
-			f, skipped, err = rd.Next(ctx)
+			var ok bool
+			if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
+				if !se.wait(ctx, rd, nil) {
+					return
+				}
+				continue
+			}
 		}
 		if err != nil {
 			return
@@ -207,6 +218,10 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		if se.pause.skipVideo(f) || !se.admitted(video, f) {
 			lastWall = f.Timestamp
 			continue
+		}
+		if rebase {
+			vp.rebase(f)
+			rebase = false
 		}
 		if err := vp.write(video, f); err != nil {
 			se.log.Debug("write video", "err", err)
@@ -231,6 +246,31 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			}
 		}
 	}
+}
+
+// wait blocks until rd or pending may have a frame, or a stream switch or a
+// keyframe request is to be served at the top of the sender's loop. It
+// reports false when ctx ended.
+func (se *session) wait(ctx context.Context, rd, pending *media.Reader) bool {
+	var pw <-chan struct{}
+	if pending != nil {
+		pw = pending.Wake()
+	}
+	select {
+	case <-rd.Wake():
+	case <-pw:
+	case s := <-se.switchc:
+		se.switchStream(s)
+	case <-se.keyc:
+		// Put back for the top of the loop, unless another came meanwhile.
+		select {
+		case se.keyc <- struct{}{}:
+		default:
+		}
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // skipCounts counts the frames a slow session skipped, per track.

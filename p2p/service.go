@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/media"
@@ -53,6 +54,10 @@ type Config struct {
 	// runs, up to EventQueue events wait and later ones are dropped.
 	Events     func(Event)
 	EventQueue int
+	// Net, when set, is the network pion gathers and connects on instead
+	// of the host's: a virtual network (pion's vnet) in tests of NAT,
+	// delay and loss. NetworkInterfaces still filters its interfaces.
+	Net transport.Net
 }
 
 // SessionCost is what a session is charged against the media memory

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/media"
@@ -42,6 +43,21 @@ type SessionStats struct {
 	// ChannelPeak is the most the fmp4Stream channel held unsent, in
 	// bytes; zero for sessions that use the RTP tracks.
 	ChannelPeak uint64
+	// Keyframes asked for by the viewer (RTCP PLI and FIR) and what became
+	// of them: passed to the source, coalesced into a request of the same
+	// stream made less than media.KeyframeRequestInterval before, or, for
+	// a source that cannot make one, served by moving this session back to
+	// the ring's newest keyframe.
+	Keyframes KeyframeStats
+}
+
+// KeyframeStats counts a session's keyframe requests.
+type KeyframeStats struct {
+	PLI, FIR  uint64 // feedback packets received
+	Requested uint64 // passed to the stream's source
+	Coalesced uint64 // served by a request made just before
+	Jumps     uint64 // replays from the ring's newest keyframe
+	Ignored   uint64 // within media.KeyframeRequestInterval of this session's last one
 }
 
 // session is one viewer. Its run goroutine owns the peer connection; the
@@ -75,6 +91,8 @@ type session struct {
 	ttff        atomic.Int64
 	ttffMarks   ttffMarks
 	loss        lossStats
+	keyc        chan struct{} // the viewer asked for a keyframe
+	kf          keyframeCounts
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -85,6 +103,7 @@ type session struct {
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
 	return &session{
 		switchc: make(chan media.Stream, 1),
+		keyc:    make(chan struct{}, 1),
 		svc:     svc,
 		id:      h.SessionID,
 		header:  h,
@@ -402,6 +421,40 @@ func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 	}()
 }
 
+// readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
+// interceptor from the retransmission history, which sees them only while
+// someone reads; PLI and FIR are handed to the sender as a keyframe
+// request; receiver reports give the viewer's loss.
+func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+	wg.Go(func() {
+		for {
+			pkts, _, err := s.ReadRTCP()
+			if err != nil {
+				return
+			}
+			want := false
+			for _, p := range pkts {
+				switch p := p.(type) {
+				case *rtcp.PictureLossIndication:
+					se.kf.pli.Add(1)
+					want = true
+				case *rtcp.FullIntraRequest:
+					se.kf.fir.Add(1)
+					want = true
+				case *rtcp.ReceiverReport:
+					se.loss.note(p)
+				}
+			}
+			if want {
+				select {
+				case se.keyc <- struct{}{}:
+				default: // one is pending: they coalesce
+				}
+			}
+		}
+	})
+}
+
 func (se *session) stats() SessionStats {
 	st := SessionStats{
 		ID:          se.id,
@@ -414,6 +467,7 @@ func (se *session) stats() SessionStats {
 		Skipped:     se.skipped.Load(),
 		TTFF:        time.Duration(se.ttff.Load()),
 		ChannelPeak: se.channelPeak(),
+		Keyframes:   se.kf.load(),
 	}
 	st.TTFFPhases = se.ttffMarks.breakdown()
 	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
@@ -455,7 +509,9 @@ func codecOf(r *media.Ring) string {
 
 func (se *session) logCounts() {
 	st := se.stats()
-	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped)
+	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped,
+		"pli", st.Keyframes.PLI, "fir", st.Keyframes.FIR, "keyframe_requested", st.Keyframes.Requested,
+		"keyframe_coalesced", st.Keyframes.Coalesced, "keyframe_replays", st.Keyframes.Jumps)
 	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }

@@ -22,6 +22,12 @@ go test -run '^$' -bench 'RingAppend$|ReaderNext|PipeIngest|FeedIngest' -benchme
 go test -run '^$' -bench 'TTFF' -benchtime 20x ./cmd/ipcd/ 2>/dev/null | tee "$work/ttff.txt" | grep -E '^Benchmark'
 go test -run '^$' -bench 'SessionHeap' -benchtime 1x ./cmd/ipcd/ 2>/dev/null | tee "$work/heap.txt" | grep -E '^Benchmark'
 go test -run '^$' -bench 'StartToReady' -benchtime 10x ./cmd/ipcd/ 2>/dev/null | tee "$work/ready.txt" | grep -E '^Benchmark'
+# Time to first frame over pion's virtual WAN: 25 ms each way, up to 5 ms
+# jitter, 0/1/5 % loss, full-cone NATs and STUN; p50/p95 of 20 sessions.
+go test -run '^$' -bench 'WANTTFF' -benchtime 20x ./p2p/ 2>/dev/null | tee "$work/wan.txt" | grep -E '^Benchmark'
+# Frames a viewer can decode over that path, with and without keyframe
+# requests (NACK retransmission on): one 10 s session each.
+go test -run '^$' -bench 'WANDecode' -benchtime 1x ./p2p/ 2>/dev/null | tee "$work/wandecode.txt" | grep -E '^Benchmark'
 
 metric() { # file benchmark-regexp unit
   grep -E "^$2" "$1" | head -1 | awk -v unit="$3" '{for (i = 2; i < NF; i++) if ($(i+1) == unit) {print $i; exit}}'

@@ -19,6 +19,10 @@
  * files forever with PTS still increasing. A real producer would reconnect
  * with a backoff when ipcd restarts; this example exits instead.
  *
+ * When ipcd asks for a keyframe (a viewer lost one), the next video frame
+ * sent is the file's next keyframe: the pictures before it are skipped, the
+ * way an encoder told to make an IDR would make its next picture one.
+ *
  * Exit status: 0 when everything was sent, 1 on an error, 2 on bad usage.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -289,12 +293,14 @@ int main(int argc, char **argv)
 	struct video v;
 	struct buf audio;
 	size_t audio_frames = 0;
-	uint64_t vi = 0, ai = 0, video_bytes = 0;
+	uint64_t vi = 0, ai = 0, video_bytes = 0, vskip = 0, answered = 0;
+	struct ipcd_feed_inbox inbox;
 	struct timespec start;
 	int i, fd;
 
 	memset(&v, 0, sizeof(v));
 	memset(&audio, 0, sizeof(audio));
+	memset(&inbox, 0, sizeof(inbox));
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "-fast") == 0) {
 			fast = 1;
@@ -363,7 +369,7 @@ int main(int argc, char **argv)
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
-		int video_done = !loop && vi >= v.n;
+		int video_done = !loop && vi + vskip >= v.n;
 		int audio_done = audio_frames == 0 || (!loop && ai >= audio_frames);
 		int64_t vpts = (int64_t)(vi * 1000000 / (uint64_t)fps);
 		int64_t apts = (int64_t)ai * AUDIO_FRAME_US;
@@ -374,7 +380,27 @@ int main(int argc, char **argv)
 			break;
 		memset(&h, 0, sizeof(h));
 		if (!video_done && (audio_done || vpts <= apts)) {
-			const struct au *a = &v.aus[vi % v.n];
+			const struct au *a;
+			int asked;
+			if (!fast)
+				sleep_until(&start, vpts);
+			asked = ipcd_feed_read_requests(fd, &inbox);
+			if (asked < 0) {
+				fprintf(stderr, "feed_example: ipcd closed the connection: %s\n", strerror(errno));
+				close(fd);
+				return 1;
+			}
+			if (asked & (1 << stream)) {
+				/* The next keyframe at or after this picture, if there is one. */
+				uint64_t k;
+				for (k = 0; k < v.n && (loop || vi + vskip + k < v.n); k++)
+					if (v.aus[(vi + vskip + k) % v.n].key)
+						break;
+				if (k < v.n && (loop || vi + vskip + k < v.n))
+					vskip += k;
+				answered++;
+			}
+			a = &v.aus[(vi + vskip) % v.n];
 			h.stream = (uint8_t)stream;
 			h.kind = a->key ? IPCD_FEED_KIND_I : IPCD_FEED_KIND_P;
 			h.codec = (uint8_t)v.codec;
@@ -403,8 +429,9 @@ int main(int argc, char **argv)
 		}
 	}
 	close(fd);
-	fprintf(stderr, "feed_example: sent %llu video frames (%llu bytes) and %llu audio frames\n",
-		(unsigned long long)vi, (unsigned long long)video_bytes, (unsigned long long)ai);
+	fprintf(stderr, "feed_example: sent %llu video frames (%llu bytes) and %llu audio frames, answered %llu keyframe requests\n",
+		(unsigned long long)vi, (unsigned long long)video_bytes, (unsigned long long)ai,
+		(unsigned long long)answered);
 	free(v.data.p);
 	free(v.aus);
 	free(audio.p);

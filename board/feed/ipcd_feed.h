@@ -4,7 +4,10 @@
  * The capture application connects to ipcd's feed socket (SOCK_STREAM, Unix
  * domain; path from ipcd's media.sources.<stream>.path) and writes one message
  * per frame: a 32-byte little-endian header followed by `length` payload bytes.
- * ipcd never writes to the socket. docs/feed.md is the full description; this
+ * The only thing ipcd writes back is a keyframe request: a header of kind 4
+ * with no payload, asking for the next picture of its stream to be an IDR
+ * (ipcd_feed_read_requests). A producer that never reads is still served;
+ * it just never gets asked. docs/feed.md is the full description; this
  * header and media/feedproto.go must stay in exact agreement (a Go test checks
  * the offsets below and the bytes ipcd_feed_encode_header produces).
  *
@@ -65,7 +68,9 @@ enum ipcd_feed_stream {
 enum ipcd_feed_kind {
 	IPCD_FEED_KIND_I = 1,
 	IPCD_FEED_KIND_P = 2,
-	IPCD_FEED_KIND_AUDIO = 3
+	IPCD_FEED_KIND_AUDIO = 3,
+	/* ipcd to producer only: make the next picture of `stream` an IDR */
+	IPCD_FEED_KIND_KEYFRAME_REQUEST = 4
 };
 
 enum ipcd_feed_codec {
@@ -217,6 +222,50 @@ static inline int ipcd_feed_send(int fd, const struct ipcd_feed_header *h, const
 		}
 	}
 	return 0;
+}
+
+/* Bytes of a message from ipcd read so far (ipcd_feed_read_requests). */
+struct ipcd_feed_inbox {
+	uint8_t buf[IPCD_FEED_HEADER_SIZE];
+	size_t have;
+};
+
+/*
+ * Reads, without blocking, the keyframe requests ipcd has sent on fd.
+ * Returns a bit mask with bit (1 << stream) set for each video stream a
+ * keyframe was asked of (0 when none), or -1 when ipcd closed the connection
+ * (errno ECONNRESET) or the read failed. Answer a request by encoding the next
+ * picture of that stream as an IDR with its parameter sets. ipcd sends at
+ * most one request per stream every 250 ms; messages it does not know are
+ * skipped, so a later ipcd may send more kinds.
+ */
+static inline int ipcd_feed_read_requests(int fd, struct ipcd_feed_inbox *in)
+{
+	int mask = 0;
+
+	for (;;) {
+		ssize_t n = recv(fd, in->buf + in->have, sizeof(in->buf) - in->have, MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return mask;
+			return -1;
+		}
+		if (n == 0) {
+			errno = ECONNRESET;
+			return -1;
+		}
+		in->have += (size_t)n;
+		if (in->have < sizeof(in->buf))
+			continue;
+		in->have = 0;
+		if (memcmp(in->buf, IPCD_FEED_MAGIC, 4) == 0 && in->buf[4] == IPCD_FEED_VERSION &&
+		    in->buf[6] == IPCD_FEED_KIND_KEYFRAME_REQUEST &&
+		    (in->buf[5] == IPCD_FEED_STREAM_MAIN || in->buf[5] == IPCD_FEED_STREAM_SUB))
+			mask |= 1 << in->buf[5];
+	}
 }
 
 #ifdef __cplusplus

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
@@ -57,20 +56,11 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []n
 		if !budget.Reserve(size) {
 			return m, nil, nil, fmt.Errorf("media.memory_mb: no room for the %s ring", sp.name)
 		}
-		// A source that can make a keyframe on demand (v4l2) is set here
-		// once built: the ring asks when a reader starts and none is
-		// buffered.
-		var keyframer atomic.Pointer[media.V4L2Source]
 		ring, err := media.NewRing(media.RingConfig{
 			Stream:    sp.stream,
 			Codec:     codec,
 			MaxBytes:  size,
 			MaxFrames: max(64, fps*c.BufferSeconds),
-			OnKeyframeRequest: func() {
-				if k := keyframer.Load(); k != nil {
-					k.RequestKeyframe()
-				}
-			},
 		}, log.With("component", "ring", "stream", sp.name))
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
@@ -93,7 +83,7 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []n
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}
-			keyframer.Store(src)
+			ring.SetKeyframeRequester(src)
 			sources = append(sources, namedSource{sp.name, src})
 		case "feed":
 			// Streams fed through the same socket share one listener.
@@ -110,6 +100,14 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []n
 		src, err := media.NewFeedSource(media.FeedSourceConfig{Path: path}, rings, log)
 		if err != nil {
 			return m, nil, nil, fmt.Errorf("media.sources: feed %s: %w", path, err)
+		}
+		// A source that can make a keyframe on demand is asked when a
+		// reader starts with none buffered and when a viewer reports a
+		// lost one; the others (file, pipe) serve the newest buffered.
+		for _, ring := range rings {
+			if ring.Stream().IsVideo() {
+				ring.SetKeyframeRequester(src)
+			}
 		}
 		sources = append(sources, namedSource{"feed " + path, src})
 	}

@@ -164,7 +164,7 @@ func check(o options, log *slog.Logger) (result, error) {
 		MaxFrames: o.ringFrames,
 		OnKeyframeRequest: func() {
 			if s := srcRef.Load(); s != nil {
-				s.RequestKeyframe()
+				s.RequestKeyframe(media.StreamMain)
 			}
 		},
 	}, log)

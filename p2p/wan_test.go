@@ -1,0 +1,308 @@
+package p2p
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/transport/v4/vnet"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+
+	"github.com/ipcd/ipcd/media"
+)
+
+// BenchmarkWANTTFF measures the time to first frame, as the viewer sees it
+// from sending the offer, over a WAN path of 25 ms each way with up to 5 ms
+// of jitter and 0, 1 and 5 % loss, behind full-cone NATs with a STUN
+// server; b.N sessions one after another, each on a fresh network. It
+// reports p50 and p95.
+func BenchmarkWANTTFF(b *testing.B) {
+	ring := fileRing(b, mediaDir+"main.h264", media.StreamMain, media.CodecH264, 25)
+	stun := []ICEServer{{URLs: URLList{"stun:" + natServerIP + ":3478"}}}
+	for _, loss := range []float64{0, 0.01, 0.05} {
+		b.Run(fmt.Sprintf("loss=%g%%", loss*100), func(b *testing.B) {
+			var ttffs []time.Duration
+			for range b.N {
+				w := newNATWorld(b, natKinds[0], natKinds[0], func(c *vnet.RouterConfig) {
+					// Each packet crosses the two LAN routers and this one.
+					c.MinDelay, c.MaxJitter = 25*time.Millisecond, 5*time.Millisecond
+				})
+				w.wan.AddChunkFilter(func(vnet.Chunk) bool { return rand.Float64() >= loss })
+				c := runNATCell(b, w, ring, stun, 20*time.Second)
+				if !c.streamed {
+					b.Fatal("no media within 20 s")
+				}
+				ttffs = append(ttffs, c.ttff)
+			}
+			slices.Sort(ttffs)
+			b.ReportMetric(float64(ttffs[len(ttffs)/2].Milliseconds()), "p50_ms")
+			b.ReportMetric(float64(ttffs[max(0, (len(ttffs)*95+99)/100-1)].Milliseconds()), "p95_ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// decoder models a viewer's decoder on the received video: an access unit
+// decodes when it is complete and so is every one back to the last
+// keyframe. Like a browser's jitter buffer, it waits up to 1 s for a
+// retransmission. When the chain breaks the viewer sends a PLI, as browsers do,
+// unless pli is off. Access units are told apart by RTP timestamp (one per
+// 40 ms frame); those never seen are counted from timestamp gaps.
+type decoder struct {
+	pli bool
+
+	mu         sync.Mutex
+	decoded    int // decodable access units
+	undecoded  int // complete but after a break
+	missing    int // never complete
+	plis       int
+	dropKey    bool // discard the next keyframe on purpose
+	recoveries []recovery
+}
+
+// recovery is the wait for a decodable frame after a keyframe was
+// discarded on purpose.
+type recovery struct {
+	took   time.Duration // from the PLI to the last packet of the next keyframe
+	frames int           // access units that began in between
+}
+
+const frameTicks = 90000 / 25
+
+// startsWithSPS reports whether an H.264 RTP payload begins with an SPS,
+// alone or first in a STAP-A: the first packet of a keyframe as ipcd
+// packetizes it.
+func startsWithSPS(pl []byte) bool {
+	switch {
+	case len(pl) > 0 && pl[0]&0x1f == 7:
+		return true
+	case len(pl) > 3 && pl[0]&0x1f == 24:
+		return pl[3]&0x1f == 7
+	}
+	return false
+}
+
+// dropState is the purposeful loss of one keyframe and the wait for the
+// next.
+type dropState struct {
+	dropping, waiting bool
+	dropTS, curTS     uint32
+	keyTS             uint32
+	keySeen           bool
+	between           int
+	pliAt             time.Time
+}
+
+func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
+	sb := samplebuilder.New(512, &codecs.H264Packet{}, 90000, samplebuilder.WithMaxTimeDelay(time.Second))
+	chain, seen := false, false
+	var lastTS uint32
+	var lastPLI time.Time
+	sendPLI := func(force bool) {
+		if !force && time.Since(lastPLI) < media.KeyframeRequestInterval {
+			return
+		}
+		lastPLI = time.Now()
+		_ = v.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}})
+		d.mu.Lock()
+		d.plis++
+		d.mu.Unlock()
+	}
+	var ds dropState
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		keyStart := startsWithSPS(p.Payload)
+		d.mu.Lock()
+		if d.dropKey && keyStart {
+			d.dropKey = false
+			ds = dropState{dropping: true, dropTS: p.Timestamp, curTS: p.Timestamp}
+		}
+		d.mu.Unlock()
+		if ds.dropping && p.Timestamp == ds.dropTS {
+			if p.Marker {
+				// The viewer knows the keyframe is gone: it asks at once.
+				ds.dropping, ds.waiting, ds.pliAt = false, true, time.Now()
+				sendPLI(true)
+			}
+			continue
+		}
+		if ds.waiting {
+			if int32(p.Timestamp-ds.curTS) > 0 {
+				ds.curTS = p.Timestamp
+				ds.between++
+			}
+			if keyStart {
+				ds.keyTS, ds.keySeen = p.Timestamp, true
+			}
+			if p.Marker && ds.keySeen && p.Timestamp == ds.keyTS {
+				d.mu.Lock()
+				d.recoveries = append(d.recoveries, recovery{took: time.Since(ds.pliAt), frames: ds.between - 1})
+				d.mu.Unlock()
+				ds.waiting = false
+			}
+		}
+		sb.Push(p)
+		for s := sb.Pop(); s != nil; s = sb.Pop() {
+			gap := int32(s.PacketTimestamp - lastTS)
+			if seen && gap <= 0 {
+				continue // a late duplicate
+			}
+			d.mu.Lock()
+			broken := s.PrevDroppedPackets > 0
+			if seen && gap > frameTicks+frameTicks/2 {
+				d.missing += int((gap+frameTicks/2)/frameTicks) - 1
+				broken = true
+			}
+			seen, lastTS = true, s.PacketTimestamp
+			switch {
+			case media.IsH264Keyframe(s.Data):
+				chain = true
+			case broken:
+				chain = false
+			}
+			if chain {
+				d.decoded++
+			} else {
+				d.undecoded++
+			}
+			d.mu.Unlock()
+			if !chain && d.pli {
+				sendPLI(false)
+			}
+		}
+	}
+}
+
+// counts returns decoded and all access units.
+func (d *decoder) counts() (decoded, total, plis int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.decoded, d.decoded + d.undecoded + d.missing, d.plis
+}
+
+// newWANWorld is a NAT world (full cone on both sides, a STUN server)
+// whose WAN is 25 ms each way with up to 5 ms of jitter and loses the
+// fraction loss of the packets in both directions.
+func newWANWorld(t testing.TB, loss float64) *natWorld {
+	w := newNATWorld(t, natKinds[0], natKinds[0], func(c *vnet.RouterConfig) {
+		// Every packet crosses this router once on its way.
+		c.MinDelay, c.MaxJitter = 25*time.Millisecond, 5*time.Millisecond
+	})
+	if loss > 0 {
+		w.wan.AddChunkFilter(func(vnet.Chunk) bool { return rand.Float64() >= loss })
+	}
+	return w
+}
+
+// wanStream runs one session over w for d, the viewer decoding with dec;
+// at each of dropAt it discards the next keyframe on purpose.
+func wanStream(t testing.TB, w *natWorld, ring *media.Ring, dec *decoder, d time.Duration, dropAt ...time.Duration) SessionStats {
+	dev := startDevice(t, Media{Main: ring}, Config{Net: w.device}, nil)
+	defer dev.stop()
+	se := &webrtc.SettingEngine{}
+	se.SetNet(w.viewer)
+	v := newRTPViewer(t, viewerOptions{se: se, decode: dec, config: webrtc.Configuration{
+		ICEServers: []webrtc.ICEServer{{URLs: []string{"stun:" + natServerIP + ":3478"}}},
+	}})
+	defer v.close()
+	v.connect(t, dev, "wan0001", []ICEServer{{URLs: URLList{"stun:" + natServerIP + ":3478"}}})
+	v.videoSSRC(t, 10*time.Second)
+	start := time.Now()
+	for _, at := range dropAt {
+		time.Sleep(time.Until(start.Add(at)))
+		dec.mu.Lock()
+		dec.dropKey = true
+		dec.mu.Unlock()
+	}
+	time.Sleep(time.Until(start.Add(d)))
+	return sessionStats(t, dev)
+}
+
+// TestWANLossDecodes: over a 50 ms RTT path that loses 1 % of the packets,
+// a 30 s session decodes at least 99 % of the frames, retransmissions and
+// keyframe requests doing their part; and when a keyframe is lost on
+// purpose (past any retransmission), the viewer's next decodable frame
+// comes within 1 RTT + 2 frame intervals from the feed producer, and
+// within one GOP (25 frames) from a file source, whose session replays
+// the newest keyframe.
+func TestWANLossDecodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s sessions")
+	}
+	noLeaks(t)
+	for _, source := range []string{"file", "feed"} {
+		t.Run(source, func(t *testing.T) {
+			var ring *media.Ring
+			if source == "file" {
+				ring = fileRing(t, mediaDir+"main.h264", media.StreamMain, media.CodecH264, 25)
+			} else {
+				ring, _ = feedExampleRing(t)
+			}
+			w := newWANWorld(t, 0.01)
+			dec := &decoder{pli: true}
+			st := wanStream(t, w, ring, dec, 30*time.Second, 10*time.Second, 20*time.Second)
+			decoded, total, plis := dec.counts()
+			dec.mu.Lock()
+			rec := slices.Clone(dec.recoveries)
+			undecoded, missing := dec.undecoded, dec.missing
+			dec.mu.Unlock()
+			t.Logf("undecodable %d, never complete %d", undecoded, missing)
+			t.Logf("%s source, 1 %% loss, 50 ms RTT (rtt %v): %d of %d frames decodable (%.2f %%), %d PLIs, keyframe stats %+v, recoveries %+v",
+				source, st.RTT.Round(time.Millisecond), decoded, total, 100*float64(decoded)/float64(max(total, 1)), plis, st.Keyframes, rec)
+			if total < 25*25 {
+				t.Fatalf("only %d frames in 30 s", total)
+			}
+			if float64(decoded) < 0.99*float64(total) {
+				t.Errorf("%d of %d frames decodable, want ≥ 99 %%", decoded, total)
+			}
+			if len(rec) != 2 {
+				t.Fatalf("%d recoveries from a discarded keyframe, want 2", len(rec))
+			}
+			for _, r := range rec {
+				allowed := 25 // one GOP
+				if source == "feed" {
+					allowed = 2 + int((st.RTT+frameInterval-1)/frameInterval)
+				}
+				if r.frames > allowed {
+					t.Errorf("%d frames between the PLI and the next keyframe (%v), want at most %d", r.frames, r.took, allowed)
+				}
+			}
+		})
+	}
+}
+
+const frameInterval = 40 * time.Millisecond
+
+// BenchmarkWANDecode reports the share of frames a viewer can decode over
+// the WAN path (50 ms RTT, jitter) at 0, 1 and 5 % loss, with and without
+// keyframe requests (PLI) when its decoding chain breaks; retransmissions
+// (NACK) are on in both. Each iteration is one 10 s session of the file
+// source.
+func BenchmarkWANDecode(b *testing.B) {
+	ring := fileRing(b, mediaDir+"main.h264", media.StreamMain, media.CodecH264, 25)
+	for _, loss := range []float64{0, 0.01, 0.05} {
+		for _, pli := range []bool{false, true} {
+			b.Run(fmt.Sprintf("loss=%g%%/pli=%v", loss*100, pli), func(b *testing.B) {
+				decoded, total := 0, 0
+				for range b.N {
+					dec := &decoder{pli: pli}
+					wanStream(b, newWANWorld(b, loss), ring, dec, 10*time.Second)
+					d, n, _ := dec.counts()
+					decoded, total = decoded+d, total+n
+				}
+				b.ReportMetric(100*float64(decoded)/float64(max(total, 1)), "decoded_%")
+				b.ReportMetric(float64(total)/float64(b.N), "frames/session")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
