@@ -1,0 +1,72 @@
+//go:build !race
+
+package p2p
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ipcd/ipcd/media"
+)
+
+// The WAN loss test counts the frames a viewer decodes in real time over a
+// lossy, delayed path, so it runs without the race detector, whose
+// instrumentation slows the sender and the viewer alike; `make test` runs it
+// in a pass of its own.
+
+// TestWANLossDecodes: over a 50 ms RTT path that loses 1 % of the packets,
+// a 30 s session decodes at least 99 % of the frames, retransmissions and
+// keyframe requests doing their part; and when a keyframe is lost on
+// purpose (past any retransmission), the viewer's next decodable frame
+// comes within 1 RTT + 2 frame intervals from the feed producer, and
+// within one GOP (25 frames) from a file source, whose session replays
+// the newest keyframe.
+func TestWANLossDecodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s sessions")
+	}
+	noLeaks(t)
+	for _, source := range []string{"file", "feed"} {
+		t.Run(source, func(t *testing.T) {
+			var ring *media.Ring
+			if source == "file" {
+				ring = fileRing(t, mediaDir+"main.h264", media.StreamMain, media.CodecH264, 25)
+			} else {
+				ring, _ = feedExampleRing(t)
+			}
+			w := newWANWorld(t, 0.01)
+			dec := &decoder{pli: true}
+			st := wanStream(t, w, ring, dec, 30*time.Second, 10*time.Second, 20*time.Second)
+			decoded, total, plis := dec.counts()
+			dec.mu.Lock()
+			rec := slices.Clone(dec.recoveries)
+			undecoded, missing := dec.undecoded, dec.missing
+			dec.mu.Unlock()
+			t.Logf("undecodable %d, never complete %d", undecoded, missing)
+			t.Logf("%s source, 1 %% loss, 50 ms RTT (rtt %v): %d of %d frames decodable (%.2f %%), %d PLIs, keyframe stats %+v, recoveries %+v",
+				source, st.RTT.Round(time.Millisecond), decoded, total, 100*float64(decoded)/float64(max(total, 1)), plis, st.Keyframes, rec)
+			if total < 25*25 {
+				t.Fatalf("only %d frames in 30 s", total)
+			}
+			if float64(decoded) < 0.99*float64(total) {
+				t.Errorf("%d of %d frames decodable, want ≥ 99 %%", decoded, total)
+			}
+			if len(rec) != 2 {
+				t.Fatalf("%d recoveries from a discarded keyframe, want 2", len(rec))
+			}
+			for _, r := range rec {
+				allowed := 25 // one GOP
+				if source == "feed" {
+					allowed = 2 + int((st.RTT+frameInterval-1)/frameInterval)
+				}
+				if r.frames > allowed {
+					t.Errorf("%d frames between the PLI and the next keyframe (%v), want at most %d", r.frames, r.took, allowed)
+				}
+			}
+		})
+	}
+}
+
+const frameInterval = 40 * time.Millisecond
+
