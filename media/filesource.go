@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 )
@@ -123,6 +124,10 @@ func codecFromExt(path string) (Codec, error) {
 func readUnits(path string, codec Codec) ([]AccessUnit, error) {
 	var units []AccessUnit
 	err := eachUnit(path, codec, func(au AccessUnit) bool {
+		if codec.IsAudio() {
+			// An audio payload aliases the mapping, gone on return.
+			au.Payload = slices.Clone(au.Payload)
+		}
 		units = append(units, au)
 		return true
 	})

@@ -890,3 +890,70 @@ func BenchmarkPipeIngest(b *testing.B) {
 		})
 	}
 }
+
+// pausingReader hands out data in pieces and, before the piece at pauseAt,
+// waits for pause: an encoder that has been writing for a while.
+type pausingReader struct {
+	data    []byte
+	piece   int
+	pauseAt int
+	pause   time.Duration
+	reads   int
+}
+
+func (r *pausingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	if r.reads == r.pauseAt {
+		time.Sleep(r.pause)
+	}
+	r.reads++
+	n := copy(p[:min(len(p), r.piece)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestPipeSourceSizesBufferFromStream: with BufferBytes 0 the byte ring is
+// replaced, once the stream has been measured, by one sized from its
+// bitrate, and the replacement loses no byte: the ring gets the same frames
+// as with a fixed buffer.
+func TestPipeSourceSizesBufferFromStream(t *testing.T) {
+	checkNoLeak(t)
+	var unit []byte
+	for range 20 {
+		unit = append(unit, annexB(nalSPS, nalPPS, nalIDR, nalP, nalP, nalP)...)
+	}
+	data := bytes.Repeat(unit, 20)
+	want, _ := pipeFrames(t, media.CodecH264, data, 1, len(data)+1)
+
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 64 << 20, MaxFrames: len(data)/4 + 16})
+	rd := r.NewReader()
+	defer rd.Close()
+	var logs logBuffer
+	in := &pausingReader{data: data, piece: 512, pauseAt: 4, pause: 30 * time.Millisecond}
+	s, err := media.NewPipeSourceReader(media.PipeSourceConfig{Codec: media.CodecH264}, in, r, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.SetPipeMeasure(s, 10*time.Millisecond)
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "byte buffer sized from the stream") || !strings.Contains(logs.String(), "buffer_bytes=262144") {
+		t.Fatalf("no resize to the 256 KiB floor logged:\n%s", logs.String())
+	}
+	st := s.Stats()
+	if st.OverflowBytes != 0 || st.Resyncs != 0 || st.BytesIn != uint64(len(data)) {
+		t.Fatalf("stats %+v for %d bytes", st, len(data))
+	}
+	got := drain(t, rd, int(r.Stats().Appended))
+	if len(got) != len(want) {
+		t.Fatalf("%d frames with a resized buffer, %d with a fixed one", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Fatalf("frame %d differs", i)
+		}
+	}
+}
