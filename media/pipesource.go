@@ -610,6 +610,10 @@ func (p *PipeSource) parse(ctx context.Context, rings *byteRing, gaps *gapQueue,
 		if p.beforeRead != nil {
 			p.beforeRead()
 		}
+		// Loaded before the length: once the ingester has moved to a
+		// resized ring, it writes nothing more to this one, so an empty
+		// ring seen after this load is drained for good.
+		next := rings.next.Load()
 		if bb.Length() == 0 {
 			// Nothing buffered. A gap here is a writer that ended its
 			// stream: settle its last access unit now rather than when
@@ -618,6 +622,10 @@ func (p *PipeSource) parse(ctx context.Context, rings *byteRing, gaps *gapQueue,
 				if rerr := ps.resync(g.loss); rerr != nil {
 					return rerr
 				}
+				continue
+			}
+			if next != nil && next != bb {
+				bb = next
 				continue
 			}
 			select {

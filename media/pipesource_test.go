@@ -957,3 +957,64 @@ func TestPipeSourceSizesBufferFromStream(t *testing.T) {
 		}
 	}
 }
+
+// TestPipeSourceResizedBufferKeepsFlowing: an encoder that keeps writing
+// into a FIFO after the byte ring was sized from the stream still gets
+// every access unit into the ring while it is connected: the parser moves
+// to the new byte ring as soon as the old one is drained, not when the
+// input ends.
+func TestPipeSourceResizedBufferKeepsFlowing(t *testing.T) {
+	checkNoLeak(t)
+	aus, err := media.ReadAccessUnits("../configs/media/main.h264")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus = aus[:100]
+	fifo := filepath.Join(t.TempDir(), "main.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 64 << 20, MaxFrames: 1000})
+	var logs logBuffer
+	s, err := media.NewPipeSource(media.PipeSourceConfig{Path: fifo, Codec: media.CodecH264, FPS: 25}, r, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.SetPipeMeasure(s, 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// An encoder at 8x real time: the stream is measured and the byte
+	// ring replaced a few frames in.
+	for _, au := range aus {
+		if _, err := f.Write(au.Payload); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A NAL unit completes at the next start code and an access unit when
+	// the next one starts: the last two are pending while the writer is
+	// connected.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().Appended < uint64(len(aus)-2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d access units reached the ring with the writer connected; stats %+v\n%s",
+				r.Stats().Appended, len(aus)-2, s.Stats(), logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "byte buffer sized from the stream") {
+		t.Fatalf("the byte ring was not resized:\n%s", logs.String())
+	}
+}
