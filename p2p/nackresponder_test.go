@@ -103,7 +103,7 @@ func newNACKClient(t *testing.T, dropPeriod int) *nackClient {
 	}, PayloadType: 97}, webrtc.RTPCodecTypeVideo); err != nil {
 		t.Fatal(err)
 	}
-	c := &nackClient{packets: make(chan *rtp.Packet, 8192)}
+	c := &nackClient{packets: make(chan *rtp.Packet, 1<<16)}
 	ir := &interceptor.Registry{}
 	if dropPeriod > 0 {
 		ir.Add(dropperFactory{&dropper{period: dropPeriod, skip: 20, dropped: &c.dropped}})
