@@ -73,4 +73,3 @@ func TestWANLossDecodes(t *testing.T) {
 }
 
 const frameInterval = 40 * time.Millisecond
-
