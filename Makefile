@@ -45,10 +45,8 @@ demo: build
 demo-check: build
 	bash scripts/demo-check.sh
 
-# Numbers, not verdicts: Go benchmarks plus the ipcapp bench scenario, and
-# memory per viewer through a pipe source. Builds the board binaries first
-# so that their sizes are printed.
-bench: build cross
+# Numbers, not verdicts: Go benchmarks plus the ipcapp bench scenario.
+bench: build
 	bash scripts/bench.sh
 
 clean:
