@@ -50,8 +50,9 @@ func TestCExample(t *testing.T) {
 		t.Fatalf("board_example: %v\n%s", err, out.String())
 	}
 	// The reply and the events travel on the same socket from different
-	// goroutines of the server: the reply may come before or among them,
-	// the events keep their order.
+	// goroutines of the server: the reply may come before, among or after
+	// them (then the example has exited at its second event and never
+	// prints it); the events keep their order.
 	var events []string
 	replies := 0
 	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
@@ -61,7 +62,7 @@ func TestCExample(t *testing.T) {
 		}
 		events = append(events, line)
 	}
-	if want := []string{"LiveVideoStart ab12 0", "SessionStop ab12 9"}; replies != 1 || strings.Join(events, "|") != strings.Join(want, "|") {
-		t.Fatalf("board_example printed %q, want one \"reply 0\" and the events %q in order", out.String(), want)
+	if want := []string{"LiveVideoStart ab12 0", "SessionStop ab12 9"}; replies > 1 || strings.Join(events, "|") != strings.Join(want, "|") {
+		t.Fatalf("board_example printed %q, want at most one \"reply 0\" and the events %q in order", out.String(), want)
 	}
 }
