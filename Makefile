@@ -25,7 +25,7 @@ test: vet
 # Frames decoded over the vnet WAN at 1 % loss, in real time: on a quiet
 # machine, without the race detector.
 test-wan:
-	IPCD_WAN_TEST=1 $(GO) test -count=1 -timeout 5m -run 'WANLoss' -v ./p2p/
+	TEST_WAN=1 $(GO) test -count=1 -timeout 5m -run 'WANLoss' -v ./p2p/
 
 test-interop:
 	cd test/interop && $(GO) vet . && $(GO) test -count=1 -timeout 10m -v .

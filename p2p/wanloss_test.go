@@ -27,7 +27,7 @@ func TestWANLossDecodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s sessions")
 	}
-	if os.Getenv("IPCD_WAN_TEST") == "" {
+	if os.Getenv("TEST_WAN") == "" {
 		t.Skip("counts frames decoded in real time, which a loaded machine skews: `make test-wan` runs it on a quiet one")
 	}
 	noLeaks(t)

@@ -77,8 +77,8 @@ TEST_ARM_QEMU=$(command -v "$qemu")
 TEST_ARM_GO=$(command -v "$GO")
 # Tests that measure the memory of a process they start skip that check:
 # under emulation the process is qemu.
-IPCD_TEST_EMULATOR=$(basename "$qemu")
-export TEST_ARM_QEMU TEST_ARM_GO IPCD_TEST_EMULATOR
+TEST_ARM_EMULATOR=$(basename "$qemu")
+export TEST_ARM_QEMU TEST_ARM_GO TEST_ARM_EMULATOR
 
 # Emulation is several times slower than native: the timeout is generous, the
 # tests themselves are unchanged.

@@ -314,7 +314,7 @@ func TestCandidateFlood(t *testing.T) {
 	t.Logf("ipcd RSS with %d candidates %d KB, with %d %d KB (%+d KB)", p2p.MaxRemoteCandidates, before>>10, n, after>>10, (after-before)>>10)
 	// Under emulation the process is qemu, whose translation cache grows
 	// with every code path the flood takes: its RSS is not the device's.
-	if emu := os.Getenv("IPCD_TEST_EMULATOR"); emu != "" {
+	if emu := os.Getenv("TEST_ARM_EMULATOR"); emu != "" {
 		t.Logf("RSS not checked: running under %s", emu)
 	} else if after-before > 1<<20 {
 		t.Errorf("RSS grew by %d KB under the candidate flood, want at most 1 MB", (after-before)>>10)
