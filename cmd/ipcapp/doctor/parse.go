@@ -99,16 +99,21 @@ func parseJSON(line string) (Record, bool) {
 			b, _ := json.Marshal(x)
 			s = string(b)
 		}
-		switch k {
-		case "level":
-			rec.Level = s
-		case "msg":
-			rec.Msg = s
-		default:
-			rec.Attrs[k] = s
-		}
+		rec.set(k, s)
 	}
 	return rec, rec.Msg != ""
+}
+
+// set files one key of a log line: level and msg have fields of their own.
+func (r *Record) set(key, val string) {
+	switch key {
+	case "level":
+		r.Level = val
+	case "msg":
+		r.Msg = val
+	default:
+		r.Attrs[key] = val
+	}
 }
 
 // parseText reads slog's key=value format, where values with spaces,
@@ -142,14 +147,7 @@ func parseText(line string) (Record, bool) {
 			}
 			val, s = s[:sp], s[sp:]
 		}
-		switch key {
-		case "level":
-			rec.Level = val
-		case "msg":
-			rec.Msg = val
-		default:
-			rec.Attrs[key] = val
-		}
+		rec.set(key, val)
 	}
 	return rec, rec.Msg != ""
 }
