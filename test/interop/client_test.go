@@ -2,6 +2,7 @@ package interop
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -44,125 +45,163 @@ func runClient(args []string) int {
 	return 0
 }
 
-func dial(url, out, talk string, d time.Duration) (res clientResult) {
+func dial(url, out, talk string, d time.Duration) clientResult {
 	start := time.Now()
 	prod, err := tuya.Dial(url)
-	res.DialMS = ms(time.Since(start))
+	rec := &recorder{start: start, first: make(chan struct{})}
+	rec.res.DialMS = ms(time.Since(start))
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		rec.res.Error = err.Error()
+		return rec.res
 	}
 	client := prod.(*tuya.Client)
 	defer func() { _ = client.Stop() }()
 
-	f, err := os.Create(out)
+	rec.f, err = os.Create(out)
 	if err != nil {
-		res.Error = err.Error()
-		return res
+		rec.res.Error = err.Error()
+		return rec.res
 	}
-	defer f.Close()
+	defer rec.f.Close()
+	defer rec.closeSenders()
 
-	var mu sync.Mutex
-	first := make(chan struct{})
-	var once sync.Once
-	isH265 := false
-	started := false
-	write := func(p *rtp.Packet) {
-		// From the first keyframe that carries its parameter sets on:
-		// packets that came before the receivers were made went
-		// elsewhere, and they may have been the parameter sets of the
-		// first keyframe the receivers see.
-		if !started && !keyframeWithParams(p.Payload, isH265) {
-			return
-		}
-		started = true
-		once.Do(func() {
-			res.TTFFMS = ms(time.Since(start))
-			close(first)
-		})
-		au := annexb.DecodeAVCC(p.Payload, true)
-		mu.Lock()
-		res.Frames++
-		res.Bytes += int64(len(au))
-		_, _ = f.Write(au)
-		mu.Unlock()
-	}
 	for _, m := range client.GetMedias() {
 		switch {
 		case m.Kind == core.KindVideo && m.Direction == core.DirectionRecvonly:
-			// go2rtc routes RTP by payload type to the receiver of that
-			// codec, and the answer may list one codec under several
-			// payload types: a receiver for each. In fmp4Stream mode its
-			// codecs come from the skill, main stream first, and the last
-			// video receiver takes the channel's video: the main's only.
-			name := m.Codecs[0].Name
-			res.Codec = name
-			isH265 = name == core.CodecH265
-			for _, codec := range m.Codecs {
-				if codec.Name != name {
-					continue
-				}
-				rcv, err := client.GetTrack(m, codec)
-				if err != nil {
-					res.Error = err.Error()
-					return res
-				}
-				sender := core.NewSender(m, codec)
-				if name == core.CodecH265 {
-					sender.Handler = h265.RTPDepay(codec, write)
-				} else {
-					sender.Handler = h264.RTPDepay(codec, write)
-				}
-				sender.HandleRTP(rcv)
-				defer sender.Close()
-			}
+			err = rec.receiveVideo(client, m)
 		case m.Kind == core.KindAudio && m.Direction == core.DirectionSendonly && talk != "":
-			var codec *core.Codec
-			for _, c := range m.Codecs {
-				if c.Name == core.CodecPCMU {
-					codec = c
-				}
-			}
-			if codec == nil {
-				res.Error = "no PCMU in the answer's audio"
-				return res
-			}
-			pcm, err := os.ReadFile(talk)
-			if err != nil {
-				res.Error = err.Error()
-				return res
-			}
-			rcv := core.NewReceiver(m, codec)
-			if err := client.AddTrack(m, codec, rcv); err != nil {
-				res.Error = err.Error()
-				return res
-			}
-			go func() {
-				<-first
-				tick := time.NewTicker(20 * time.Millisecond)
-				defer tick.Stop()
-				for i := 0; i+160 <= len(pcm); i += 160 {
-					<-tick.C
-					rcv.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Timestamp: uint32(i), SequenceNumber: uint16(i / 160)}, Payload: pcm[i : i+160]})
-					mu.Lock()
-					res.TalkBytes += 160
-					mu.Unlock()
-				}
-			}()
+			err = rec.sendTalk(client, m, talk)
+		}
+		if err != nil {
+			return rec.result(err)
 		}
 	}
 	go func() { _ = client.Start() }()
 	select {
-	case <-first:
+	case <-rec.first:
 	case <-time.After(15 * time.Second):
 		j, _ := client.MarshalJSON()
-		res.Error = "no video within 15s: " + string(j)
-		return res
+		return rec.result(errors.New("no video within 15s: " + string(j)))
 	}
 	time.Sleep(d)
-	mu.Lock()
-	defer mu.Unlock()
-	return res
+	return rec.result(nil)
+}
+
+// recorder writes the video go2rtc's client receives as Annex-B and counts
+// what it receives and sends.
+type recorder struct {
+	start   time.Time
+	f       *os.File
+	first   chan struct{}
+	once    sync.Once
+	isH265  bool
+	started bool
+	senders []*core.Sender
+
+	mu  sync.Mutex
+	res clientResult
+}
+
+func (r *recorder) result(err error) clientResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.res.Error = err.Error()
+	}
+	return r.res
+}
+
+func (r *recorder) closeSenders() {
+	for _, s := range r.senders {
+		s.Close()
+	}
+}
+
+func (r *recorder) write(p *rtp.Packet) {
+	// From the first keyframe that carries its parameter sets on:
+	// packets that came before the receivers were made went
+	// elsewhere, and they may have been the parameter sets of the
+	// first keyframe the receivers see.
+	if !r.started && !keyframeWithParams(p.Payload, r.isH265) {
+		return
+	}
+	r.started = true
+	r.once.Do(func() {
+		r.mu.Lock()
+		r.res.TTFFMS = ms(time.Since(r.start))
+		r.mu.Unlock()
+		close(r.first)
+	})
+	au := annexb.DecodeAVCC(p.Payload, true)
+	r.mu.Lock()
+	r.res.Frames++
+	r.res.Bytes += int64(len(au))
+	_, _ = r.f.Write(au)
+	r.mu.Unlock()
+}
+
+// receiveVideo attaches the recorder to the answer's video.
+func (r *recorder) receiveVideo(client *tuya.Client, m *core.Media) error {
+	// go2rtc routes RTP by payload type to the receiver of that
+	// codec, and the answer may list one codec under several
+	// payload types: a receiver for each. In fmp4Stream mode its
+	// codecs come from the skill, main stream first, and the last
+	// video receiver takes the channel's video: the main's only.
+	name := m.Codecs[0].Name
+	r.res.Codec = name
+	r.isH265 = name == core.CodecH265
+	for _, codec := range m.Codecs {
+		if codec.Name != name {
+			continue
+		}
+		rcv, err := client.GetTrack(m, codec)
+		if err != nil {
+			return err
+		}
+		sender := core.NewSender(m, codec)
+		if name == core.CodecH265 {
+			sender.Handler = h265.RTPDepay(codec, r.write)
+		} else {
+			sender.Handler = h264.RTPDepay(codec, r.write)
+		}
+		sender.HandleRTP(rcv)
+		r.senders = append(r.senders, sender)
+	}
+	return nil
+}
+
+// sendTalk sends the PCMU file talk as talkback from the first frame on.
+func (r *recorder) sendTalk(client *tuya.Client, m *core.Media, talk string) error {
+	var codec *core.Codec
+	for _, c := range m.Codecs {
+		if c.Name == core.CodecPCMU {
+			codec = c
+		}
+	}
+	if codec == nil {
+		return errors.New("no PCMU in the answer's audio")
+	}
+	pcm, err := os.ReadFile(talk)
+	if err != nil {
+		return err
+	}
+	rcv := core.NewReceiver(m, codec)
+	if err := client.AddTrack(m, codec, rcv); err != nil {
+		return err
+	}
+	go func() {
+		<-r.first
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i+160 <= len(pcm); i += 160 {
+			<-tick.C
+			rcv.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Timestamp: uint32(i), SequenceNumber: uint16(i / 160)}, Payload: pcm[i : i+160]})
+			r.mu.Lock()
+			r.res.TalkBytes += 160
+			r.mu.Unlock()
+		}
+	}()
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

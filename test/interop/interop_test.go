@@ -452,127 +452,140 @@ func ffprobe(t *testing.T, path, codec string) []string {
 
 func TestGo2rtcTuya(t *testing.T) {
 	e := setup(t)
+	for _, st := range []struct {
+		name string
+		run  func(*testing.T, *env)
+	}{
+		{"h264 main and sub", tuyaMainAndSub},
+		{"312 switch", tuyaSwitch},
+		{"h265 main over fmp4Stream", tuyaH265},
+		{"talkback", tuyaTalkback},
+		{"five immediate re-entries", tuyaReentries},
+		{"refusal", tuyaRefusal},
+	} {
+		t.Run(st.name, func(t *testing.T) { st.run(t, e) })
+	}
+}
 
-	t.Run("h264 main and sub", func(t *testing.T) {
-		e.cloud.set(2, 2, false)
-		e.startIPCD(t, "main.h264", "sub.h264", "")
-		for _, tc := range []struct{ res, size string }{{"hd", "640,360"}, {"sd", "320,180"}} {
-			res, out := e.client(t, tc.res, 2, "")
-			if res.Error != "" || res.Frames < 25 || res.Codec != "H264" {
-				t.Fatalf("%s: %+v", tc.res, res)
-			}
-			if sizes := ffprobe(t, out, "h264"); !slices.Equal(sizes, []string{tc.size}) {
-				t.Errorf("%s: frame sizes %v, want %s", tc.res, sizes, tc.size)
-			}
+func tuyaMainAndSub(t *testing.T, e *env) {
+	e.cloud.set(2, 2, false)
+	e.startIPCD(t, "main.h264", "sub.h264", "")
+	for _, tc := range []struct{ res, size string }{{"hd", "640,360"}, {"sd", "320,180"}} {
+		res, out := e.client(t, tc.res, 2, "")
+		if res.Error != "" || res.Frames < 25 || res.Codec != "H264" {
+			t.Fatalf("%s: %+v", tc.res, res)
 		}
-	})
+		if sizes := ffprobe(t, out, "h264"); !slices.Equal(sizes, []string{tc.size}) {
+			t.Errorf("%s: frame sizes %v, want %s", tc.res, sizes, tc.size)
+		}
+	}
+}
 
-	t.Run("312 switch", func(t *testing.T) {
-		e.cloud.set(2, 2, false)
-		d := e.startIPCD(t, "main.h264", "sub.h264", "")
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			// The app's 312 through the relay, once the session is up.
-			deadline := time.Now().Add(15 * time.Second)
-			for time.Now().Before(deadline) && !strings.Contains(d.logText(), "first frame sent") {
-				time.Sleep(20 * time.Millisecond)
-			}
-			time.Sleep(time.Second)
-			sid := sessionOf(d.logText())
-			pub := paho.NewClient(paho.NewClientOptions().AddBroker(e.broker).SetClientID("app-312"))
-			if tok := pub.Connect(); tok.Wait() && tok.Error() != nil {
-				return
-			}
-			defer pub.Disconnect(100)
-			one := 1
-			payload, _ := mqtt.Encode(p2p.ControlProtocol, time.Now(), p2p.Message{
-				Header: p2p.Header{Type: p2p.ControlResolution, From: uid, To: devID, SessionID: sid, MotoID: motoID},
-				Msg:    mustJSON(p2p.ControlCmd{CmdValue: &one}),
-			})
-			pub.Publish("/av/moto/"+motoID+"/u/"+devID, 1, false, payload).Wait()
-		}()
-		res, out := e.client(t, "hd", 4, "")
-		<-done
-		if res.Error != "" {
-			t.Fatalf("%+v", res)
+func tuyaSwitch(t *testing.T, e *env) {
+	e.cloud.set(2, 2, false)
+	d := e.startIPCD(t, "main.h264", "sub.h264", "")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The app's 312 through the relay, once the session is up.
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) && !strings.Contains(d.logText(), "first frame sent") {
+			time.Sleep(20 * time.Millisecond)
 		}
-		if sizes := ffprobe(t, out, "h264"); !slices.Equal(sizes, []string{"640,360", "320,180"}) {
-			t.Errorf("frame sizes %v, want main then sub", sizes)
+		time.Sleep(time.Second)
+		sid := sessionOf(d.logText())
+		pub := paho.NewClient(paho.NewClientOptions().AddBroker(e.broker).SetClientID("app-312"))
+		if tok := pub.Connect(); tok.Wait() && tok.Error() != nil {
+			return
 		}
-	})
+		defer pub.Disconnect(100)
+		one := 1
+		payload, _ := mqtt.Encode(p2p.ControlProtocol, time.Now(), p2p.Message{
+			Header: p2p.Header{Type: p2p.ControlResolution, From: uid, To: devID, SessionID: sid, MotoID: motoID},
+			Msg:    mustJSON(p2p.ControlCmd{CmdValue: &one}),
+		})
+		pub.Publish("/av/moto/"+motoID+"/u/"+devID, 1, false, payload).Wait()
+	}()
+	res, out := e.client(t, "hd", 4, "")
+	<-done
+	if res.Error != "" {
+		t.Fatalf("%+v", res)
+	}
+	if sizes := ffprobe(t, out, "h264"); !slices.Equal(sizes, []string{"640,360", "320,180"}) {
+		t.Errorf("frame sizes %v, want main then sub", sizes)
+	}
+}
 
-	t.Run("h265 main over fmp4Stream", func(t *testing.T) {
-		e.cloud.set(4, 2, false)
-		d := e.startIPCD(t, "main.h265", "sub.h264", "")
-		res, out := e.client(t, "hd", 3, "")
-		if res.Error != "" || res.Frames < 25 || res.Codec != "H265" {
-			t.Fatalf("%+v", res)
-		}
-		if sizes := ffprobe(t, out, "hevc"); !slices.Equal(sizes, []string{"640,360"}) {
-			t.Errorf("frame sizes %v", sizes)
-		}
-		if !strings.Contains(d.logText(), "fmp4Stream handshake complete") {
-			t.Error("no fmp4Stream handshake in the log")
-		}
-	})
+func tuyaH265(t *testing.T, e *env) {
+	e.cloud.set(4, 2, false)
+	d := e.startIPCD(t, "main.h265", "sub.h264", "")
+	res, out := e.client(t, "hd", 3, "")
+	if res.Error != "" || res.Frames < 25 || res.Codec != "H265" {
+		t.Fatalf("%+v", res)
+	}
+	if sizes := ffprobe(t, out, "hevc"); !slices.Equal(sizes, []string{"640,360"}) {
+		t.Errorf("frame sizes %v", sizes)
+	}
+	if !strings.Contains(d.logText(), "fmp4Stream handshake complete") {
+		t.Error("no fmp4Stream handshake in the log")
+	}
+}
 
-	t.Run("talkback", func(t *testing.T) {
-		e.cloud.set(2, 2, false)
-		if !talkbackKnown(t, e) {
-			t.Skip("stream.talkback is not a configuration key of this ipcd: talkback without 312 is not built in")
+func tuyaTalkback(t *testing.T, e *env) {
+	e.cloud.set(2, 2, false)
+	if !talkbackKnown(t, e) {
+		t.Skip("stream.talkback is not a configuration key of this ipcd: talkback without 312 is not built in")
+	}
+	d := e.startIPCD(t, "main.h264", "", "  talkback: auto")
+	talk := filepath.Join(t.TempDir(), "talk.pcmu")
+	src, _ := os.ReadFile(mediaDir + "audio.pcmu")
+	// 240-byte frames go out whole: send a multiple of them.
+	src = src[:len(src)/2/240*240]
+	if err := os.WriteFile(talk, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := e.client(t, "hd", float64(len(src))/8000+1.5, talk)
+	if res.Error != "" || res.TalkBytes != int64(len(src)) {
+		t.Fatalf("%+v", res)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := os.ReadFile(d.speaker)
+		if bytes.Equal(got, src) {
+			break
 		}
-		d := e.startIPCD(t, "main.h264", "", "  talkback: auto")
-		talk := filepath.Join(t.TempDir(), "talk.pcmu")
-		src, _ := os.ReadFile(mediaDir + "audio.pcmu")
-		// 240-byte frames go out whole: send a multiple of them.
-		src = src[:len(src)/2/240*240]
-		if err := os.WriteFile(talk, src, 0o600); err != nil {
-			t.Fatal(err)
+		if time.Now().After(deadline) {
+			t.Fatalf("speaker file has %d bytes, sent %d; equal prefix %v", len(got), len(src), bytes.HasPrefix(src, got))
 		}
-		res, _ := e.client(t, "hd", float64(len(src))/8000+1.5, talk)
-		if res.Error != "" || res.TalkBytes != int64(len(src)) {
-			t.Fatalf("%+v", res)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			got, _ := os.ReadFile(d.speaker)
-			if bytes.Equal(got, src) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("speaker file has %d bytes, sent %d; equal prefix %v", len(got), len(src), bytes.HasPrefix(src, got))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
-	t.Run("five immediate re-entries", func(t *testing.T) {
-		e.cloud.set(2, 2, false)
-		d := e.startIPCD(t, "main.h264", "sub.h264", "")
-		for i := range 5 {
-			res, _ := e.client(t, "hd", 0.3, "")
-			if res.Error != "" || res.Frames == 0 {
-				t.Fatalf("entry %d: %+v", i, res)
-			}
+func tuyaReentries(t *testing.T, e *env) {
+	e.cloud.set(2, 2, false)
+	d := e.startIPCD(t, "main.h264", "sub.h264", "")
+	for i := range 5 {
+		res, _ := e.client(t, "hd", 0.3, "")
+		if res.Error != "" || res.Frames == 0 {
+			t.Fatalf("entry %d: %+v", i, res)
 		}
-		if l := grep(d.logText(), "incoming connection refused"); l != "" {
-			t.Errorf("re-entry refused:\n%s", l)
-		}
-	})
+	}
+	if l := grep(d.logText(), "incoming connection refused"); l != "" {
+		t.Errorf("re-entry refused:\n%s", l)
+	}
+}
 
-	t.Run("refusal", func(t *testing.T) {
-		e.cloud.set(2, 2, true)
-		d := e.startIPCD(t, "main.h264", "", "")
-		res, _ := e.client(t, "hd", 1, "")
-		if res.Error == "" || res.DialMS > 5000 {
-			t.Fatalf("bad auth: %+v, want a prompt refusal", res)
-		}
-		if !strings.Contains(d.logText(), "auth failed") {
-			t.Errorf("no auth failed in the log")
-		}
-		t.Logf("go2rtc reports the refusal as %q after %.0f ms", res.Error, res.DialMS)
-	})
+func tuyaRefusal(t *testing.T, e *env) {
+	e.cloud.set(2, 2, true)
+	d := e.startIPCD(t, "main.h264", "", "")
+	res, _ := e.client(t, "hd", 1, "")
+	if res.Error == "" || res.DialMS > 5000 {
+		t.Fatalf("bad auth: %+v, want a prompt refusal", res)
+	}
+	if !strings.Contains(d.logText(), "auth failed") {
+		t.Errorf("no auth failed in the log")
+	}
+	t.Logf("go2rtc reports the refusal as %q after %.0f ms", res.Error, res.DialMS)
 }
 
 // talkbackKnown reports whether this ipcd knows stream.talkback: its
