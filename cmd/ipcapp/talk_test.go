@@ -136,91 +136,27 @@ func TestControlChannel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	var mu sync.Mutex
-	var frames, keys int
-	var afterStop, firstKeyAfterStart = -1, false
-	var bad []p2p.CommandReply
 	sctx, stop := context.WithCancel(ctx)
+	s := &controlScript{t: t, c: c, afterStop: -1}
 	_, err = c.Watch(sctx, viewer.WatchOptions{
-		SessionID:   "ctl",
-		DataChannel: true,
-		OnVideo: func(_ []byte, key bool) {
-			mu.Lock()
-			frames++
-			if afterStop >= 0 && frames == afterStop+1 {
-				firstKeyAfterStart = key
-			}
-			if key {
-				keys++
-			}
-			mu.Unlock()
-		},
-		OnControlReply: func(r p2p.CommandReply) {
-			mu.Lock()
-			if r.Res != 0 {
-				bad = append(bad, r)
-			}
-			mu.Unlock()
-		},
+		SessionID:      "ctl",
+		DataChannel:    true,
+		OnVideo:        s.onVideo,
+		OnControlReply: s.onReply,
 		OnControl: func(cctx context.Context, ctl *viewer.ControlChannel) {
 			defer stop()
-			do := func(cmd string, v any, wantRes int) p2p.CommandReply {
-				r, err := ctl.Do(cctx, cmd, v)
-				if err != nil || r.Res != wantRes {
-					t.Errorf("%s: %+v, %v; want res %d", cmd, r, err, wantRes)
-				}
-				return r
-			}
-			if r := do(p2p.CmdClarityQuery, nil, 0); r.Value == nil || *r.Value != 0 {
-				t.Errorf("clarity_query value %v, want 0", r.Value)
-			}
-			do(p2p.CmdSpeakerStart, nil, 0)
-			// A second session asks for the speaker on its control channel.
-			_, err := c.Watch(cctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
-				OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
-					r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
-					if err != nil || r.Res != p2p.ResSpeakerInUse {
-						t.Errorf("second speaker_start: %+v, %v; want res 10", r, err)
-					}
-				}, Duration: 500 * time.Millisecond})
-			if err != nil {
-				t.Errorf("second session: %v", err)
-			}
-			if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
-				t.Error(err)
-			}
-			if err := ctl.SendRaw(`{not json`); err != nil {
-				t.Error(err)
-			}
-			time.Sleep(300 * time.Millisecond) // frames flow
-			do(p2p.CmdVideoStop, nil, 0)
-			time.Sleep(200 * time.Millisecond) // in flight
-			mu.Lock()
-			n := frames
-			mu.Unlock()
-			time.Sleep(600 * time.Millisecond)
-			mu.Lock()
-			if frames != n {
-				t.Errorf("%d video frames arrived after video_stop", frames-n)
-			}
-			afterStop = frames
-			mu.Unlock()
-			do(p2p.CmdVideoStart, nil, 0)
-			do(p2p.CmdClaritySet, 1, 0)
-			do(p2p.CmdClaritySet, 7, 1)
-			do(p2p.CmdSpeakerStop, nil, 0)
-			time.Sleep(2500 * time.Millisecond) // a GOP
+			s.run(cctx, ctl)
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if frames <= afterStop || !firstKeyAfterStart {
-		t.Errorf("after video_start: %d frames (had %d), first is key: %v", frames, afterStop, firstKeyAfterStart)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.frames <= s.afterStop || !s.firstKeyAfterStart {
+		t.Errorf("after video_start: %d frames (had %d), first is key: %v", s.frames, s.afterStop, s.firstKeyAfterStart)
 	}
-	if len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
+	if bad := s.bad; len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
 		t.Errorf("bad commands answered %+v, want req 77 res 1 and res 1", bad)
 	}
 	wantEv := []p2p.EventType{p2p.EventLiveVideoStart, p2p.EventLiveAudioStart, p2p.EventLiveVideoClarityQuery,
@@ -232,6 +168,90 @@ func TestControlChannel(t *testing.T) {
 	if ev := events.of("ctl2"); slices.Contains(ev, p2p.EventSpeakerStart) {
 		t.Errorf("second session got the speaker: %v", ev)
 	}
+}
+
+// controlScript is TestControlChannel's viewer: it counts the video and the
+// refused commands, and runs the commands over the control channel.
+type controlScript struct {
+	t *testing.T
+	c *viewer.Client
+
+	mu                 sync.Mutex
+	frames, keys       int
+	afterStop          int
+	firstKeyAfterStart bool
+	bad                []p2p.CommandReply
+}
+
+func (s *controlScript) onVideo(_ []byte, key bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frames++
+	if s.afterStop >= 0 && s.frames == s.afterStop+1 {
+		s.firstKeyAfterStart = key
+	}
+	if key {
+		s.keys++
+	}
+}
+
+func (s *controlScript) onReply(r p2p.CommandReply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.Res != 0 {
+		s.bad = append(s.bad, r)
+	}
+}
+
+func (s *controlScript) do(ctx context.Context, ctl *viewer.ControlChannel, cmd string, v any, wantRes int) p2p.CommandReply {
+	r, err := ctl.Do(ctx, cmd, v)
+	if err != nil || r.Res != wantRes {
+		s.t.Errorf("%s: %+v, %v; want res %d", cmd, r, err, wantRes)
+	}
+	return r
+}
+
+func (s *controlScript) run(ctx context.Context, ctl *viewer.ControlChannel) {
+	t := s.t
+	if r := s.do(ctx, ctl, p2p.CmdClarityQuery, nil, 0); r.Value == nil || *r.Value != 0 {
+		t.Errorf("clarity_query value %v, want 0", r.Value)
+	}
+	s.do(ctx, ctl, p2p.CmdSpeakerStart, nil, 0)
+	// A second session asks for the speaker on its control channel.
+	_, err := s.c.Watch(ctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
+		OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
+			r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
+			if err != nil || r.Res != p2p.ResSpeakerInUse {
+				t.Errorf("second speaker_start: %+v, %v; want res 10", r, err)
+			}
+		}, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Errorf("second session: %v", err)
+	}
+	if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
+		t.Error(err)
+	}
+	if err := ctl.SendRaw(`{not json`); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(300 * time.Millisecond) // frames flow
+	s.do(ctx, ctl, p2p.CmdVideoStop, nil, 0)
+	time.Sleep(200 * time.Millisecond) // in flight
+	s.mu.Lock()
+	n := s.frames
+	s.mu.Unlock()
+	time.Sleep(600 * time.Millisecond)
+	s.mu.Lock()
+	if s.frames != n {
+		t.Errorf("%d video frames arrived after video_stop", s.frames-n)
+	}
+	s.afterStop = s.frames
+	s.mu.Unlock()
+	s.do(ctx, ctl, p2p.CmdVideoStart, nil, 0)
+	s.do(ctx, ctl, p2p.CmdClaritySet, 1, 0)
+	s.do(ctx, ctl, p2p.CmdClaritySet, 7, 1)
+	s.do(ctx, ctl, p2p.CmdSpeakerStop, nil, 0)
+	time.Sleep(2500 * time.Millisecond) // a GOP
 }
 
 // TestTalkCommandWithoutSpeaker: ipcapp talk -no-speaker sends the file
