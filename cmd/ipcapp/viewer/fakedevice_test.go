@@ -3,6 +3,7 @@ package viewer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -326,18 +327,46 @@ func mimeOf(c videoCodec) string {
 
 func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 	h := offerMsg.Header
-	inbox := fs.inbox
+	offer, cur := d.admit(offerMsg)
+	if cur == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	fp, err := d.newFakePeer(ctx, cur)
+	if err != nil {
+		d.t.Error(err)
+		cancel()
+		return
+	}
+	defer func() {
+		cancel()
+		if err := fp.pc.GracefulClose(); err != nil {
+			d.t.Error(err)
+		}
+		fp.sender.Wait()
+	}()
+	if err := d.answer(h, offer, fp); err != nil {
+		d.t.Errorf("fake device: %v", err)
+		return
+	}
+	d.serveSession(ctx, h, fs, fp, cur)
+}
+
+// admit decodes and checks an offer like ipcd, publishing its refusals;
+// it returns the stream to send, nil when the session ends here.
+func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
+	h := offerMsg.Header
 	offer, err := p2p.DecodeOffer(offerMsg.Msg)
 	if err != nil {
 		d.t.Errorf("fake device: bad offer: %v", err)
-		return
+		return offer, nil
 	}
 	select {
 	case d.offers <- offer:
 	default:
 	}
 	if d.opts.silent {
-		return
+		return offer, nil
 	}
 	if d.opts.decoy {
 		decoy := h.Reply(p2p.TypeDisconnect)
@@ -345,58 +374,48 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 		d.publish(decoy, p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: 4, Code: -104, Message: "not for you"})
 	}
 	if err := p2p.VerifyAuth(offer.Auth, fakePassword, fakeDevID, h.From, time.Now()); err != nil {
-		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC,
-			CloseReason: int(p2p.CloseAuth), Code: p2p.CloseAuth.Code(), Message: p2p.CloseAuth.String()})
-		return
+		d.refuse(h, p2p.CloseAuth)
+		return offer, nil
 	}
 	if d.opts.refuse != nil {
 		d.publish(h.Reply(p2p.TypeDisconnect), *d.opts.refuse)
-		return
+		return offer, nil
 	}
 	cur := d.pick(offer)
 	if cur == nil {
-		r := p2p.CloseCodec
-		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
-		return
+		d.refuse(h, p2p.CloseCodec)
+		return offer, nil
 	}
 	select {
 	case d.picked <- cur.name:
 	default:
 	}
+	return offer, cur
+}
 
-	ctx, cancel := context.WithCancel(d.ctx)
+func (d *fakeDevice) refuse(h p2p.Header, r p2p.CloseReason) {
+	d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+}
+
+// fakePeer is the fake device's side of one session.
+type fakePeer struct {
+	pc           *webrtc.PeerConnection
+	video, audio *webrtc.TrackLocalStaticSample
+	cands        chan string
+	connected    chan struct{}
+	sender       sync.WaitGroup
+}
+
+func (d *fakeDevice) newFakePeer(ctx context.Context, cur *fakeStream) (*fakePeer, error) {
 	pc, err := d.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		d.t.Error(err)
-		cancel()
-		return
+		return nil, err
 	}
-	var sender sync.WaitGroup
-	defer func() {
-		cancel()
-		if err := pc.GracefulClose(); err != nil {
-			d.t.Error(err)
-		}
-		sender.Wait()
-	}()
-	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd")
-	if err != nil {
-		d.t.Error(err)
-		return
+	fp := &fakePeer{pc: pc, cands: make(chan string, 16), connected: make(chan struct{}, 1)}
+	if err := fp.addTracks(cur); err != nil {
+		_ = pc.Close()
+		return nil, err
 	}
-	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd")
-	if err != nil {
-		d.t.Error(err)
-		return
-	}
-	for _, tr := range []webrtc.TrackLocal{audio, video} {
-		if _, err := pc.AddTrack(tr); err != nil {
-			d.t.Error(err)
-			return
-		}
-	}
-	cands := make(chan string, 16)
-	connected := make(chan struct{}, 1)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		line := ""
 		if c != nil {
@@ -406,14 +425,14 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 			}
 		}
 		select {
-		case cands <- line:
+		case fp.cands <- line:
 		case <-ctx.Done():
 		}
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateConnected {
 			select {
-			case connected <- struct{}{}:
+			case fp.connected <- struct{}{}:
 			default:
 			}
 		}
@@ -426,22 +445,43 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 			}
 		})
 	})
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
-		d.t.Errorf("fake device: set offer: %v", err)
-		return
-	}
-	answer, err := pc.CreateAnswer(nil)
+	return fp, nil
+}
+
+func (fp *fakePeer) addTracks(cur *fakeStream) error {
+	var err error
+	fp.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd")
 	if err != nil {
-		d.t.Error(err)
-		return
+		return err
 	}
-	if err := pc.SetLocalDescription(answer); err != nil {
-		d.t.Error(err)
-		return
+	fp.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd")
+	if err != nil {
+		return err
+	}
+	for _, tr := range []webrtc.TrackLocal{fp.audio, fp.video} {
+		if _, err := fp.pc.AddTrack(tr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// answer answers the offer, publishing the candidates first when the
+// options ask for it.
+func (d *fakeDevice) answer(h p2p.Header, offer p2p.Offer, fp *fakePeer) error {
+	if err := fp.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
+		return fmt.Errorf("set offer: %w", err)
+	}
+	answer, err := fp.pc.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	if err := fp.pc.SetLocalDescription(answer); err != nil {
+		return err
 	}
 	answerMsg := p2p.Answer{Mode: p2p.ModeWebRTC, SDP: answer.SDP, Token: offer.Token, TCPToken: offer.TCPToken}
 	if d.opts.candidatesFirst {
-		for line := range cands {
+		for line := range fp.cands {
 			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
 			if line == "" {
 				break
@@ -449,30 +489,25 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 		}
 	}
 	d.publish(h.Reply(p2p.TypeAnswer), answerMsg)
+	return nil
+}
 
+// serveSession is the session's event loop once answered.
+func (d *fakeDevice) serveSession(ctx context.Context, h p2p.Header, fs fakeSession, fp *fakePeer, cur *fakeStream) {
 	tooMany := make(chan struct{})
 	switches := make(chan *fakeStream, 1)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case line := <-cands:
+		case line := <-fp.cands:
 			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
-		case m := <-inbox:
-			switch m.Header.Type {
-			case p2p.TypeCandidate:
-				c, err := p2p.DecodeCandidate(m.Msg)
-				if err != nil {
-					d.t.Errorf("fake device: candidate: %v", err)
-					continue
-				}
-				if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
-					if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
-						d.t.Errorf("fake device: add candidate %q: %v", line, err)
-					}
-				}
-			case p2p.TypeDisconnect:
+		case m := <-fs.inbox:
+			if m.Header.Type == p2p.TypeDisconnect {
 				return
+			}
+			if m.Header.Type == p2p.TypeCandidate {
+				d.addCandidate(fp.pc, m)
 			}
 		case req := <-fs.requests:
 			code, msg := d.resolution(req, h, cur)
@@ -485,13 +520,25 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 				switches <- cur
 			}
 			d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
-		case <-connected:
+		case <-fp.connected:
 			first := cur
-			sender.Go(func() { d.stream(ctx, video, audio, first, switches, tooMany) })
+			fp.sender.Go(func() { d.stream(ctx, fp.video, fp.audio, first, switches, tooMany) })
 		case <-tooMany:
-			r := p2p.CloseTimeout
-			d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+			d.refuse(h, p2p.CloseTimeout)
 			return
+		}
+	}
+}
+
+func (d *fakeDevice) addCandidate(pc *webrtc.PeerConnection, m p2p.Message) {
+	c, err := p2p.DecodeCandidate(m.Msg)
+	if err != nil {
+		d.t.Errorf("fake device: candidate: %v", err)
+		return
+	}
+	if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
+		if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+			d.t.Errorf("fake device: add candidate %q: %v", line, err)
 		}
 	}
 }
