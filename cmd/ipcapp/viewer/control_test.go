@@ -23,35 +23,10 @@ func TestSwitchStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
-	main, sub := dev.streams["main"], dev.streams["sub"]
-	const switchAt = 5 // frames received before the request
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var (
-		mu       sync.Mutex
-		video    [][]byte
-		reached  = make(chan struct{})
-		switched int // frames received when the first non-main one came
-	)
-	opt := WatchOptions{
-		SessionID: "switch-" + randomHex(4),
-		OnVideo: func(au []byte, _ bool) {
-			mu.Lock()
-			video = append(video, au)
-			n := len(video)
-			if switched == 0 && !bytes.Equal(au, main.aus[(n-1)%len(main.aus)]) {
-				switched = n
-			}
-			sw := switched
-			mu.Unlock()
-			switch {
-			case n == switchAt:
-				close(reached)
-			case sw > 0 && n == sw+5:
-				stop() // a few frames of the new stream are enough
-			}
-		},
-	}
+	w := &switchWatcher{main: dev.streams["main"], reached: make(chan struct{}), stop: stop}
+	opt := WatchOptions{SessionID: "switch-" + randomHex(4), OnVideo: w.onVideo}
 	type watchResult struct {
 		res Result
 		err error
@@ -62,13 +37,13 @@ func TestSwitchStream(t *testing.T) {
 		done <- watchResult{res, err}
 	}()
 	select {
-	case <-reached:
+	case <-w.reached:
 	case <-ctx.Done():
 		t.Fatal("no video")
 	}
-	mu.Lock()
-	requestedAt := len(video)
-	mu.Unlock()
+	w.mu.Lock()
+	requestedAt := len(w.video)
+	w.mu.Unlock()
 	code, msg, err := c.SwitchStream(ctx, opt.SessionID, "sub")
 	if err != nil || code != p2p.ResOK || msg != "" {
 		t.Fatalf("SwitchStream = %d %q %v, want 0", code, msg, err)
@@ -86,9 +61,50 @@ func TestSwitchStream(t *testing.T) {
 	if h.Type != p2p.ControlResolution || h.From != c.From() || h.To != fakeDevID || h.SessionID != opt.SessionID || h.TID == "" || req.value != 1 {
 		t.Errorf("device got %+v cmdValue %d, want a resolution request with cmdValue 1 for the session", h, req.value)
 	}
+	w.mu.Lock()
+	checkSwitched(t, w.video, w.main, dev.streams["sub"], requestedAt, wr.res.Codec)
+	w.mu.Unlock()
+	_ = c.Close()
+	dev.close()
+	checkNoLeaks(t, before)
+}
 
-	mu.Lock()
-	defer mu.Unlock()
+// switchAt is how many frames TestSwitchStream receives before its request.
+const switchAt = 5
+
+// switchWatcher collects a switching session's video and ends it a few
+// frames after the first one that is not the main stream's.
+type switchWatcher struct {
+	main    *fakeStream
+	reached chan struct{}
+	stop    func()
+
+	mu       sync.Mutex
+	video    [][]byte
+	switched int // frames received when the first non-main one came
+}
+
+func (w *switchWatcher) onVideo(au []byte, _ bool) {
+	w.mu.Lock()
+	w.video = append(w.video, au)
+	n := len(w.video)
+	if w.switched == 0 && !bytes.Equal(au, w.main.aus[(n-1)%len(w.main.aus)]) {
+		w.switched = n
+	}
+	sw := w.switched
+	w.mu.Unlock()
+	switch {
+	case n == switchAt:
+		close(w.reached)
+	case sw > 0 && n == sw+5:
+		w.stop() // a few frames of the new stream are enough
+	}
+}
+
+// checkSwitched checks that video is the main stream up to a sub keyframe
+// after frame requestedAt, then the sub stream, with nothing lost.
+func checkSwitched(t *testing.T, video [][]byte, main, sub *fakeStream, requestedAt int, codec string) {
+	t.Helper()
 	at := -1
 	for i, au := range video {
 		if !bytes.Equal(au, main.aus[i]) {
@@ -114,13 +130,10 @@ func TestSwitchStream(t *testing.T) {
 		i    int
 		w, h int
 	}{{0, 640, 360}, {at, 320, 180}} {
-		if w, h, ok := VideoSize(video[tt.i], wr.res.Codec); !ok || w != tt.w || h != tt.h {
+		if w, h, ok := VideoSize(video[tt.i], codec); !ok || w != tt.w || h != tt.h {
 			t.Errorf("access unit %d is %dx%d %v, want %dx%d", tt.i, w, h, ok, tt.w, tt.h)
 		}
 	}
-	_ = c.Close()
-	dev.close()
-	checkNoLeaks(t, before)
 }
 
 // watchUntilFrame starts a session and returns once video flows; the
