@@ -33,21 +33,13 @@ func TestLive(t *testing.T) {
 			v := newViewer(t, broker)
 
 			var fl frameLog
-			var audio int
-			var amu sync.Mutex
+			var audio audioCount
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := v.Watch(ctx, viewer.WatchOptions{
 				Duration: 3 * time.Second,
 				OnVideo:  fl.onVideo,
-				OnAudio: func(f []byte) {
-					amu.Lock()
-					defer amu.Unlock()
-					if len(f) != 320 {
-						t.Errorf("audio frame of %d bytes, want 320", len(f))
-					}
-					audio++
-				},
+				OnAudio:  func(f []byte) { audio.add(t, f) },
 			})
 			if err != nil {
 				t.Fatalf("Watch: %v", err)
@@ -64,67 +56,96 @@ func TestLive(t *testing.T) {
 			if len(got) < 70 {
 				t.Fatalf("received %d access units in 3 s, want >= 70", len(got))
 			}
-			amu.Lock()
-			if audio < 50 {
-				t.Errorf("received %d audio frames in 3 s, want >= 50", audio)
+			if n := audio.get(); n < 50 {
+				t.Errorf("received %d audio frames in 3 s, want >= 50", n)
 			}
-			amu.Unlock()
 			if res.CandidateType != "host" {
 				t.Errorf("candidate type %q, want host", res.CandidateType)
 			}
 			t.Logf("%s: ttff=%s video=%d audio=%d fps=%.1f", b.Name, res.TTFF, res.VideoFrames, res.AudioFrames, res.FPS)
-
-			// What the device published: each message under 8 KB of JSON,
-			// an answer without candidates or extensions the offer did not
-			// ask for, and candidates in the a=candidate form with an end.
-			var answers, cands, ends int
-			for _, m := range out.all() {
-				if len(m) >= 8192 {
-					t.Errorf("a published message of %d bytes", len(m))
-				}
-				var env struct {
-					Data p2p.Message `json:"data"`
-				}
-				if err := json.Unmarshal(m, &env); err != nil || env.Data.Header.SessionID != res.SessionID {
-					continue
-				}
-				switch env.Data.Header.Type {
-				case p2p.TypeAnswer:
-					answers++
-					a, err := p2p.DecodeAnswer(env.Data.Msg)
-					if err != nil || strings.Contains(a.SDP, "a=candidate") || strings.Contains(a.SDP, "a=extmap:") {
-						t.Errorf("answer: %v; it must carry no candidates and no extmap lines:\n%s", err, a.SDP)
-					}
-				case p2p.TypeCandidate:
-					c, _ := p2p.DecodeCandidate(env.Data.Msg)
-					if c.Candidate == "" {
-						ends++
-					} else if !strings.HasPrefix(c.Candidate, "a=candidate:") || !strings.HasSuffix(c.Candidate, "\r\n") {
-						t.Errorf("candidate %q is not in the a=candidate:...\\r\\n form", c.Candidate)
-					}
-					cands++
-				}
-			}
-			if answers != 1 || cands < 2 || ends != 1 {
-				t.Errorf("published %d answers, %d candidates, %d end markers; want 1, >= 2, 1", answers, cands, ends)
-			}
-
-			// The log lines field engineers search for.
-			for _, words := range [][]string{
-				{"Rev MQTT:", `protocol\":302`},
-				{"Send MQTT Msg.P:302", "type=answer", "sessionid=" + res.SessionID},
-				{"Send MQTT Msg.P:302", "type=candidate"},
-				{"get p2p passwd = ad****(len 8)"},
-				{"listen ok"},
-			} {
-				if len(rd.log.lines(words...)) == 0 {
-					t.Errorf("log has no line with %q", words)
-				}
-			}
-			if strings.Contains(rd.log.String(), testPassword) {
-				t.Error("the P2P password appears in the log")
-			}
+			checkPublished(t, out.all(), res.SessionID)
+			checkLiveLog(t, rd, res.SessionID)
 		})
+	}
+}
+
+// audioCount counts a viewer's audio frames, each 320 bytes.
+type audioCount struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (a *audioCount) add(t *testing.T, f []byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(f) != 320 {
+		t.Errorf("audio frame of %d bytes, want 320", len(f))
+	}
+	a.n++
+}
+
+func (a *audioCount) get() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+// checkPublished checks what the device published for a session: each
+// message under 8 KB of JSON, an answer without candidates or extensions
+// the offer did not ask for, and candidates in the a=candidate form with
+// an end.
+func checkPublished(t *testing.T, published [][]byte, sessionID string) {
+	t.Helper()
+	var answers, cands, ends int
+	for _, m := range published {
+		if len(m) >= 8192 {
+			t.Errorf("a published message of %d bytes", len(m))
+		}
+		var env struct {
+			Data p2p.Message `json:"data"`
+		}
+		if err := json.Unmarshal(m, &env); err != nil || env.Data.Header.SessionID != sessionID {
+			continue
+		}
+		switch env.Data.Header.Type {
+		case p2p.TypeAnswer:
+			answers++
+			a, err := p2p.DecodeAnswer(env.Data.Msg)
+			if err != nil || strings.Contains(a.SDP, "a=candidate") || strings.Contains(a.SDP, "a=extmap:") {
+				t.Errorf("answer: %v; it must carry no candidates and no extmap lines:\n%s", err, a.SDP)
+			}
+		case p2p.TypeCandidate:
+			c, _ := p2p.DecodeCandidate(env.Data.Msg)
+			if c.Candidate == "" {
+				ends++
+			} else if !strings.HasPrefix(c.Candidate, "a=candidate:") || !strings.HasSuffix(c.Candidate, "\r\n") {
+				t.Errorf("candidate %q is not in the a=candidate:...\\r\\n form", c.Candidate)
+			}
+			cands++
+		}
+	}
+	if answers != 1 || cands < 2 || ends != 1 {
+		t.Errorf("published %d answers, %d candidates, %d end markers; want 1, >= 2, 1", answers, cands, ends)
+	}
+}
+
+// checkLiveLog looks for the log lines field engineers search for, and
+// for the P2P password, which must not be there.
+func checkLiveLog(t *testing.T, rd *runningDaemon, sessionID string) {
+	t.Helper()
+	for _, words := range [][]string{
+		{"Rev MQTT:", `protocol\":302`},
+		{"Send MQTT Msg.P:302", "type=answer", "sessionid=" + sessionID},
+		{"Send MQTT Msg.P:302", "type=candidate"},
+		{"get p2p passwd = ad****(len 8)"},
+		{"listen ok"},
+	} {
+		if len(rd.log.lines(words...)) == 0 {
+			t.Errorf("log has no line with %q", words)
+		}
+	}
+	if strings.Contains(rd.log.String(), testPassword) {
+		t.Error("the P2P password appears in the log")
 	}
 }
 
