@@ -37,50 +37,9 @@ func TestSignalingFlood(t *testing.T) {
 	w := startWatch(t, live, viewer.WatchOptions{})
 	waitFor(t, 15*time.Second, "the live session", func() bool { return w.fl.count() > 5 })
 
-	answers := map[string]time.Time{}
-	var amu sync.Mutex
-	sub := rawClient(t, broker, "answers")
-	if tok := sub.Subscribe(topicOut, 1, func(_ paho.Client, m paho.Message) {
-		var env struct {
-			Data p2p.Message `json:"data"`
-		}
-		if json.Unmarshal(m.Payload(), &env) == nil && env.Data.Header.Type == p2p.TypeAnswer {
-			amu.Lock()
-			answers[env.Data.Header.SessionID] = time.Now()
-			amu.Unlock()
-		}
-	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-
-	sdp := offerSDP(t)
-	flooder := rawClient(t, broker, "flooder")
-	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
+	answers := watchAnswers(t, broker, topicOut)
 	const rate, seconds = 5000, 10
-	stop := make(chan struct{})
-	var sent int
-	var sentNow atomic.Int64
-	floodDone := make(chan struct{})
-	go func() {
-		defer close(floodDone)
-		start := time.Now()
-		for sent < rate*seconds {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			// Paced in batches: the flooder keeps to the rate on average.
-			if ahead := time.Duration(sent)*time.Second/rate - time.Since(start); ahead > 0 {
-				time.Sleep(ahead)
-			}
-			h := p2p.Header{Type: p2p.TypeOffer, From: "flooder", To: testDevID, SessionID: fmt.Sprintf("f%d", sent)}
-			flooder.Publish(topicIn, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
-			sent++
-			sentNow.Store(int64(sent))
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-floodDone })
+	f := startFlood(t, broker, topicIn, rate, seconds)
 
 	app := newViewerFrom(t, broker, "legit")
 	time.Sleep(time.Second) // the flood is on
@@ -92,12 +51,10 @@ func TestSignalingFlood(t *testing.T) {
 			BeforeOffer: func() error { offered = time.Now(); return nil }})
 		cancel()
 		if err != nil {
-			t.Fatalf("legit offer %d: %v; %d sent by the flooder; mqtt %+v; drops %v", i, err, sentNow.Load(),
+			t.Fatalf("legit offer %d: %v; %d sent by the flooder; mqtt %+v; drops %v", i, err, f.sentNow.Load(),
 				rd.d.client.Load().Stats(), rd.d.running.Load().Drops())
 		}
-		amu.Lock()
-		at, ok := answers[id]
-		amu.Unlock()
+		at, ok := answers.at(id)
 		if !ok {
 			t.Fatalf("legit offer %d: no answer seen on %s", i, topicOut)
 		}
@@ -107,13 +64,13 @@ func TestSignalingFlood(t *testing.T) {
 			t.Logf("legit offer %d answered in %s", i, d.Round(time.Microsecond))
 		}
 	}
-	<-floodDone
+	<-f.done
 	elapsed := seconds * time.Second
 	t.Logf("flood: %d bad offers sent (%d/s); device refused %d, rate limited %d, queue drops %d",
-		sent, sent/seconds, rd.d.running.Load().Drops()[p2p.RuleAuthFailed],
+		f.sent, f.sent/seconds, rd.d.running.Load().Drops()[p2p.RuleAuthFailed],
 		rd.d.running.Load().Drops()[p2p.RuleRefusalRateLimited], rd.d.running.Load().Dropped())
-	if sent < rate*seconds {
-		t.Fatalf("the flooder sent %d offers in %s, want %d", sent, elapsed, rate*seconds)
+	if f.sent < rate*seconds {
+		t.Fatalf("the flooder sent %d offers in %s, want %d", f.sent, elapsed, rate*seconds)
 	}
 	n := w.fl.count()
 	waitFor(t, 5*time.Second, "the live session after the flood", func() bool { return w.fl.count() > n+10 })
@@ -128,4 +85,73 @@ func TestSignalingFlood(t *testing.T) {
 		t.Fatalf("the flood wrote %d bytes of warn log, want under 100 KB", warn)
 	}
 	t.Logf("warn log of the flood: %d bytes", warn)
+}
+
+// answerTimes records when the device published each session's answer.
+type answerTimes struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func watchAnswers(t *testing.T, broker, topicOut string) *answerTimes {
+	t.Helper()
+	a := &answerTimes{m: map[string]time.Time{}}
+	sub := rawClient(t, broker, "answers")
+	if tok := sub.Subscribe(topicOut, 1, func(_ paho.Client, m paho.Message) {
+		var env struct {
+			Data p2p.Message `json:"data"`
+		}
+		if json.Unmarshal(m.Payload(), &env) == nil && env.Data.Header.Type == p2p.TypeAnswer {
+			a.mu.Lock()
+			a.m[env.Data.Header.SessionID] = time.Now()
+			a.mu.Unlock()
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return a
+}
+
+func (a *answerTimes) at(sessionID string) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	at, ok := a.m[sessionID]
+	return at, ok
+}
+
+// flood is one app publishing offers with a wrong auth at a steady rate.
+type flood struct {
+	sent    int // read after done
+	sentNow atomic.Int64
+	done    chan struct{}
+}
+
+func startFlood(t *testing.T, broker, topicIn string, rate, seconds int) *flood {
+	t.Helper()
+	sdp := offerSDP(t)
+	flooder := rawClient(t, broker, "flooder")
+	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
+	stop := make(chan struct{})
+	f := &flood{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		start := time.Now()
+		for f.sent < rate*seconds {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Paced in batches: the flooder keeps to the rate on average.
+			if ahead := time.Duration(f.sent)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+			h := p2p.Header{Type: p2p.TypeOffer, From: "flooder", To: testDevID, SessionID: fmt.Sprintf("f%d", f.sent)}
+			flooder.Publish(topicIn, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
+			f.sent++
+			f.sentNow.Store(int64(f.sent))
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-f.done })
+	return f
 }
