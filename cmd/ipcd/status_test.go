@@ -119,27 +119,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	w2 := startWatch(t, v, viewer.WatchOptions{SessionID: "status2"})
 	waitFor(t, 15*time.Second, "two sessions streaming", func() bool { return w1.fl.count() > 5 && w2.fl.count() > 5 })
 
-	var last Status
-	var size int
-	waitFor(t, 10*time.Second, "a status with both sessions streaming", func() bool {
-		msgs := status.all()
-		for i := len(msgs) - 1; i >= 0; i-- {
-			var m struct {
-				Online bool   `json:"online"`
-				Health Status `json:"health"`
-			}
-			if json.Unmarshal(msgs[i], &m) != nil || !m.Online {
-				continue
-			}
-			last, size = m.Health, len(msgs[i])
-			ok := len(last.Sessions) == 2
-			for _, s := range last.Sessions {
-				ok = ok && s.VideoFrames > 0
-			}
-			return ok
-		}
-		return false
-	})
+	last, size := lastStatus(t, status)
 	if size >= mqtt.MaxStatus {
 		t.Fatalf("status of %d bytes", size)
 	}
@@ -163,6 +143,44 @@ func TestStatusAndMetrics(t *testing.T) {
 	before := rd.d.status(ctx)
 	m := scrape(t, sock)
 	after := rd.d.status(ctx)
+	checkMetrics(t, m, before, after)
+	if _, ok := m["go_goroutines"]; !ok {
+		t.Error("no process metrics")
+	}
+	w1.stop()
+	w2.stop()
+}
+
+// lastStatus waits for a retained status with both sessions streaming and
+// returns it with its size.
+func lastStatus(t *testing.T, status *topicLog) (last Status, size int) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "a status with both sessions streaming", func() bool {
+		msgs := status.all()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			var m struct {
+				Online bool   `json:"online"`
+				Health Status `json:"health"`
+			}
+			if json.Unmarshal(msgs[i], &m) != nil || !m.Online {
+				continue
+			}
+			last, size = m.Health, len(msgs[i])
+			ok := len(last.Sessions) == 2
+			for _, s := range last.Sessions {
+				ok = ok && s.VideoFrames > 0
+			}
+			return ok
+		}
+		return false
+	})
+	return last, size
+}
+
+// checkMetrics checks a scrape against the status taken just before and
+// just after it.
+func checkMetrics(t *testing.T, m map[string]float64, before, after Status) {
+	t.Helper()
 	if m[`ipcd_state{state="Ready"}`] != 1 || m["ipcd_privacy"] != 0 || m["ipcd_sessions"] != 2 {
 		t.Fatalf("state metrics: %v", m)
 	}
@@ -192,11 +210,6 @@ func TestStatusAndMetrics(t *testing.T) {
 		l := fmt.Sprintf(`{stream=%q,codec=%q}`, b.Stream, b.Codec)
 		within("ipcd_source_frames_total"+l, b.Frames, after.Sources[i].Frames)
 	}
-	if _, ok := m["go_goroutines"]; !ok {
-		t.Error("no process metrics")
-	}
-	w1.stop()
-	w2.stop()
 }
 
 // TestMetricsRequests: the endpoint answers what is not a GET of /metrics
