@@ -41,29 +41,43 @@ type Handlers struct {
 	Status   func(ctx context.Context) any
 }
 
+// Defaults of the board section, also taken by a field left zero.
+const (
+	DefaultQueueSize   = 256
+	DefaultHookTimeout = 5 * time.Second
+	defaultHookQueue   = 32
+)
+
 // Config is the board section of the daemon's configuration.
 type Config struct {
-	// Socket is the path of the Unix socket; empty means no socket.
-	Socket string
+	// Socket is the path of the Unix socket; empty means no socket. It is
+	// off unless a board profile sets it: a development machine has no
+	// /run/ipcd, and tests run many daemons side by side.
+	Socket string `yaml:"socket"`
 	// QueueSize bounds the events waiting for one reader. A reader that
 	// lets it fill is disconnected.
-	QueueSize int
+	QueueSize int `yaml:"queue_size"`
 	// OnEvent is a program run once per event, one at a time; empty means
 	// none. See Hook.
-	OnEvent     string
-	HookTimeout time.Duration
-	HookQueue   int
+	OnEvent     string        `yaml:"on_event"`
+	HookTimeout time.Duration `yaml:"hook_timeout"`
+	HookQueue   int           `yaml:"-"`
+}
+
+// DefaultConfig returns the defaults of the board section.
+func DefaultConfig() Config {
+	return Config{QueueSize: DefaultQueueSize, HookTimeout: DefaultHookTimeout}
 }
 
 func (c *Config) setDefaults() {
 	if c.QueueSize == 0 {
-		c.QueueSize = 256
+		c.QueueSize = DefaultQueueSize
 	}
 	if c.HookTimeout == 0 {
-		c.HookTimeout = 5 * time.Second
+		c.HookTimeout = DefaultHookTimeout
 	}
 	if c.HookQueue == 0 {
-		c.HookQueue = 32
+		c.HookQueue = defaultHookQueue
 	}
 }
 

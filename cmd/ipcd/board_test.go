@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"net"
 	"path/filepath"
 	"slices"
@@ -122,7 +123,7 @@ func (b *testBoard) wait(t *testing.T, name, session string) board.Event {
 	return e
 }
 
-func boardConfig(t *testing.T, broker string) Config {
+func boardConfig(t *testing.T, broker string) config.Config {
 	cfg := withSub(testConfig(broker))
 	dir := t.TempDir()
 	cfg.Board.Socket = filepath.Join(dir, "board.sock")

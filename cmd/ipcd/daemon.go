@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/board"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
@@ -19,7 +20,7 @@ import (
 // connection and the media service; the other fields are atomics read by
 // MQTT callbacks.
 type daemon struct {
-	cfg       Config
+	cfg       config.Config
 	log       *slog.Logger
 	buildTime time.Time
 	store     *device.Store
@@ -46,7 +47,7 @@ type daemon struct {
 	fps      fpsMeter      // source frame rates for the status
 }
 
-func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
+func newDaemon(cfg config.Config, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
 		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
 		persist: make(chan struct{}, 1)}
@@ -58,12 +59,9 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 	if err := d.loadActivation(); err != nil {
 		return nil, err
 	}
-	d.clock = device.NewTimeSync(device.TimeConfig{
-		Source:         cfg.Time.Source,
-		Servers:        cfg.Time.NTPServers,
-		SetSystemClock: cfg.Time.SetSystemClock,
-		BuildTime:      d.buildTime,
-	}, log.With("component", "time"))
+	tc := cfg.Time
+	tc.BuildTime = d.buildTime
+	d.clock = device.NewTimeSync(tc, log.With("component", "time"))
 
 	if cfg.MQTT.EmbeddedBroker != "" {
 		b, err := mqtt.NewEmbeddedBroker(cfg.MQTT.EmbeddedBroker, cfg.MQTT.EmbeddedBrokerWS, log)
@@ -96,7 +94,7 @@ func (d *daemon) loadActivation() error {
 		d.log.Info("not activated")
 		return nil
 	}
-	a = device.Activation{DevID: pa.DevID, LocalKey: pa.LocalKey, P2PPassword: pa.P2PPassword}
+	a = pa.Activation()
 	if err := a.Validate(); err != nil {
 		return fmt.Errorf("device.activation: %w", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"log/slog"
 	"strings"
 	"sync"
@@ -99,7 +100,7 @@ func TestDoctorHealthy(t *testing.T) {
 }
 
 // startDaemonTee is startDaemon with a second, JSON, copy of the log.
-func startDaemonTee(t *testing.T, cfg Config, jsonOut *jsonLog) *runningDaemon {
+func startDaemonTee(t *testing.T, cfg config.Config, jsonOut *jsonLog) *runningDaemon {
 	t.Helper()
 	// startDaemonWait builds its own text logger; the JSON copy comes from
 	// a handler that writes both.

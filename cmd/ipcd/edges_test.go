@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -124,7 +125,7 @@ func newViewerFrom(t testing.TB, broker, from string) *viewer.Client {
 }
 
 // deviceTopics are the topics of the activated test device.
-func deviceTopics(cfg Config) (in, out string) {
+func deviceTopics(cfg config.Config) (in, out string) {
 	return strings.ReplaceAll(cfg.MQTT.TopicIn, "{id}", testDevID), strings.ReplaceAll(cfg.MQTT.TopicOut, "{id}", testDevID)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"os"
 	"sync"
 	"testing"
@@ -19,7 +20,7 @@ func TestFMP4StreamLive(t *testing.T) {
 	leakCheck(t)
 	for _, tc := range []struct {
 		name   string
-		cfg    func(string) Config
+		cfg    func(string) config.Config
 		path   string
 		codec  string
 		ffname string

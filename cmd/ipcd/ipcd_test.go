@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -384,7 +385,7 @@ func TestDemoConfig(t *testing.T) {
 	tcp, ws := mqtttest.FreePort(t), mqtttest.FreePort(t)
 	broker := fmt.Sprintf("tcp://127.0.0.1:%d", tcp)
 	t.Chdir("../..")
-	cfg, err := LoadConfig("configs/demo.yaml", []string{
+	cfg, err := config.Load("configs/demo.yaml", []string{
 		"IPCD_MQTT_BROKERS=" + broker,
 		fmt.Sprintf("IPCD_MQTT_EMBEDDED_BROKER=127.0.0.1:%d", tcp),
 		fmt.Sprintf("IPCD_MQTT_EMBEDDED_BROKER_WS=127.0.0.1:%d", ws),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
+	"github.com/ipcd/ipcd/mqtt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,12 +28,12 @@ const (
 
 // unactivatedConfig is a factory-fresh device: no activation, NTP time
 // from the given server, a store in a temp dir.
-func unactivatedConfig(t testing.TB, broker, ntpServer string) Config {
+func unactivatedConfig(t testing.TB, broker, ntpServer string) config.Config {
 	c := testConfig(broker)
 	c.Device.Activation = nil
 	c.Device.Store = filepath.Join(t.TempDir(), "state.json")
 	c.Time.Source = "ntp"
-	c.Time.NTPServers = []string{ntpServer}
+	c.Time.Servers = []string{ntpServer}
 	return c
 }
 
@@ -114,7 +116,7 @@ func activateMsg(t int64, mutate func(*device.ActivateMsg)) device.ActivateMsg {
 }
 
 // startUnready runs a daemon without waiting for Ready.
-func startUnready(t *testing.T, cfg Config) *runningDaemon {
+func startUnready(t *testing.T, cfg config.Config) *runningDaemon {
 	t.Helper()
 	return startDaemonWait(t, cfg, false)
 }
@@ -278,7 +280,7 @@ func TestNTPSilent(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := unactivatedConfig(t, broker, ntptest.StartSilent(t))
-	cfg.Device.Activation = &ActivationConfig{DevID: testDevID, LocalKey: testLocal, P2PPassword: testPassword}
+	cfg.Device.Activation = &device.ActivationSection{DevID: testDevID, LocalKey: testLocal, P2PPassword: testPassword}
 	rd := startUnready(t, cfg)
 	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingTimeSync")
 	rd.log.waitLog(t, 8*time.Second, "level=WARN", "ntp", "retrying")
@@ -327,7 +329,7 @@ func TestBrokerLossKeepsSessions(t *testing.T) {
 	leakCheck(t)
 	m := mqtttest.StartMosquitto(t)
 	cfg := testConfig(m.URL())
-	cfg.MQTT.Backoff = BackoffConfig{Base: 100 * time.Millisecond, Cap: 500 * time.Millisecond}
+	cfg.MQTT.Backoff = mqtt.BackoffConfig{Base: 100 * time.Millisecond, Cap: 500 * time.Millisecond}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, m.URL())
 	w := startWatch(t, v, viewer.WatchOptions{})

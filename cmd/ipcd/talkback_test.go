@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ipcd/ipcd/media"
 	"io"
 	"os"
 	"path/filepath"
@@ -47,7 +48,7 @@ func TestTalkbackWithout312(t *testing.T) {
 			broker := mqtttest.Embedded(t)
 			cfg := testConfig(broker)
 			cfg.Stream.Talkback = mode
-			cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+			cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
 			rd := startDaemon(t, cfg)
 			v := newViewer(t, broker)
 			talk := talkClip(t)[:16000] // 2 s
@@ -108,7 +109,7 @@ func TestTalkbackAutoSecondTalker(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
-	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	clip := talkClip(t)
@@ -178,7 +179,7 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, r.Fd(), syscall.F_SETPIPE_SZ, 4096); errno != 0 {
 		t.Fatalf("F_SETPIPE_SZ: %v", errno)
 	}
-	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: path}
+	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: path}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	clip := talkClip(t)
