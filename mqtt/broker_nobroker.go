@@ -8,11 +8,6 @@ import (
 	"log/slog"
 )
 
-// ErrNoBroker is returned by builds made with the nobroker tag (the board
-// builds of make cross): the embedded broker is for demos and tests, and
-// leaving it out saves about 1.2 MB of flash.
-var ErrNoBroker = errors.New("this build has no embedded broker (built with -tags nobroker)")
-
 // Broker is absent from this build.
 type Broker struct{}
 

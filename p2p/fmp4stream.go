@@ -55,15 +55,6 @@ type FMP4Streams struct {
 	Audio FMP4SSRC `json:"audio"`
 }
 
-// Errors of the fmp4Stream handshake; the session closes with reason 1.
-var (
-	// ErrFMP4Order is a handshake message out of order, or one after the
-	// handshake ended.
-	ErrFMP4Order = errors.New("fmp4Stream message out of order")
-	// ErrFMP4Unexpected is a channel the offer did not announce, or a
-	// second one.
-	ErrFMP4Unexpected = errors.New("unexpected fmp4Stream channel")
-)
 
 // Buffered-amount bounds of the fmp4Stream channel. Above channelHigh the
 // sender drops frames until SCTP has drained to channelLow and a keyframe

@@ -246,7 +246,7 @@ func TestActivationRefused(t *testing.T) {
 		}
 		waitFor(t, 2*time.Second, tc.name+" logged", func() bool { return len(rd.log.lines("level=WARN", tc.log)) > before })
 	}
-	if st := rd.d.machine.State(); st != device.StateWaitingActivation {
+	if st := rd.d.life.State(); st != device.StateWaitingActivation {
 		t.Fatalf("state %s after bad activations", st)
 	}
 	if _, err := os.Stat(cfg.Device.Store); err == nil {
@@ -284,8 +284,8 @@ func TestNTPSilent(t *testing.T) {
 	rd := startUnready(t, cfg)
 	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingTimeSync")
 	rd.log.waitLog(t, 8*time.Second, "level=WARN", "ntp", "retrying")
-	if rd.d.machine.State() != device.StateWaitingTimeSync || len(rd.log.lines("listen ok")) > 0 {
-		t.Fatalf("state %s without a synced clock", rd.d.machine.State())
+	if rd.d.life.State() != device.StateWaitingTimeSync || len(rd.log.lines("listen ok")) > 0 {
+		t.Fatalf("state %s without a synced clock", rd.d.life.State())
 	}
 }
 
@@ -304,8 +304,8 @@ func TestLowPower(t *testing.T) {
 		m := rd.d.media.Load()
 		return m != nil && m.Main.Stats().Appended > 25
 	})
-	if rd.d.machine.State() != device.StateWaitingActivation {
-		t.Fatalf("state %s", rd.d.machine.State())
+	if rd.d.life.State() != device.StateWaitingActivation {
+		t.Fatalf("state %s", rd.d.life.State())
 	}
 
 	now := time.Now().Unix()
@@ -339,7 +339,7 @@ func TestBrokerLossKeepsSessions(t *testing.T) {
 	rd.log.waitLog(t, 5*time.Second, "mqtt connection lost")
 	n := w.fl.count()
 	waitFor(t, 5*time.Second, "frames while the broker is down", func() bool { return w.fl.count() > n+25 })
-	if st := rd.d.machine.State(); st != device.StateReady {
+	if st := rd.d.life.State(); st != device.StateReady {
 		t.Fatalf("state %s after broker loss", st)
 	}
 	m.Start()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -121,8 +120,6 @@ func (d *daemon) serveMetrics(ctx context.Context, c net.Conn) {
 }
 
 type requestHead struct{ method, path string }
-
-var errBadRequest = errors.New("bad request")
 
 // readRequestHead reads a request line and headers, at most
 // metricsMaxRequest bytes, up to the blank line.
