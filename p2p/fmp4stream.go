@@ -55,7 +55,6 @@ type FMP4Streams struct {
 	Audio FMP4SSRC `json:"audio"`
 }
 
-
 // Buffered-amount bounds of the fmp4Stream channel. Above channelHigh the
 // sender drops frames until SCTP has drained to channelLow and a keyframe
 // comes: the queue of one session stays under channelHigh plus one frame,
