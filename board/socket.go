@@ -249,7 +249,7 @@ func (s *Server) admit(ctx context.Context, wg *sync.WaitGroup, nc net.Conn) {
 	n := len(s.conns)
 	s.mu.Unlock()
 	if full {
-		s.log.Warn("board reader refused", "rule", "too_many_readers", "max", MaxReaders)
+		s.log.Warn("board reader refused", "rule", string(RuleTooManyReaders), "max", MaxReaders)
 		_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		_, _ = nc.Write(replyLine(Reply{Res: ResUnavailable, Error: "too many readers", Rule: "too_many_readers"}))
 		_ = nc.Close()
@@ -345,7 +345,7 @@ func (s *Server) read(ctx context.Context, c *conn) {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
-			s.logRefused("line_too_long", "limit", MaxLine)
+			s.logRefused(RuleLineTooLong, "limit", MaxLine)
 			s.reply(c, Reply{Res: ResBadRequest, Error: ErrLineTooLong.Error(), Rule: "line_too_long"})
 			if !discardLine(br) {
 				c.kick("closed by the board")
@@ -387,14 +387,14 @@ func (s *Server) serve(ctx context.Context, line []byte) Reply {
 	cmd, err := DecodeCommand(line)
 	r := Reply{Req: cmd.Req}
 	if err != nil {
-		r.Res, r.Error, r.Rule = ResBadRequest, err.Error(), "malformed"
+		r.Res, r.Error, r.Rule = ResBadRequest, err.Error(), string(RuleMalformed)
 		switch {
 		case errors.Is(err, ErrUnknownCommand):
-			r.Res, r.Rule = ResUnknown, "unknown_command"
+			r.Res, r.Rule = ResUnknown, string(RuleUnknownCommand)
 		case errors.Is(err, ErrBadValue):
-			r.Rule = "bad_value"
+			r.Rule = string(RuleBadValue)
 		}
-		s.logRefused(r.Rule, "err", err)
+		s.logRefused(Rule(r.Rule), "err", err)
 		return r
 	}
 	var herr error
@@ -491,10 +491,10 @@ func truncate(s string, n int) string {
 // logRefused logs a refused command at the 1st, 2nd, 4th, 8th, ... time
 // its rule is broken, with the count: a board stuck in a loop of bad
 // commands does not flood the log.
-func (s *Server) logRefused(rule string, args ...any) {
+func (s *Server) logRefused(rule Rule, args ...any) {
 	c, _ := s.refused.LoadOrStore(rule, new(atomic.Uint64))
 	n := c.(*atomic.Uint64).Add(1)
 	if n&(n-1) == 0 {
-		s.log.Warn("drop board command", append([]any{"rule", rule, "count", n}, args...)...)
+		s.log.Warn("drop board command", append([]any{"rule", string(rule), "count", n}, args...)...)
 	}
 }

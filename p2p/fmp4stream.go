@@ -168,7 +168,7 @@ func (se *session) fmp4Message(m dcMessage) {
 	}
 	reply, err := se.fm.Load().handle(m, se.svc.media.ring(media.Stream(se.stream.Load())).Codec(), audio)
 	if err != nil {
-		se.log.Warn("fmp4Stream handshake failed", "rule", fmp4Rule(err), "err", err)
+		se.log.Warn("fmp4Stream handshake failed", "rule", string(fmp4Rule(err)), "err", err)
 		se.stop(CloseCodec, true)
 		return
 	}
@@ -402,7 +402,7 @@ func (g *channelGate) admitVideo(f media.Frame) bool {
 			g.dropped++
 			return false
 		}
-		g.log.Info("slow session skipped to keyframe", "rule", "channel_congested", "skipped", g.dropped)
+		g.log.Info("slow session skipped to keyframe", "rule", string(RuleChannelCongested), "skipped", g.dropped)
 		g.waitKey, g.dropped = false, 0
 	}
 	return true

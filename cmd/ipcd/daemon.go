@@ -129,7 +129,7 @@ func (d *daemon) Publish(protocol int, data any) error {
 func (d *daemon) deliver(protocol int, data json.RawMessage) bool {
 	svc := d.running.Load()
 	if svc == nil {
-		d.warn(d.log, "not_ready", "drop message", "protocol", protocol, "rule", "not_ready", "state", d.life.State().String())
+		d.warn(d.log, string(ruleNotReady), "drop message", "protocol", protocol, "rule", string(ruleNotReady), "state", d.life.State().String())
 		return true
 	}
 	if protocol == p2p.ControlProtocol {

@@ -98,7 +98,7 @@ func (d *daemon) serveMetrics(ctx context.Context, c net.Conn) {
 	status, body := "200 OK", []byte(nil)
 	switch {
 	case err != nil:
-		d.log.Debug("drop metrics request", "rule", "malformed", "err", err)
+		d.log.Debug("drop metrics request", "rule", string(ruleMalformedRequest), "err", err)
 		status = "400 Bad Request"
 	case req.method != "GET" && req.method != "HEAD":
 		status = "405 Method Not Allowed"
