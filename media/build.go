@@ -119,7 +119,7 @@ func newConfiguredRing(sp ringShare, size, bufferSeconds int, budget *Budget, lo
 		Codec:     codec,
 		MaxBytes:  size,
 		MaxFrames: max(64, fps*bufferSeconds),
-	}, log.With("component", "ring", "stream", sp.name))
+	}, log) // the ring sets component=ring and its stream
 	if err != nil {
 		return nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 	}

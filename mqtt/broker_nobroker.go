@@ -4,9 +4,11 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 )
+
+// EmbeddedBrokerBuilt reports whether this build has the embedded broker.
+const EmbeddedBrokerBuilt = false
 
 // Broker is absent from this build.
 type Broker struct{}

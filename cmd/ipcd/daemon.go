@@ -54,6 +54,11 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
 		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
 		persist: make(chan struct{}, 1), events: make(chan device.Event, 64)}
+	// Before anything is written: a profile meant for another build must
+	// leave the activation store as it was.
+	if err := cfg.CheckBuild(); err != nil {
+		return nil, err
+	}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -64,7 +69,7 @@ func newDaemon(cfg config.Config, log *slog.Logger) (*daemon, error) {
 	}
 	tc := cfg.Time
 	tc.BuildTime = d.buildTime
-	d.clock = device.NewTimeSync(tc, log.With("component", "time"))
+	d.clock = device.NewTimeSync(tc, log)
 
 	if cfg.MQTT.EmbeddedBroker != "" {
 		b, err := mqtt.NewEmbeddedBroker(cfg.MQTT.EmbeddedBroker, cfg.MQTT.EmbeddedBrokerWS, log)

@@ -3,13 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 

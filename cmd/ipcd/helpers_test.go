@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/ipcd/ipcd/cmd/ipcd/config"
-	"github.com/ipcd/ipcd/device"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -17,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
+	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -150,6 +150,7 @@ func startDaemonHandler(t testing.TB, cfg config.Config, ready bool, wrap func(s
 				if err != nil {
 					t.Errorf("daemon Run: %v", err)
 				}
+				checkLogAttrs(t, lb.String())
 			case <-time.After(10 * time.Second):
 				t.Errorf("daemon did not stop within 10 s")
 			}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/ipcd/ipcd/cmd/ipcd/config"
-	"github.com/ipcd/ipcd/media"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
+	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/ipcd/ipcd/cmd/ipcd/config"
-	"github.com/ipcd/ipcd/mqtt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +13,10 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/device/ntptest"
+	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 

@@ -46,6 +46,9 @@ func run(args []string, stderr io.Writer) int {
 		cfg.Log.Level = *logLevel
 		err = cfg.Validate()
 	}
+	if err == nil {
+		err = cfg.CheckBuild()
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ipcd:", err)
 		return 2

@@ -52,3 +52,7 @@ func (e *FieldError) Unwrap() error {
 	}
 	return ErrInvalidConfig
 }
+
+// ErrNotBuilt is wrapped by CheckBuild's errors: the configuration needs a
+// feature this binary was built without.
+var ErrNotBuilt = errors.New("this binary was built without")
