@@ -246,6 +246,8 @@ func TestValidateRules(t *testing.T) {
 		{"buffer high", func(c *Config) { c.Media.BufferSeconds = 61 }, "media.buffer_seconds"},
 		{"main none", func(c *Config) { c.Media.Sources.Main = media.SourceSection{Type: "none"} }, "media.sources.main.type"},
 		{"main unknown type", func(c *Config) { c.Media.Sources.Main.Type = "rtsp" }, "media.sources.main.type"},
+		{"audio pipe", func(c *Config) { c.Media.Sources.Audio = media.SourceSection{Type: "pipe", Path: "/run/a.fifo"} }, "media.sources.audio.type"},
+		{"audio v4l2", func(c *Config) { c.Media.Sources.Audio = media.SourceSection{Type: "v4l2", Path: "/dev/video0"} }, "media.sources.audio.type"},
 		{"main path empty", func(c *Config) { c.Media.Sources.Main.Path = "" }, "media.sources.main.path"},
 		{"main path missing", func(c *Config) { c.Media.Sources.Main.Path = "configs/media/gone.h264" }, "media.sources.main.path"},
 		{"main path is a directory", func(c *Config) {
