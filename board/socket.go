@@ -69,6 +69,10 @@ func DefaultConfig() Config {
 	return Config{QueueSize: DefaultQueueSize, HookTimeout: DefaultHookTimeout}
 }
 
+// SetDefaults makes c the defaults of the board section; the
+// configuration composes its sections' defaults through it.
+func (c *Config) SetDefaults() { *c = DefaultConfig() }
+
 func (c *Config) setDefaults() {
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize

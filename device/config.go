@@ -28,6 +28,10 @@ func DefaultSection() Section {
 	return Section{Store: DefaultStorePath}
 }
 
+// SetDefaults makes s the defaults; the configuration composes its
+// sections' defaults through it.
+func (s *Section) SetDefaults() { *s = DefaultSection() }
+
 // Activation returns the pre-provisioned activation, if any.
 func (a *ActivationSection) Activation() Activation {
 	return Activation{DevID: a.DevID, LocalKey: a.LocalKey, P2PPassword: a.P2PPassword}

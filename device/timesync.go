@@ -55,6 +55,10 @@ func DefaultTimeConfig() TimeConfig {
 	return TimeConfig{Source: TimeSourceNTP, Servers: []string{"pool.ntp.org:123"}}
 }
 
+// SetDefaults makes c the defaults of the time section; the configuration
+// composes its sections' defaults through it.
+func (c *TimeConfig) SetDefaults() { *c = DefaultTimeConfig() }
+
 func (c TimeConfig) withDefaults() TimeConfig {
 	set := func(d *time.Duration, def time.Duration) {
 		if *d <= 0 {

@@ -64,6 +64,10 @@ func DefaultSection() Section {
 	}
 }
 
+// SetDefaults makes s the defaults; the configuration composes its
+// sections' defaults through it.
+func (s *Section) SetDefaults() { *s = DefaultSection() }
+
 // SourceTypes returns the source types a stream accepts: pipe and v4l2
 // capture video only.
 func SourceTypes(video bool) []string {

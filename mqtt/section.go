@@ -44,3 +44,7 @@ func DefaultSection() Section {
 		QueueSize:    DefaultQueueSize,
 	}
 }
+
+// SetDefaults makes s the defaults; the configuration composes its
+// sections' defaults through it.
+func (s *Section) SetDefaults() { *s = DefaultSection() }

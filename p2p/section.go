@@ -46,6 +46,10 @@ func DefaultStreamSection() StreamSection {
 	}
 }
 
+// SetDefaults makes s the defaults; the configuration composes its
+// sections' defaults through it.
+func (s *StreamSection) SetDefaults() { *s = DefaultStreamSection() }
+
 // ICEServerList converts the configured servers to the ones offered to apps.
 func (s StreamSection) ICEServerList() []ICEServer {
 	out := make([]ICEServer, 0, len(s.ICEServers))

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/device"
@@ -24,8 +25,8 @@ const envPrefix = "IPCD_"
 const redactedValue = "***"
 
 // Config is the daemon's configuration: SPEC §4 plus the keys documented in
-// docs/configuration.md. A section is one field here; its type and its
-// defaults live with the component that uses it.
+// docs/configuration.md. A section is one field here: its type and its
+// defaults (a SetDefaults method) live with the component that uses it.
 type Config struct {
 	Log     LogConfig         `yaml:"log"`
 	Device  device.Section    `yaml:"device"`
@@ -37,11 +38,20 @@ type Config struct {
 	Metrics MetricsConfig     `yaml:"metrics"`
 }
 
+// Section is what every field of Config is: a section that knows its own
+// defaults.
+type Section interface {
+	SetDefaults()
+}
+
 // LogConfig selects the slog level and handler.
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
 }
+
+// SetDefaults makes c the defaults of the log section.
+func (c *LogConfig) SetDefaults() { *c = LogConfig{Level: "info", Format: "text"} }
 
 // MetricsConfig is the optional Prometheus endpoint.
 type MetricsConfig struct {
@@ -50,19 +60,22 @@ type MetricsConfig struct {
 	Listen string `yaml:"listen"`
 }
 
-// Default returns the defaults of SPEC §4. It is not valid on its own:
-// device.uuid and device.authkey have no default.
+// SetDefaults makes c the defaults of the metrics section: off.
+func (c *MetricsConfig) SetDefaults() { *c = MetricsConfig{} }
+
+// Default returns the defaults of SPEC §4, each section's from its own
+// SetDefaults. It is not valid on its own: device.uuid and device.authkey
+// have no default.
 func Default() Config {
-	return Config{
-		Log:     LogConfig{Level: "info", Format: "text"},
-		Device:  device.DefaultSection(),
-		MQTT:    mqtt.DefaultSection(),
-		Time:    device.DefaultTimeConfig(),
-		Stream:  p2p.DefaultStreamSection(),
-		Media:   media.DefaultSection(),
-		Board:   board.DefaultConfig(),
-		Metrics: MetricsConfig{},
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		// TestEverySectionHasDefaults makes sure every field is a Section.
+		if s, ok := v.Field(i).Addr().Interface().(Section); ok {
+			s.SetDefaults()
+		}
 	}
+	return c
 }
 
 // Load applies, in order, the defaults, the YAML file at path (skipped

@@ -107,3 +107,15 @@ func TestDefaultsDefinedOnceFails(t *testing.T) {
 		t.Fatalf("a documented 60s reads as %v (%v), not the default", v, err)
 	}
 }
+
+// TestEverySectionHasDefaults: every field of Config is a Section, so
+// that adding a section is adding its field.
+func TestEverySectionHasDefaults(t *testing.T) {
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		if _, ok := v.Field(i).Addr().Interface().(Section); !ok {
+			t.Errorf("Config.%s (%s) has no SetDefaults method", v.Type().Field(i).Name, v.Field(i).Type())
+		}
+	}
+}
