@@ -17,3 +17,6 @@ var (
 	// command now (no such stream, service not built yet).
 	ErrUnavailable = errors.New("unavailable")
 )
+
+// errHookTimeout: the hook ran past board.hook_timeout and was killed.
+var errHookTimeout = errors.New("hook timed out")

@@ -47,7 +47,7 @@ func (h *hook) enqueue(e Event, line []byte) {
 		// At most one line per power of two drops: a hung board
 		// script must not flood the log.
 		if n&(n-1) == 0 {
-			h.log.Warn("drop board hook run", "rule", "hook_queue_full", "event", e.Event, "dropped", n)
+			h.log.Warn("drop board hook run", "rule", string(RuleHookQueueFull), "event", e.Event, "dropped", n)
 		}
 	}
 }
@@ -78,7 +78,7 @@ func (h *hook) exec(ctx context.Context, r hookRun) {
 	switch {
 	case errors.Is(err, errHookTimeout):
 		n := h.killed.Add(1)
-		h.log.Warn("board hook killed", "rule", "hook_timeout", "event", r.ev.Event, "timeout", h.timeout, "killed", n)
+		h.log.Warn("board hook killed", "rule", string(RuleHookTimeout), "event", r.ev.Event, "timeout", h.timeout, "killed", n)
 	case err != nil:
 		h.log.Warn("board hook failed", "event", r.ev.Event, "err", err, "output", out)
 	default:

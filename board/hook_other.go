@@ -4,12 +4,10 @@ package board
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 )
 
-var errHookTimeout = errors.New("hook timed out")
-
 func runBounded(context.Context, string, []string, []byte, time.Duration) (string, error) {
-	return "", errors.New("board.on_event needs a Unix system")
+	return "", fmt.Errorf("%w: board.on_event needs a Unix system", ErrConfig)
 }

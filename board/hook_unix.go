@@ -4,15 +4,12 @@ package board
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"syscall"
 	"time"
 )
-
-var errHookTimeout = errors.New("hook timed out")
 
 // runBounded runs path with env, stdin as its input, until it exits or
 // timeout passes, when it is killed with its process group (what a script

@@ -1,178 +1,22 @@
-package board
+package board_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
+	"strings"
 	"testing"
-	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 )
 
-// The daemon's loader lives in package main and cannot be imported, so the
-// profiles are checked against configs/ipcd.yaml, which lists every key with
-// its default: a profile may only use keys listed there, with the same shape
-// (section or value) and a value of the kind the loader accepts for it.
+// The profiles are read and validated by the daemon's own configuration
+// package, so a profile that the daemon would refuse fails here.
 
-const (
-	repoRoot  = ".."
-	reference = "../configs/ipcd.yaml"
-)
-
-// optionalKey matches a commented-out key in the reference, such as
-// "  # activation:" or "  #   dev_id: ...". Sections without a default
-// (device.activation) are listed that way so the reference stays loadable.
-var optionalKey = regexp.MustCompile(`(?m)^([ \t]*)# ( *[a-z][a-z0-9_]*:(?:[ \t]|$))`)
-
-type problem struct {
-	key, reason string
-}
-
-func (p problem) String() string { return p.key + ": " + p.reason }
-
-// referenceKeys returns every key of configs/ipcd.yaml, commented-out
-// optional ones included, as a dotted path with its default value.
-func referenceKeys(t *testing.T) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(reference)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(optionalKey.ReplaceAll(data, []byte("$1$2")), &doc); err != nil {
-		t.Fatalf("%s with its optional keys uncommented: %v", reference, err)
-	}
-	keys := map[string]any{}
-	flatten("", doc, keys)
-	return keys
-}
-
-func flatten(prefix string, v any, out map[string]any) {
-	m, ok := v.(map[string]any)
-	if prefix != "" {
-		out[prefix] = v
-	}
-	if !ok {
-		return
-	}
-	for k, child := range m {
-		if prefix != "" {
-			k = prefix + "." + k
-		}
-		flatten(k, child, out)
-	}
-}
-
-func loadProfile(t *testing.T, path string) map[string]any {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return doc
-}
-
-// checkProfile reports every key of profile that the reference does not
-// list, or whose value the loader would refuse for that key's kind.
-func checkProfile(ref map[string]any, profile map[string]any) []problem {
-	var ps []problem
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		for k, v := range m {
-			key := k
-			if prefix != "" {
-				key = prefix + "." + k
-			}
-			want, ok := ref[key]
-			if !ok {
-				ps = append(ps, problem{key, "not a key of " + reference})
-				continue
-			}
-			if p := checkValue(key, want, v); p != nil {
-				ps = append(ps, *p)
-				continue
-			}
-			if sub, ok := v.(map[string]any); ok {
-				walk(key, sub)
-			}
-		}
-	}
-	walk("", profile)
-	slices.SortFunc(ps, func(a, b problem) int {
-		if a.key < b.key {
-			return -1
-		}
-		if a.key > b.key {
-			return 1
-		}
-		return 0
-	})
-	return ps
-}
-
-// checkValue compares a profile value with the reference default of its key.
-// An explicit null is always accepted: the loader treats it as "clear this"
-// for a value and "keep the defaults" for a section.
-func checkValue(key string, want, got any) *problem {
-	if got == nil {
-		return nil
-	}
-	bad := func(format string, args ...any) *problem {
-		return &problem{key, fmt.Sprintf(format, args...)}
-	}
-	_, wantMap := want.(map[string]any)
-	_, gotMap := got.(map[string]any)
-	if wantMap != gotMap {
-		if wantMap {
-			return bad("is a section in %s, got the value %v", reference, got)
-		}
-		return bad("is a value in %s, got a section", reference)
-	}
-	if wantMap {
-		return nil
-	}
-	switch w := want.(type) {
-	case []any:
-		// A single string is accepted as a list of one.
-		switch got.(type) {
-		case []any, string:
-			return nil
-		}
-		return bad("must be a list, got %T %v", got, got)
-	case bool:
-		if _, ok := got.(bool); !ok {
-			return bad("must be true or false, got %T %v", got, got)
-		}
-	case int:
-		if _, ok := got.(int); !ok {
-			return bad("must be an integer, got %T %v", got, got)
-		}
-	case string:
-		if _, err := strconv.Atoi(w); err != nil {
-			if _, err := time.ParseDuration(w); err == nil {
-				// The loader refuses a bare number: the unit would be a guess.
-				s, ok := got.(string)
-				if _, err := time.ParseDuration(s); !ok || err != nil {
-					return bad("must be a duration with a unit such as %q, got %v", w, got)
-				}
-				return nil
-			}
-		}
-		switch got.(type) {
-		case []any:
-			return bad("must be a single value, got a list")
-		}
-	}
-	return nil
-}
+const repoRoot = ".."
 
 func profiles(t *testing.T) []string {
 	t.Helper()
@@ -183,54 +27,61 @@ func profiles(t *testing.T) []string {
 	if len(paths) < 2 {
 		t.Fatalf("profiles/*.yaml: found %v, want at least demo.yaml and generic-v4l2.yaml", paths)
 	}
+	for i, p := range paths {
+		if paths[i], err = filepath.Abs(p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return paths
 }
 
-func TestReferenceListsOptionalKeys(t *testing.T) {
-	ref := referenceKeys(t)
-	for _, key := range []string{
-		"device.uuid", "device.store", "device.activation.dev_id", "device.activation.local_key",
-		"device.activation.p2p_password", "mqtt.tls.ca_file", "media.sources.main.type", "media.speaker.path",
-	} {
-		if _, ok := ref[key]; !ok {
-			t.Errorf("%s does not list %s", reference, key)
+// readProfile reads a profile as the daemon does, from the repository root
+// (the profiles' relative media paths are relative to it).
+func readProfile(t *testing.T, path string) config.Config {
+	t.Helper()
+	t.Chdir(repoRoot)
+	cfg, err := config.Read(path, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return cfg
+}
+
+// boardFiles replaces the files a profile expects on the board (the
+// broker's CA bundle) with stand-ins, so validation checks everything else.
+func boardFiles(t *testing.T, cfg *config.Config) {
+	t.Helper()
+	for _, p := range []*string{&cfg.MQTT.TLS.CAFile, &cfg.MQTT.TLS.CertFile, &cfg.MQTT.TLS.KeyFile, &cfg.Board.OnEvent} {
+		if *p == "" || !filepath.IsAbs(*p) {
+			continue
 		}
+		if _, err := os.Stat(*p); err == nil {
+			continue
+		}
+		stand := filepath.Join(t.TempDir(), filepath.Base(*p))
+		if err := os.WriteFile(stand, []byte("stand-in\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		*p = stand
 	}
 }
 
-func TestProfilesUseOnlyReferenceKeys(t *testing.T) {
-	ref := referenceKeys(t)
+func TestProfilesValidate(t *testing.T) {
 	for _, path := range profiles(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			profile := loadProfile(t, path)
-			for _, p := range checkProfile(ref, profile) {
-				t.Errorf("%s: %s", path, p)
-			}
-			keys := map[string]any{}
-			flatten("", profile, keys)
-			// Required by the loader: it has no default for them.
-			for _, key := range []string{"device.uuid", "device.authkey", "device.store", "media.sources.main.type"} {
-				if s, ok := keys[key].(string); !ok || s == "" {
-					t.Errorf("%s: %s must be set, got %v", path, key, keys[key])
-				}
-			}
-			// The loader refuses a file source whose file is missing; the
-			// profiles' relative paths are relative to the repository root.
-			for _, stream := range []string{"main", "sub", "audio"} {
-				prefix := "media.sources." + stream
-				if keys[prefix+".type"] != "file" {
-					continue
-				}
-				p, _ := keys[prefix+".path"].(string)
-				if !filepath.IsAbs(p) {
-					p = filepath.Join(repoRoot, p)
-				}
-				if fi, err := os.Stat(p); err != nil || fi.IsDir() {
-					t.Errorf("%s: %s.path %v is not a file: %v", path, prefix, keys[prefix+".path"], err)
-				}
+			cfg := readProfile(t, path)
+			boardFiles(t, &cfg)
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("%s: %v", path, err)
 			}
 		})
 	}
+}
+
+// kv is one setting of a profile: its key, what was read, what is wanted.
+type kv struct {
+	key       string
+	got, want any
 }
 
 // TestProfileContents pins what each profile is for, so that an edit that
@@ -238,52 +89,56 @@ func TestProfilesUseOnlyReferenceKeys(t *testing.T) {
 func TestProfileContents(t *testing.T) {
 	tests := []struct {
 		file string
-		want map[string]any
+		keys func(c config.Config) []kv
 	}{
-		{"profiles/demo.yaml", map[string]any{
-			"media.sources.main.type":        "file",
-			"media.sources.main.path":        "configs/media/main.h264",
-			"media.sources.audio.type":       "file",
-			"media.sources.audio.path":       "configs/media/audio.pcmu",
-			"mqtt.embedded_broker":           ":18830",
-			"mqtt.brokers":                   []any{"tcp://127.0.0.1:18830"},
-			"device.activation.p2p_password": "ad12ab34",
-			"time.source":                    "system",
+		{"profiles/demo.yaml", func(c config.Config) []kv {
+			return []kv{
+				{"media.sources.main.type", c.Media.Sources.Main.Type, "file"},
+				{"media.sources.main.path", c.Media.Sources.Main.Path, "configs/media/main.h264"},
+				{"media.sources.audio.type", c.Media.Sources.Audio.Type, "file"},
+				{"media.sources.audio.path", c.Media.Sources.Audio.Path, "configs/media/audio.pcmu"},
+				{"mqtt.embedded_broker", c.MQTT.EmbeddedBroker, ":18830"},
+				{"mqtt.brokers", c.MQTT.Brokers, []string{"tcp://127.0.0.1:18830"}},
+				{"device.activation.p2p_password", c.Device.Activation.P2PPassword, "ad12ab34"},
+				{"time.source", c.Time.Source, "system"},
+			}
 		}},
-		{"profiles/generic-v4l2.yaml", map[string]any{
-			"media.sources.main.type":  "v4l2",
-			"media.sources.main.path":  "/dev/video0",
-			"media.sources.main.fps":   25,
-			"media.sources.main.codec": "h264",
-			"media.sources.sub.type":   "none",
-			"media.sources.audio.type": "none",
-			"media.speaker.type":       "none",
-			"device.store":             "/data/ipcd/state.json",
-			"mqtt.brokers":             []any{"ssl://broker.example.com:8883"},
-			"mqtt.tls.ca_file":         "/etc/ipcd/ca.pem",
-			"time.source":              "ntp",
+		{"profiles/generic-v4l2.yaml", func(c config.Config) []kv {
+			return []kv{
+				{"media.sources.main.type", c.Media.Sources.Main.Type, "v4l2"},
+				{"media.sources.main.path", c.Media.Sources.Main.Path, "/dev/video0"},
+				{"media.sources.main.fps", c.Media.Sources.Main.FPS, 25},
+				{"media.sources.main.codec", c.Media.Sources.Main.Codec, "h264"},
+				{"media.sources.sub.type", c.Media.Sources.Sub.Type, "none"},
+				{"media.sources.audio.type", c.Media.Sources.Audio.Type, "none"},
+				{"media.speaker.type", c.Media.Speaker.Type, "none"},
+				{"device.store", c.Device.Store, "/data/ipcd/state.json"},
+				{"mqtt.brokers", c.MQTT.Brokers, []string{"ssl://broker.example.com:8883"}},
+				{"mqtt.tls.ca_file", c.MQTT.TLS.CAFile, "/etc/ipcd/ca.pem"},
+				{"time.source", c.Time.Source, "ntp"},
+				// A production profile must not start the embedded broker.
+				{"mqtt.embedded_broker", c.MQTT.EmbeddedBroker, ""},
+			}
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
-			keys := map[string]any{}
-			flatten("", loadProfile(t, tt.file), keys)
-			for key, want := range tt.want {
-				if got := keys[key]; fmt.Sprint(got) != fmt.Sprint(want) {
-					t.Errorf("%s = %v, want %v", key, got, want)
-				}
+			abs, err := filepath.Abs(tt.file)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, ok := keys["mqtt.embedded_broker"]; ok && tt.file == "profiles/generic-v4l2.yaml" {
-				t.Error("a production profile must not start the embedded broker")
+			for _, k := range tt.keys(readProfile(t, abs)) {
+				if fmt.Sprint(k.got) != fmt.Sprint(k.want) {
+					t.Errorf("%s = %v, want %v", k.key, k.got, k.want)
+				}
 			}
 		})
 	}
 }
 
-// TestCheckProfileRejects makes sure the checker above can fail: each case
-// is a mistake the daemon's loader refuses.
-func TestCheckProfileRejects(t *testing.T) {
-	ref := referenceKeys(t)
+// TestProfileMistakesRefused makes sure reading a profile can fail: each
+// case is a mistake the daemon refuses, reported with its key.
+func TestProfileMistakesRefused(t *testing.T) {
 	tests := []struct {
 		name, yaml, key string
 	}{
@@ -295,27 +150,87 @@ func TestCheckProfileRejects(t *testing.T) {
 		{"string for an integer", "stream:\n  max_clients: many\n", "stream.max_clients"},
 		{"string for a bool", "media:\n  sources:\n    main: {loop: sometimes}\n", "media.sources.main.loop"},
 		{"list for a value", "device:\n  uuid: [a, b]\n", "device.uuid"},
-		{"number for a list", "mqtt:\n  brokers: 1883\n", "mqtt.brokers"},
+		{"number for a list", "mqtt:\n  brokers: {a: 1883}\n", "mqtt.brokers"},
 		{"misspelled optional key", "device:\n  activation:\n    devid: x\n", "device.activation.devid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var profile map[string]any
-			if err := yaml.Unmarshal([]byte(tt.yaml), &profile); err != nil {
+			path := filepath.Join(t.TempDir(), "p.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			ps := checkProfile(ref, profile)
-			if len(ps) != 1 || ps[0].key != tt.key {
-				t.Fatalf("problems %v, want one for %s", ps, tt.key)
+			_, err := config.Read(path, nil)
+			var fe *config.FieldError
+			if !errors.As(err, &fe) || fe.Key != tt.key {
+				t.Fatalf("err %v, want one for %s", err, tt.key)
 			}
 		})
 	}
-	var fine map[string]any
-	ok := "mqtt:\n  brokers: tcp://h:1883\n  tls:\nmedia:\n  sources:\n    sub: {type: file, codec: ~}\nstream:\n  liveness_timeout: 1m30s\n"
-	if err := yaml.Unmarshal([]byte(ok), &fine); err != nil {
+}
+
+// boardsDoc is the page that tells how to build and install each profile.
+const boardsDoc = "../docs/boards.md"
+
+// installRow matches a row of the install table of docs/boards.md:
+// | `board/profiles/NAME.yaml` | needs | `build command` |
+var installRow = regexp.MustCompile("(?m)^\\| `board/(profiles/[a-z0-9-]+\\.yaml)` \\|[^|]*\\| `([^`]+)` \\|$")
+
+// buildTags returns the build tags a documented build command uses: those
+// of go build's -tags, or of make cross's CROSS_TAGS (default nobroker).
+func buildTags(cmd string) []string {
+	if m := regexp.MustCompile(`-tags "([^"]*)"|-tags (\S+)`).FindStringSubmatch(cmd); m != nil {
+		return strings.Fields(m[1] + m[2])
+	}
+	if strings.HasPrefix(cmd, "make cross") {
+		if m := regexp.MustCompile(`CROSS_TAGS=("[^"]*"|\S*)`).FindStringSubmatch(cmd); m != nil {
+			return strings.Fields(strings.Trim(m[1], `"`))
+		}
+		return []string{"nobroker"}
+	}
+	return nil
+}
+
+// TestProfilesMatchDocumentedBuild: every profile has a row in the install
+// table of docs/boards.md, and the binary that row builds has every feature
+// the profile uses, judged by its build tags.
+func TestProfilesMatchDocumentedBuild(t *testing.T) {
+	doc, err := os.ReadFile(boardsDoc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if ps := checkProfile(ref, fine); len(ps) != 0 {
-		t.Errorf("problems %v for values the loader accepts", ps)
+	rows := map[string]string{}
+	for _, m := range installRow.FindAllStringSubmatch(string(doc), -1) {
+		rows[m[1]] = m[2]
+	}
+	for _, path := range profiles(t) {
+		name := "profiles/" + filepath.Base(path)
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			cmd, ok := rows[name]
+			if !ok {
+				t.Fatalf("%s has no row for board/%s", boardsDoc, name)
+			}
+			tags := buildTags(cmd)
+			cfg := readProfile(t, path)
+			for _, n := range cfg.Needs() {
+				tag, without := strings.CutPrefix(n.Feature.BuildTag(), "!")
+				if slices.Contains(tags, tag) == without {
+					t.Errorf("%s uses %s (%s), but the documented build %q has tags %v", name, n.Feature, n.Key, cmd, tags)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildTags(t *testing.T) {
+	for cmd, want := range map[string][]string{
+		"make cross":                            {"nobroker"},
+		"make cross CROSS_TAGS= CROSS_MAX=1":    nil,
+		`make cross CROSS_TAGS="nobroker x"`:    {"nobroker", "x"},
+		`go build -tags "nobroker v4l2" -o a .`: {"nobroker", "v4l2"},
+		"go build -tags v4l2 ./cmd/ipcd":        {"v4l2"},
+	} {
+		if got := buildTags(cmd); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", cmd, got, want)
+		}
 	}
 }

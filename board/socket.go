@@ -41,29 +41,47 @@ type Handlers struct {
 	Status   func(ctx context.Context) any
 }
 
+// Defaults of the board section, also taken by a field left zero.
+const (
+	DefaultQueueSize   = 256
+	DefaultHookTimeout = 5 * time.Second
+	defaultHookQueue   = 32
+)
+
 // Config is the board section of the daemon's configuration.
 type Config struct {
-	// Socket is the path of the Unix socket; empty means no socket.
-	Socket string
+	// Socket is the path of the Unix socket; empty means no socket. It is
+	// off unless a board profile sets it: a development machine has no
+	// /run/ipcd, and tests run many daemons side by side.
+	Socket string `yaml:"socket"`
 	// QueueSize bounds the events waiting for one reader. A reader that
 	// lets it fill is disconnected.
-	QueueSize int
+	QueueSize int `yaml:"queue_size"`
 	// OnEvent is a program run once per event, one at a time; empty means
 	// none. See Hook.
-	OnEvent     string
-	HookTimeout time.Duration
-	HookQueue   int
+	OnEvent     string        `yaml:"on_event"`
+	HookTimeout time.Duration `yaml:"hook_timeout"`
+	HookQueue   int           `yaml:"-"`
 }
+
+// DefaultConfig returns the defaults of the board section.
+func DefaultConfig() Config {
+	return Config{QueueSize: DefaultQueueSize, HookTimeout: DefaultHookTimeout}
+}
+
+// SetDefaults makes c the defaults of the board section; the
+// configuration composes its sections' defaults through it.
+func (c *Config) SetDefaults() { *c = DefaultConfig() }
 
 func (c *Config) setDefaults() {
 	if c.QueueSize == 0 {
-		c.QueueSize = 256
+		c.QueueSize = DefaultQueueSize
 	}
 	if c.HookTimeout == 0 {
-		c.HookTimeout = 5 * time.Second
+		c.HookTimeout = DefaultHookTimeout
 	}
 	if c.HookQueue == 0 {
-		c.HookQueue = 32
+		c.HookQueue = defaultHookQueue
 	}
 }
 
@@ -235,7 +253,7 @@ func (s *Server) admit(ctx context.Context, wg *sync.WaitGroup, nc net.Conn) {
 	n := len(s.conns)
 	s.mu.Unlock()
 	if full {
-		s.log.Warn("board reader refused", "rule", "too_many_readers", "max", MaxReaders)
+		s.log.Warn("board reader refused", "rule", string(RuleTooManyReaders), "max", MaxReaders)
 		_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		_, _ = nc.Write(replyLine(Reply{Res: ResUnavailable, Error: "too many readers", Rule: "too_many_readers"}))
 		_ = nc.Close()
@@ -331,7 +349,7 @@ func (s *Server) read(ctx context.Context, c *conn) {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
-			s.logRefused("line_too_long", "limit", MaxLine)
+			s.logRefused(RuleLineTooLong, "limit", MaxLine)
 			s.reply(c, Reply{Res: ResBadRequest, Error: ErrLineTooLong.Error(), Rule: "line_too_long"})
 			if !discardLine(br) {
 				c.kick("closed by the board")
@@ -373,14 +391,14 @@ func (s *Server) serve(ctx context.Context, line []byte) Reply {
 	cmd, err := DecodeCommand(line)
 	r := Reply{Req: cmd.Req}
 	if err != nil {
-		r.Res, r.Error, r.Rule = ResBadRequest, err.Error(), "malformed"
+		r.Res, r.Error, r.Rule = ResBadRequest, err.Error(), string(RuleMalformed)
 		switch {
 		case errors.Is(err, ErrUnknownCommand):
-			r.Res, r.Rule = ResUnknown, "unknown_command"
+			r.Res, r.Rule = ResUnknown, string(RuleUnknownCommand)
 		case errors.Is(err, ErrBadValue):
-			r.Rule = "bad_value"
+			r.Rule = string(RuleBadValue)
 		}
-		s.logRefused(r.Rule, "err", err)
+		s.logRefused(Rule(r.Rule), "err", err)
 		return r
 	}
 	var herr error
@@ -477,10 +495,10 @@ func truncate(s string, n int) string {
 // logRefused logs a refused command at the 1st, 2nd, 4th, 8th, ... time
 // its rule is broken, with the count: a board stuck in a loop of bad
 // commands does not flood the log.
-func (s *Server) logRefused(rule string, args ...any) {
+func (s *Server) logRefused(rule Rule, args ...any) {
 	c, _ := s.refused.LoadOrStore(rule, new(atomic.Uint64))
 	n := c.(*atomic.Uint64).Add(1)
 	if n&(n-1) == 0 {
-		s.log.Warn("drop board command", append([]any{"rule", rule, "count", n}, args...)...)
+		s.log.Warn("drop board command", append([]any{"rule", string(rule), "count", n}, args...)...)
 	}
 }

@@ -75,10 +75,6 @@ const (
 	TypePrivacyAck = "privacy_ack"
 )
 
-// ErrPrivacyReplayed: a privacy command whose t is not newer than the last
-// one accepted.
-var ErrPrivacyReplayed = errors.New("device: privacy command replayed")
-
 // PrivacyMsg is the data of a protocol-46 privacy command:
 // {"type":"privacy","dev_id":...,"value":1|0,"sign":...}, sign =
 // base64(HMAC-SHA256(key=local_key, msg="privacy|dev_id|value|t")).

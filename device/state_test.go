@@ -2,11 +2,9 @@ package device
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestNext(t *testing.T) {
@@ -48,37 +46,26 @@ func TestNext(t *testing.T) {
 	}
 }
 
-func TestMachineReportsSkippedStates(t *testing.T) {
+func TestLifecycleReportsSkippedStates(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
-	m := NewMachine(Facts{Activated: true, TimeSynced: true}, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- m.Run(ctx) }()
+	l := NewLifecycle(Facts{Activated: true, TimeSynced: true}, log)
 
-	m.Post(EventStart)
-	m.Post(EventMQTTUp)
+	got := append(l.Apply(EventStart), l.Apply(EventMQTTUp)...)
 	want := []State{StateConnecting, StateWaitingActivation, StateActivated, StateWaitingTimeSync, StateReady}
+	if len(got) != len(want) {
+		t.Fatalf("transitions %+v, want to %v", got, want)
+	}
 	for i, w := range want {
-		select {
-		case tr := <-m.Changes():
-			if tr.To != w {
-				t.Fatalf("transition %d to %s, want %s", i, tr.To, w)
-			}
-		case <-time.After(2 * time.Second):
-			t.Fatalf("no transition %d", i)
+		if got[i].To != w {
+			t.Fatalf("transition %d to %s, want %s", i, got[i].To, w)
 		}
 	}
-	m.Post(EventReset)
-	if tr := <-m.Changes(); tr.To != StateWaitingActivation || tr.Event != EventReset {
+	if tr := l.Apply(EventReset); len(tr) != 1 || tr[0].To != StateWaitingActivation || tr[0].Event != EventReset {
 		t.Fatalf("reset gave %+v", tr)
 	}
-	if m.State() != StateWaitingActivation {
-		t.Fatalf("state %s", m.State())
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if l.State() != StateWaitingActivation {
+		t.Fatalf("state %s", l.State())
 	}
 	if !strings.Contains(buf.String(), "reason=\"already satisfied: activation stored\"") {
 		t.Fatalf("skip reason not logged:\n%s", buf.String())

@@ -402,7 +402,7 @@ func decodeStrict(b []byte, v any) error {
 		return err
 	}
 	if _, err := d.Token(); err != io.EOF {
-		return errors.New("data after the record")
+		return errTrailingData
 	}
 	return nil
 }

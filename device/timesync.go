@@ -31,24 +31,33 @@ const (
 // TimeConfig configures time sync (SPEC §3 WaitingTimeSync, §4 time.*).
 type TimeConfig struct {
 	// Source is "ntp" or "system".
-	Source string
+	Source string `yaml:"source"`
 	// Servers are "host" or "host:port", queried in order.
-	Servers []string
+	Servers []string `yaml:"ntp_servers"`
 	// SetSystemClock steps the system clock to the NTP time. It needs
 	// CAP_SYS_TIME; without it the offset is still applied by Now.
-	SetSystemClock bool
+	SetSystemClock bool `yaml:"set_system_clock"`
 	// BuildTime is a lower bound for any trustworthy time: a board without
 	// a battery-backed RTC boots in 1970, and an NTP answer before the
 	// firmware was built is wrong.
-	BuildTime time.Time
+	BuildTime time.Time `yaml:"-"`
 
 	// Tuning; zero uses the Default* constants.
-	QueryTimeout  time.Duration // one NTP query
-	RetryMin      time.Duration // backoff floor after a failed round
-	RetryMax      time.Duration // backoff cap
-	Resync        time.Duration // between successful syncs
-	SystemRecheck time.Duration // source "system": clock re-check period
+	QueryTimeout  time.Duration `yaml:"-"` // one NTP query
+	RetryMin      time.Duration `yaml:"-"` // backoff floor after a failed round
+	RetryMax      time.Duration `yaml:"-"` // backoff cap
+	Resync        time.Duration `yaml:"-"` // between successful syncs
+	SystemRecheck time.Duration `yaml:"-"` // source "system": clock re-check period
 }
+
+// DefaultTimeConfig returns the defaults of SPEC §4 for the time section.
+func DefaultTimeConfig() TimeConfig {
+	return TimeConfig{Source: TimeSourceNTP, Servers: []string{"pool.ntp.org:123"}}
+}
+
+// SetDefaults makes c the defaults of the time section; the configuration
+// composes its sections' defaults through it.
+func (c *TimeConfig) SetDefaults() { *c = DefaultTimeConfig() }
 
 func (c TimeConfig) withDefaults() TimeConfig {
 	set := func(d *time.Duration, def time.Duration) {

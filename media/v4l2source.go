@@ -37,6 +37,9 @@ import (
 // The same declarations exist in v4l2source_stub.go for builds without the
 // tag, so that callers compile either way; keep the two in step.
 
+// V4L2Built reports whether this build has V4L2 capture.
+const V4L2Built = true
+
 // ErrV4L2NotBuilt is what NewV4L2Source returns in a build without the v4l2
 // tag. This build never returns it.
 var ErrV4L2NotBuilt = errors.New("built without v4l2 support (build with -tags v4l2)")

@@ -13,6 +13,9 @@ import (
 // v4l2source.go so that callers compile either way, and NewV4L2Source says
 // how to get the real thing. Keep the two in step.
 
+// V4L2Built reports whether this build has V4L2 capture.
+const V4L2Built = false
+
 // ErrV4L2NotBuilt is what NewV4L2Source returns in a build without the v4l2
 // tag.
 var ErrV4L2NotBuilt = errors.New("built without v4l2 support (build with -tags v4l2)")

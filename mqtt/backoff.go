@@ -17,8 +17,8 @@ const (
 // its default. A fleet wants the defaults; tests shrink them so a broker
 // restart plays out in seconds.
 type BackoffConfig struct {
-	Base time.Duration // ceiling of the first delay; 0: DefaultBackoffBase
-	Cap  time.Duration // largest ceiling; 0: DefaultBackoffCap
+	Base time.Duration `yaml:"base"` // ceiling of the first delay; 0: DefaultBackoffBase
+	Cap  time.Duration `yaml:"cap"`  // largest ceiling; 0: DefaultBackoffCap
 }
 
 func (b BackoffConfig) withDefaults() BackoffConfig {

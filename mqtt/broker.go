@@ -15,6 +15,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
+// EmbeddedBrokerBuilt reports whether this build has the embedded broker.
+const EmbeddedBrokerBuilt = true
+
 // Broker is an in-process MQTT broker for demos and tests. It accepts every
 // client and topic, so it must only run when explicitly configured.
 type Broker struct {

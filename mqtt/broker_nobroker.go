@@ -4,14 +4,11 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 )
 
-// ErrNoBroker is returned by builds made with the nobroker tag (the board
-// builds of make cross): the embedded broker is for demos and tests, and
-// leaving it out saves about 1.2 MB of flash.
-var ErrNoBroker = errors.New("this build has no embedded broker (built with -tags nobroker)")
+// EmbeddedBrokerBuilt reports whether this build has the embedded broker.
+const EmbeddedBrokerBuilt = false
 
 // Broker is absent from this build.
 type Broker struct{}

@@ -51,8 +51,10 @@ const (
 
 // TLSConfig configures ssl:// and wss:// brokers.
 type TLSConfig struct {
-	CAFile, CertFile, KeyFile string
-	InsecureSkipVerify        bool
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
 // Config configures a Client. Topics are templates where {id} is replaced by

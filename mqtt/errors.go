@@ -21,4 +21,8 @@ var (
 	ErrStatusTooLarge = errors.New("mqtt: status message too large")
 	// ErrAlreadyRunning: Run was called while another Run is active.
 	ErrAlreadyRunning = errors.New("mqtt: client already running")
+	// ErrNoBroker is returned by builds made with the nobroker tag (the
+	// board builds of make cross): the embedded broker is for demos and
+	// tests, and leaving it out saves about 1.2 MB of flash.
+	ErrNoBroker = errors.New("this build has no embedded broker (built with -tags nobroker)")
 )

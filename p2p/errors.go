@@ -39,3 +39,15 @@ var (
 
 // ErrOutboxFull is returned when a reply could not be queued.
 var ErrOutboxFull = errors.New("outbox full")
+
+// Errors of the fmp4Stream handshake; the session closes with reason 1.
+var (
+	// ErrFMP4Order is a handshake message out of order, or one after the
+	// handshake ended.
+	ErrFMP4Order = errors.New("fmp4Stream message out of order")
+	// ErrFMP4Unexpected is a channel the offer did not announce, or a
+	// second one.
+	ErrFMP4Unexpected = errors.New("unexpected fmp4Stream channel")
+)
+
+var errUnsupportedCodec = errors.New("unsupported codec")

@@ -55,16 +55,6 @@ type FMP4Streams struct {
 	Audio FMP4SSRC `json:"audio"`
 }
 
-// Errors of the fmp4Stream handshake; the session closes with reason 1.
-var (
-	// ErrFMP4Order is a handshake message out of order, or one after the
-	// handshake ended.
-	ErrFMP4Order = errors.New("fmp4Stream message out of order")
-	// ErrFMP4Unexpected is a channel the offer did not announce, or a
-	// second one.
-	ErrFMP4Unexpected = errors.New("unexpected fmp4Stream channel")
-)
-
 // Buffered-amount bounds of the fmp4Stream channel. Above channelHigh the
 // sender drops frames until SCTP has drained to channelLow and a keyframe
 // comes: the queue of one session stays under channelHigh plus one frame,
@@ -178,7 +168,7 @@ func (se *session) fmp4Message(m dcMessage) {
 	}
 	reply, err := se.fm.Load().handle(m, se.svc.media.ring(media.Stream(se.stream.Load())).Codec(), audio)
 	if err != nil {
-		se.log.Warn("fmp4Stream handshake failed", "rule", fmp4Rule(err), "err", err)
+		se.log.Warn("fmp4Stream handshake failed", "rule", string(fmp4Rule(err)), "err", err)
 		se.stop(CloseCodec, true)
 		return
 	}
@@ -412,7 +402,7 @@ func (g *channelGate) admitVideo(f media.Frame) bool {
 			g.dropped++
 			return false
 		}
-		g.log.Info("slow session skipped to keyframe", "rule", "channel_congested", "skipped", g.dropped)
+		g.log.Info("slow session skipped to keyframe", "rule", string(RuleChannelCongested), "skipped", g.dropped)
 		g.waitKey, g.dropped = false, 0
 	}
 	return true

@@ -35,6 +35,13 @@ const (
 	RuleFMP4OutOfOrder        Rule = "fmp4_out_of_order"
 	RuleFMP4UnknownMessage    Rule = "fmp4_unknown_message"
 	RuleFMP4BadValue          Rule = "fmp4_bad_value"
+
+	// RuleSpeakerSink: the speaker failed a write; the session's talkback
+	// is dropped.
+	RuleSpeakerSink Rule = "speaker_sink"
+	// RuleChannelCongested: a slow fmp4Stream channel skipped to the next
+	// keyframe.
+	RuleChannelCongested Rule = "channel_congested"
 )
 
 // Bounds on what the service accepts from outside (SPEC §5.3).

@@ -3,7 +3,6 @@ package p2p
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -19,8 +18,6 @@ import (
 
 // rtpMTU leaves room for SRTP, UDP, IP and TURN overhead under 1500 bytes.
 const rtpMTU = 1200
-
-var errUnsupportedCodec = errors.New("unsupported codec")
 
 // newVideoTrack makes the track of codec c with the format parameters the
 // offer gave the payload type the answer names (fmtp, when not empty):

@@ -68,13 +68,13 @@ func SessionCost(nackBuffer int) int { return nackBuffer * rtpMTU }
 
 func (c *Config) setDefaults() {
 	if c.MaxClients == 0 {
-		c.MaxClients = 5
+		c.MaxClients = DefaultMaxClients
 	}
 	if c.LivenessTimeout == 0 {
-		c.LivenessTimeout = 20 * time.Second
+		c.LivenessTimeout = DefaultLivenessTimeout
 	}
 	if c.NACKBuffer == 0 {
-		c.NACKBuffer = 256
+		c.NACKBuffer = DefaultNACKBuffer
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 64

@@ -279,7 +279,7 @@ func (se *session) startTalk(wg *sync.WaitGroup, tr *webrtc.TrackRemote) {
 					se.count(talkSink, n)
 					if !failed {
 						failed = true
-						se.log.Warn("speaker write failed: talkback is dropped", "rule", "speaker_sink", "err", werr)
+						se.log.Warn("speaker write failed: talkback is dropped", "rule", string(RuleSpeakerSink), "err", werr)
 					}
 				case ok:
 					se.count(talkWritten, n)

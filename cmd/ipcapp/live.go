@@ -53,78 +53,76 @@ type switchStats struct {
 	Error   string `json:"error,omitempty"`
 }
 
-func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// liveFlags are the flags of ipcapp live.
+type liveFlags struct {
+	cf          commonFlags
+	seconds     float64
+	outPath     string
+	audioPath   string
+	asJSON      bool
+	firstFrame  time.Duration
+	switchTo    string
+	switchAfter time.Duration
+}
+
+func parseLiveFlags(args []string, stderr io.Writer) (liveFlags, int, bool) {
+	var lf liveFlags
 	fs := flag.NewFlagSet("live", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cf commonFlags
-	cf.register(fs)
-	seconds := fs.Float64("seconds", 10, "receive this long after the first frame; 0 = until Ctrl-C")
-	outPath := fs.String("out", "", "write the video to FILE as Annex-B H.264 or H.265 (plays with ffplay)")
-	audioPath := fs.String("audio-out", "", "write the audio to FILE as raw G.711 (ffplay -f mulaw -ar 8000)")
-	asJSON := fs.Bool("json", false, "print the stats as one JSON object")
-	firstFrame := fs.Duration("first-frame-timeout", viewer.DefaultFirstFrameTimeout, "give up when no video arrives this long after the offer")
-	switchTo := fs.String("switch-to", "", "main|sub: ask the device to switch the session to this stream (protocol 312)")
-	switchAfter := fs.Duration("switch-after", 2*time.Second, "with -switch-to: this long after the first frame")
+	lf.cf.register(fs)
+	fs.Float64Var(&lf.seconds, "seconds", 10, "receive this long after the first frame; 0 = until Ctrl-C")
+	fs.StringVar(&lf.outPath, "out", "", "write the video to FILE as Annex-B H.264 or H.265 (plays with ffplay)")
+	fs.StringVar(&lf.audioPath, "audio-out", "", "write the audio to FILE as raw G.711 (ffplay -f mulaw -ar 8000)")
+	fs.BoolVar(&lf.asJSON, "json", false, "print the stats as one JSON object")
+	fs.DurationVar(&lf.firstFrame, "first-frame-timeout", viewer.DefaultFirstFrameTimeout, "give up when no video arrives this long after the offer")
+	fs.StringVar(&lf.switchTo, "switch-to", "", "main|sub: ask the device to switch the session to this stream (protocol 312)")
+	fs.DurationVar(&lf.switchAfter, "switch-after", 2*time.Second, "with -switch-to: this long after the first frame")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: ipcapp live -broker URL -dev-id D -p2p-password P [-codec h264|h265|any] [-switch-to sub -switch-after 2s] [flags]")
 		fs.PrintDefaults()
 	}
-	if code, ok := parse(fs, args, &cf); !ok {
+	if code, ok := parse(fs, args, &lf.cf); !ok {
+		return lf, code, false
+	}
+	if lf.seconds < 0 {
+		fmt.Fprintln(stderr, "ipcapp live: -seconds must not be negative")
+		return lf, exitUsage, false
+	}
+	if lf.switchTo != "" && lf.switchTo != "main" && lf.switchTo != "sub" || lf.switchAfter < 0 {
+		fmt.Fprintln(stderr, "ipcapp live: -switch-to must be main or sub, -switch-after must not be negative")
+		return lf, exitUsage, false
+	}
+	return lf, exitOK, true
+}
+
+func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	lf, code, ok := parseLiveFlags(args, stderr)
+	if !ok {
 		return code
 	}
-	if *seconds < 0 {
-		fmt.Fprintln(stderr, "ipcapp live: -seconds must not be negative")
-		return exitUsage
-	}
-	if *switchTo != "" && *switchTo != "main" && *switchTo != "sub" || *switchAfter < 0 {
-		fmt.Fprintln(stderr, "ipcapp live: -switch-to must be main or sub, -switch-after must not be negative")
-		return exitUsage
-	}
-
-	video, err := createSink(*outPath)
+	video, err := createSink(lf.outPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "ipcapp live:", err)
 		return exitFailed
 	}
-	audio, err := createSink(*audioPath)
+	audio, err := createSink(lf.audioPath)
 	if err != nil {
 		fmt.Fprintln(stderr, "ipcapp live:", err)
 		return exitFailed
 	}
 
-	log := cf.logger(stderr)
-	client, err := viewer.NewClient(ctx, cf.config(), log)
+	log := lf.cf.logger(stderr)
+	client, err := viewer.NewClient(ctx, lf.cf.config(), log)
 	if err != nil {
 		fmt.Fprintln(stderr, "ipcapp live:", err)
 		return exitFailed
 	}
 	defer client.Close()
 
-	opt := cf.watchOptions()
-	opt.SessionID = randomHex(8)
-	opt.Duration = time.Duration(*seconds * float64(time.Second))
-	opt.FirstFrameTimeout = *firstFrame
-	sizes := &sizeTracker{}
-	if cf.codec != "any" {
-		sizes.codec = cf.codec
-	}
-	started := make(chan struct{})
-	var startOnce sync.Once
-	opt.OnVideo = func(au []byte, key bool) {
-		startOnce.Do(func() { close(started) })
-		if key {
-			sizes.keyframe(au)
-		}
-		if video != nil {
-			video.write(au)
-		}
-	}
-	if audio != nil {
-		opt.OnAudio = audio.write
-	}
+	opt, sizes, started := lf.watchOptions(video, audio)
 	var sw *switcher
-	if *switchTo != "" {
-		sw = startSwitch(ctx, client, opt.SessionID, *switchTo, *switchAfter, started)
+	if lf.switchTo != "" {
+		sw = startSwitch(ctx, client, opt.SessionID, lf.switchTo, lf.switchAfter, started)
 	}
 	res, werr := client.Watch(ctx, opt)
 	for _, s := range []*sink{video, audio} {
@@ -142,6 +140,39 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		r := sw.stop()
 		st.Switch = &r
 	}
+	return reportLive(stdout, stderr, st, res, werr, lf.asJSON)
+}
+
+// watchOptions are the options of the session; started is closed at the
+// first video frame.
+func (lf *liveFlags) watchOptions(video, audio *sink) (viewer.WatchOptions, *sizeTracker, chan struct{}) {
+	opt := lf.cf.watchOptions()
+	opt.SessionID = randomHex(8)
+	opt.Duration = time.Duration(lf.seconds * float64(time.Second))
+	opt.FirstFrameTimeout = lf.firstFrame
+	sizes := &sizeTracker{}
+	if lf.cf.codec != "any" {
+		sizes.codec = lf.cf.codec
+	}
+	started := make(chan struct{})
+	var startOnce sync.Once
+	opt.OnVideo = func(au []byte, key bool) {
+		startOnce.Do(func() { close(started) })
+		if key {
+			sizes.keyframe(au)
+		}
+		if video != nil {
+			video.write(au)
+		}
+	}
+	if audio != nil {
+		opt.OnAudio = audio.write
+	}
+	return opt, sizes, started
+}
+
+// reportLive prints the stats and returns the exit status.
+func reportLive(stdout, stderr io.Writer, st liveStats, res viewer.Result, werr error, asJSON bool) int {
 	var refused *viewer.RefusedError
 	if errors.As(werr, &refused) {
 		st.Code, st.CloseReason = refused.Code, refused.CloseReason
@@ -149,7 +180,7 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if werr != nil {
 		st.Error = werr.Error()
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		if err := enc.Encode(st); err != nil {
 			fmt.Fprintln(stderr, "ipcapp live:", err)
@@ -166,18 +197,24 @@ func runLive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ipcapp live:", werr)
 		return exitFailed
 	}
-	if sw := st.Switch; sw != nil {
-		switch {
-		case !sw.Sent:
-			fmt.Fprintf(stderr, "ipcapp live: the session ended before the switch to %s was due\n", sw.To)
-			return exitFailed
-		case sw.Error != "":
-			fmt.Fprintf(stderr, "ipcapp live: switch to %s: %s\n", sw.To, sw.Error)
-			return exitFailed
-		case sw.ResCode != 0:
-			fmt.Fprintf(stderr, "ipcapp live: switch to %s refused: resCode %d: %s\n", sw.To, sw.ResCode, sw.Message)
-			return exitRefused
-		}
+	return switchStatus(stderr, st.Switch)
+}
+
+// switchStatus is the exit status a -switch-to request leaves.
+func switchStatus(stderr io.Writer, sw *switchStats) int {
+	if sw == nil {
+		return exitOK
+	}
+	switch {
+	case !sw.Sent:
+		fmt.Fprintf(stderr, "ipcapp live: the session ended before the switch to %s was due\n", sw.To)
+		return exitFailed
+	case sw.Error != "":
+		fmt.Fprintf(stderr, "ipcapp live: switch to %s: %s\n", sw.To, sw.Error)
+		return exitFailed
+	case sw.ResCode != 0:
+		fmt.Fprintf(stderr, "ipcapp live: switch to %s refused: resCode %d: %s\n", sw.To, sw.ResCode, sw.Message)
+		return exitRefused
 	}
 	return exitOK
 }

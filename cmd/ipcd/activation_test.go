@@ -102,7 +102,7 @@ func TestActivationReplayAndAlteration(t *testing.T) {
 		if _, ok, last := storedState(t, cfg.Device.Store); ok || last != t2*1000 {
 			t.Fatalf("%s: store changed: activated %v, t %d", name, ok, last)
 		}
-		if st := rd.d.machine.State(); st != device.StateWaitingActivation {
+		if st := rd.d.life.State(); st != device.StateWaitingActivation {
 			t.Fatalf("%s: state %s", name, st)
 		}
 	}
@@ -152,8 +152,8 @@ func TestActivationReplayAndAlteration(t *testing.T) {
 	waitFor(t, 2*time.Second, "replayed reset logged", func() bool {
 		return len(rd.log.lines("level=WARN", "reset refused", "rule=replayed")) > before
 	})
-	if _, ok, _ := storedState(t, cfg.Device.Store); !ok || rd.d.machine.State() != device.StateReady {
-		t.Fatalf("replayed reset wiped the activation (state %s)", rd.d.machine.State())
+	if _, ok, _ := storedState(t, cfg.Device.Store); !ok || rd.d.life.State() != device.StateReady {
+		t.Fatalf("replayed reset wiped the activation (state %s)", rd.d.life.State())
 	}
 }
 

@@ -138,7 +138,7 @@ func BenchmarkStartToReady(b *testing.B) {
 				cfg := testConfig(broker)
 				cfg.Log.Level = "info"
 				cfg.Time.Source = source
-				cfg.Time.NTPServers = []string{ntp}
+				cfg.Time.Servers = []string{ntp}
 				start := time.Now()
 				rd := startDaemonWait(b, cfg, false)
 				rd.log.waitLog(b, 10*time.Second, "listen ok")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
@@ -122,7 +123,7 @@ func (b *testBoard) wait(t *testing.T, name, session string) board.Event {
 	return e
 }
 
-func boardConfig(t *testing.T, broker string) Config {
+func boardConfig(t *testing.T, broker string) config.Config {
 	cfg := withSub(testConfig(broker))
 	dir := t.TempDir()
 	cfg.Board.Socket = filepath.Join(dir, "board.sock")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ipcd/ipcd/board"
@@ -186,32 +185,12 @@ const (
 )
 
 // handlePrivacyCommand serves a signed protocol-46 privacy command on Run's
-// goroutine: the signature with the local key, then a t newer than the
-// last one accepted, which the store keeps across reboots.
+// goroutine; the store keeps the t of the last one accepted across reboots.
 func (d *daemon) handlePrivacyCommand(e mqtt.Envelope) {
-	log := d.log.With("component", "activation")
-	msg, err := device.DecodePrivacy(e.Data)
-	if err != nil {
-		log.Warn("drop privacy command", "rule", "malformed", "err", err)
-		d.ack(device.PrivacyAck(msg.DevID, err))
-		return
-	}
-	cur := d.activation.Load()
-	devID, key := "", ""
-	if cur != nil {
-		devID, key = cur.DevID, cur.LocalKey
-	}
-	if err := device.VerifyPrivacy(msg, devID, key, e.T, e.Time().UnixMilli(), d.privacyT.Load()); err != nil {
-		rule := "bad_signature"
-		if errors.Is(err, device.ErrPrivacyReplayed) {
-			rule = "replayed"
-		}
-		log.Warn("privacy command refused", "rule", rule, "err", err)
-		d.ack(device.PrivacyAck(msg.DevID, err))
-		return
-	}
-	d.privacyT.Store(e.Time().UnixMilli())
-	d.setPrivacy(*msg.Value == 1, PrivacyByCloud)
-	d.persistPrivacy() // the new t, even when the mode did not change
-	d.ack(device.PrivacyAck(msg.DevID, nil))
+	at := e.Time().UnixMilli()
+	d.activator.HandlePrivacy(e.Data, e.T, at, d.privacyT.Load(), d.activation.Load(), func(on bool) {
+		d.privacyT.Store(at)
+		d.setPrivacy(on, PrivacyByCloud)
+		d.persistPrivacy() // the new t, even when the mode did not change
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/board"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
@@ -19,14 +20,17 @@ import (
 // connection and the media service; the other fields are atomics read by
 // MQTT callbacks.
 type daemon struct {
-	cfg       Config
+	cfg       config.Config
 	log       *slog.Logger
 	buildTime time.Time
 	store     *device.Store
-	machine   *device.Machine
-	clock     *device.TimeSync
-	broker    *mqtt.Broker
-	synced    atomic.Bool
+	activator *device.Activator
+	// life is the lifecycle, changed by Run only; events reach Run
+	// through the bounded events queue.
+	life   *device.Lifecycle
+	events chan device.Event
+	clock  *device.TimeSync
+	broker *mqtt.Broker
 
 	activation atomic.Pointer[device.Activation] // nil: not activated
 	client     atomic.Pointer[mqtt.Client]       // the current broker connection
@@ -46,10 +50,15 @@ type daemon struct {
 	fps      fpsMeter      // source frame rates for the status
 }
 
-func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
+func newDaemon(cfg config.Config, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
 		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
-		persist: make(chan struct{}, 1)}
+		persist: make(chan struct{}, 1), events: make(chan device.Event, 64)}
+	// Before anything is written: a profile meant for another build must
+	// leave the activation store as it was.
+	if err := cfg.CheckBuild(); err != nil {
+		return nil, err
+	}
 	store, err := device.OpenStore(cfg.Device.Store, log)
 	if err != nil {
 		return nil, fmt.Errorf("device.store: %w", err)
@@ -58,12 +67,9 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 	if err := d.loadActivation(); err != nil {
 		return nil, err
 	}
-	d.clock = device.NewTimeSync(device.TimeConfig{
-		Source:         cfg.Time.Source,
-		Servers:        cfg.Time.NTPServers,
-		SetSystemClock: cfg.Time.SetSystemClock,
-		BuildTime:      d.buildTime,
-	}, log.With("component", "time"))
+	tc := cfg.Time
+	tc.BuildTime = d.buildTime
+	d.clock = device.NewTimeSync(tc, log)
 
 	if cfg.MQTT.EmbeddedBroker != "" {
 		b, err := mqtt.NewEmbeddedBroker(cfg.MQTT.EmbeddedBroker, cfg.MQTT.EmbeddedBrokerWS, log)
@@ -72,7 +78,11 @@ func newDaemon(cfg Config, log *slog.Logger) (*daemon, error) {
 		}
 		d.broker = b
 	}
-	d.machine = device.NewMachine(device.Facts{Activated: d.activation.Load() != nil}, log)
+	d.activator = device.NewActivator(device.ActivatorConfig{
+		UUID: cfg.Device.UUID, AuthKey: cfg.Device.AuthKey,
+		Allow: d.drops.Allow, Ack: d.ack, OnReset: d.clearPrivacy,
+	}, store, log)
+	d.life = device.NewLifecycle(device.Facts{Activated: d.activation.Load() != nil}, log)
 	if err := d.loadPrivacy(); err != nil {
 		return nil, err
 	}
@@ -96,7 +106,7 @@ func (d *daemon) loadActivation() error {
 		d.log.Info("not activated")
 		return nil
 	}
-	a = device.Activation{DevID: pa.DevID, LocalKey: pa.LocalKey, P2PPassword: pa.P2PPassword}
+	a = pa.Activation()
 	if err := a.Validate(); err != nil {
 		return fmt.Errorf("device.activation: %w", err)
 	}
@@ -124,7 +134,7 @@ func (d *daemon) Publish(protocol int, data any) error {
 func (d *daemon) deliver(protocol int, data json.RawMessage) bool {
 	svc := d.running.Load()
 	if svc == nil {
-		d.warn(d.log, "not_ready", "drop message", "protocol", protocol, "rule", "not_ready", "state", d.machine.State().String())
+		d.warn(d.log, string(ruleNotReady), "drop message", "protocol", protocol, "rule", string(ruleNotReady), "state", d.life.State().String())
 		return true
 	}
 	if protocol == p2p.ControlProtocol {
@@ -168,14 +178,30 @@ func (t *task) stop() {
 	}
 }
 
+// post queues a lifecycle event for Run. It does not block: callers are
+// MQTT and clock callbacks. The queue is far larger than the handful of
+// events a lifecycle sees; when it is full the event is dropped and logged.
+func (d *daemon) post(e device.Event) {
+	select {
+	case d.events <- e:
+	default:
+		d.log.Error("lifecycle event queue full, event dropped", "event", e.String())
+	}
+}
+
+// tasks are the goroutines Run starts and stops as the lifecycle moves.
+type tasks struct {
+	broker, clock, client, media, serving, summary *task
+	m                                              *mediaRun
+}
+
 // Run starts everything and returns when ctx ends and every goroutine has
 // exited. Shutdown goes in reverse: sessions are closed (and the apps told)
 // while the broker connection is still up, and the embedded broker goes
 // last.
 func (d *daemon) Run(ctx context.Context) error {
-	var broker, clock, machine, client, mediaTask, serving, summary *task
-	var m *mediaRun
-	summary = d.start("log summary", func(ctx context.Context) error { d.drops.Run(ctx); return nil })
+	var t tasks
+	t.summary = d.start("log summary", func(ctx context.Context) error { d.drops.Run(ctx); return nil })
 	boardTask, persist := d.start("board", d.runBoard), d.start("privacy store", d.runPersist)
 	status, metrics := d.start("status", d.runStatus), d.start("metrics", d.runMetrics)
 	defer func() {
@@ -184,101 +210,124 @@ func (d *daemon) Run(ctx context.Context) error {
 		boardTask.stop()
 		persist.stop()
 	}()
-	defer func() {
-		serving.stop()
-		d.running.Store(nil)
-		mediaTask.stop()
-		d.media.Store(nil)
-		clock.stop()
-		machine.stop()
-		client.stop()
-		summary.stop()
-		broker.stop()
-	}()
+	defer d.stopAll(&t)
 
 	if d.broker != nil {
-		broker = d.start("embedded broker", d.broker.Run)
+		t.broker = d.start("embedded broker", d.broker.Run)
 		d.log.Info("embedded broker listening", "tcp", d.cfg.MQTT.EmbeddedBroker, "ws", d.cfg.MQTT.EmbeddedBrokerWS)
 	}
-	machine = d.start("lifecycle", d.machine.Run)
-	d.machine.Post(device.EventStart)
-	clock = d.start("time sync", func(ctx context.Context) error {
-		return d.clock.Run(ctx, func() {
-			d.synced.Store(true)
-			d.machine.Post(device.EventTimeSynced)
-		})
+	d.apply(ctx, &t, device.EventStart)
+	t.clock = d.start("time sync", func(ctx context.Context) error {
+		return d.clock.Run(ctx, func() { d.post(device.EventTimeSynced) })
 	})
-
 	if d.cfg.Stream.LowPower {
 		// The network-independent part of the media service starts at Boot
 		// so the first offer after Ready is answered at once.
-		var err error
-		if m, err = d.buildMedia(); err != nil {
+		if err := d.startMedia(ctx, &t); err != nil {
 			return err
 		}
-		mediaTask = d.start("media", m.run)
-		m.waitStarted(ctx)
-		d.media.Store(&m.media)
 	}
-
 	var err error
-	if client, err = d.connect(); err != nil {
+	if t.client, err = d.connect(); err != nil {
 		return err
 	}
-
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-
 		case e := <-d.act:
-			switch d.handleActivation(e) {
-			case activationChanged:
-				serving.stop()
-				serving = nil
-				d.running.Store(nil)
-				client.stop()
-				if client, err = d.connect(); err != nil {
-					return err
-				}
+			ev, changed := d.handleActivation(e)
+			if !changed {
+				continue
 			}
-
-		case tr := <-d.machine.Changes():
-			switch {
-			case tr.To == device.StateReady && serving == nil:
-				if m == nil {
-					if m, err = d.buildMedia(); err != nil {
-						return err
-					}
-					mediaTask = d.start("media", m.run)
-					m.waitStarted(ctx)
-					d.media.Store(&m.media)
-				}
-				a := d.activation.Load()
-				if a == nil {
-					d.log.Error("ready without an activation")
-					continue
-				}
-				cred := p2p.Credentials{DevID: a.DevID, P2PPassword: a.P2PPassword}
-				svc := m.svc
-				// Offers are delivered from here on: they wait in the
-				// service's inbox until Run takes them. Only then does the
-				// presence say online.
-				d.running.Store(svc)
-				svc.SetPrivacy(d.privacy.Load(), p2p.PrivacyByStore)
-				serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
-				d.client.Load().SetServing(true)
-			case tr.From == device.StateReady && tr.To != device.StateReady:
-				d.client.Load().SetServing(false)
-				serving.stop()
-				serving = nil
-				d.running.Store(nil)
-				if !d.cfg.Stream.LowPower {
-					mediaTask.stop()
-					mediaTask, m = nil, nil
-					d.media.Store(nil)
-				}
+			d.stopServing(&t)
+			t.client.stop()
+			if t.client, err = d.connect(); err != nil {
+				return err
+			}
+			if err := d.apply(ctx, &t, ev); err != nil {
+				return err
+			}
+		case ev := <-d.events:
+			if err := d.apply(ctx, &t, ev); err != nil {
+				return err
 			}
 		}
 	}
+}
+
+// stopAll stops in reverse order what Run started.
+func (d *daemon) stopAll(t *tasks) {
+	d.stopServing(t)
+	t.media.stop()
+	d.media.Store(nil)
+	t.clock.stop()
+	t.client.stop()
+	t.summary.stop()
+	t.broker.stop()
+}
+
+// apply applies a lifecycle event and acts on each state it passes through:
+// the service runs in Ready only.
+func (d *daemon) apply(ctx context.Context, t *tasks, e device.Event) error {
+	for _, tr := range d.life.Apply(e) {
+		switch {
+		case tr.To == device.StateReady && t.serving == nil:
+			if err := d.startServing(ctx, t); err != nil {
+				return err
+			}
+		case tr.From == device.StateReady && tr.To != device.StateReady:
+			d.client.Load().SetServing(false)
+			d.stopServing(t)
+			if !d.cfg.Stream.LowPower {
+				t.media.stop()
+				t.media, t.m = nil, nil
+				d.media.Store(nil)
+			}
+		}
+	}
+	return nil
+}
+
+// startMedia builds the rings, sources and service and starts the sources.
+func (d *daemon) startMedia(ctx context.Context, t *tasks) error {
+	m, err := d.buildMedia()
+	if err != nil {
+		return err
+	}
+	t.m = m
+	t.media = d.start("media", m.run)
+	m.waitStarted(ctx)
+	d.media.Store(&m.media)
+	return nil
+}
+
+// startServing starts the media stream service with the activation's
+// credentials.
+func (d *daemon) startServing(ctx context.Context, t *tasks) error {
+	if t.m == nil {
+		if err := d.startMedia(ctx, t); err != nil {
+			return err
+		}
+	}
+	a := d.activation.Load()
+	if a == nil {
+		d.log.Error("ready without an activation")
+		return nil
+	}
+	cred := p2p.Credentials{DevID: a.DevID, P2PPassword: a.P2PPassword}
+	svc := t.m.svc
+	// Offers are delivered from here on: they wait in the service's inbox
+	// until Run takes them. Only then does the presence say online.
+	d.running.Store(svc)
+	svc.SetPrivacy(d.privacy.Load(), p2p.PrivacyByStore)
+	t.serving = d.start("media stream service", func(ctx context.Context) error { return svc.Run(ctx, cred) })
+	d.client.Load().SetServing(true)
+	return nil
+}
+
+func (d *daemon) stopServing(t *tasks) {
+	t.serving.stop()
+	t.serving = nil
+	d.running.Store(nil)
 }

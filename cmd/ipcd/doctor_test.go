@@ -13,6 +13,7 @@ import (
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/doctor"
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -99,7 +100,7 @@ func TestDoctorHealthy(t *testing.T) {
 }
 
 // startDaemonTee is startDaemon with a second, JSON, copy of the log.
-func startDaemonTee(t *testing.T, cfg Config, jsonOut *jsonLog) *runningDaemon {
+func startDaemonTee(t *testing.T, cfg config.Config, jsonOut *jsonLog) *runningDaemon {
 	t.Helper()
 	// startDaemonWait builds its own text logger; the JSON copy comes from
 	// a handler that writes both.

@@ -18,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -124,7 +125,7 @@ func newViewerFrom(t testing.TB, broker, from string) *viewer.Client {
 }
 
 // deviceTopics are the topics of the activated test device.
-func deviceTopics(cfg Config) (in, out string) {
+func deviceTopics(cfg config.Config) (in, out string) {
 	return strings.ReplaceAll(cfg.MQTT.TopicIn, "{id}", testDevID), strings.ReplaceAll(cfg.MQTT.TopicOut, "{id}", testDevID)
 }
 

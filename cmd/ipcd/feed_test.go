@@ -66,7 +66,7 @@ func TestFeedProducerRestart(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	sock := filepath.Join(t.TempDir(), "feed.sock")
 	cfg := testConfig(broker)
-	cfg.Media.Sources.Main = SourceConfig{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
+	cfg.Media.Sources.Main = media.SourceSection{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
 	rd := startDaemonWait(t, cfg, false)
 	rd.log.waitLog(t, 10*time.Second, "listen ok")
 	v := newViewer(t, broker)
@@ -131,7 +131,7 @@ func TestFeedSourceUnusablePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(broker)
-	cfg.Media.Sources.Main = SourceConfig{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
+	cfg.Media.Sources.Main = media.SourceSection{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
 	rd := startDaemonWait(t, cfg, false)
 	rd.log.waitLog(t, 10*time.Second, "listen ok")
 	logs := rd.log.String()
@@ -163,7 +163,7 @@ func TestAudioAfterVideoStop(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	sock := filepath.Join(t.TempDir(), "feed.sock")
 	cfg := testConfig(broker)
-	cfg.Media.Sources.Main = SourceConfig{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
+	cfg.Media.Sources.Main = media.SourceSection{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
 	rd := startDaemonWait(t, cfg, false)
 	rd.log.waitLog(t, 10*time.Second, "listen ok")
 	v := newViewer(t, broker)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
@@ -19,7 +20,7 @@ func TestFMP4StreamLive(t *testing.T) {
 	leakCheck(t)
 	for _, tc := range []struct {
 		name   string
-		cfg    func(string) Config
+		cfg    func(string) config.Config
 		path   string
 		codec  string
 		ffname string

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
+	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -74,12 +76,12 @@ func (l *logBuffer) waitLog(t testing.TB, d time.Duration, words ...string) stri
 
 // testConfig is an activated device on the given broker with the sample
 // media, ICE on loopback only.
-func testConfig(broker string) Config {
-	c := DefaultConfig()
+func testConfig(broker string) config.Config {
+	c := config.Default()
 	c.Log.Level = "debug"
 	c.Device.UUID = "ipc-test-0001"
 	c.Device.AuthKey = "test-authkey"
-	c.Device.Activation = &ActivationConfig{DevID: testDevID, LocalKey: "0123456789abcdef", P2PPassword: testPassword}
+	c.Device.Activation = &device.ActivationSection{DevID: testDevID, LocalKey: "0123456789abcdef", P2PPassword: testPassword}
 	c.MQTT.Brokers = []string{broker}
 	c.MQTT.ClientID = "ipcd-test-" + broker[len(broker)-5:]
 	c.Time.Source = "system"
@@ -98,25 +100,25 @@ type runningDaemon struct {
 
 // startDaemon runs ipcd in-process until the test ends and waits for Ready
 // with a keyframe in the main ring.
-func startDaemon(t testing.TB, cfg Config) *runningDaemon {
+func startDaemon(t testing.TB, cfg config.Config) *runningDaemon {
 	t.Helper()
 	return startDaemonWait(t, cfg, true)
 }
 
-func startDaemonWait(t testing.TB, cfg Config, ready bool) *runningDaemon {
+func startDaemonWait(t testing.TB, cfg config.Config, ready bool) *runningDaemon {
 	t.Helper()
 	return startDaemonHandler(t, cfg, ready, nil)
 }
 
 // startDaemonWaitWith is startDaemon with the log handler wrapped.
-func startDaemonWaitWith(t testing.TB, cfg Config, wrap func(slog.Handler) slog.Handler) *runningDaemon {
+func startDaemonWaitWith(t testing.TB, cfg config.Config, wrap func(slog.Handler) slog.Handler) *runningDaemon {
 	t.Helper()
 	return startDaemonHandler(t, cfg, true, wrap)
 }
 
-func startDaemonHandler(t testing.TB, cfg Config, ready bool, wrap func(slog.Handler) slog.Handler) *runningDaemon {
+func startDaemonHandler(t testing.TB, cfg config.Config, ready bool, wrap func(slog.Handler) slog.Handler) *runningDaemon {
 	t.Helper()
-	if cfg.Device.Store == DefaultConfig().Device.Store {
+	if cfg.Device.Store == config.Default().Device.Store {
 		cfg.Device.Store = filepath.Join(t.TempDir(), "state.json")
 	}
 	if err := cfg.Validate(); err != nil {
@@ -148,6 +150,7 @@ func startDaemonHandler(t testing.TB, cfg Config, ready bool, wrap func(slog.Han
 				if err != nil {
 					t.Errorf("daemon Run: %v", err)
 				}
+				checkLogAttrs(t, lb.String())
 			case <-time.After(10 * time.Second):
 				t.Errorf("daemon did not stop within 10 s")
 			}

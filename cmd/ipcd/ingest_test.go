@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
+	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
@@ -21,7 +23,7 @@ import (
 // code arrives, and an access unit only when the next one starts, so the
 // last two are still pending when the writer closes (and are dropped: a
 // writer that dies mid-frame must not leave a broken frame behind).
-func watchIngest(t *testing.T, cfg Config, lost int, feed func()) {
+func watchIngest(t *testing.T, cfg config.Config, lost int, feed func()) {
 	t.Helper()
 	broker := cfg.MQTT.Brokers[0]
 	rd := startDaemonWait(t, cfg, false)
@@ -58,7 +60,7 @@ func TestPipeIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(broker)
-	cfg.Media.Sources.Main = SourceConfig{Type: "pipe", Path: fifo, FPS: 25, Codec: "h264"}
+	cfg.Media.Sources.Main = media.SourceSection{Type: "pipe", Path: fifo, FPS: 25, Codec: "h264"}
 	watchIngest(t, cfg, 2, func() {
 		// The encoder writes one access unit every 10 ms, as ffmpeg would
 		// at 4x real time.
@@ -95,8 +97,8 @@ func TestFeedIngest(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	sock := filepath.Join(dir, "feed.sock")
 	cfg := testConfig(broker)
-	cfg.Media.Sources.Main = SourceConfig{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
-	cfg.Media.Sources.Audio = SourceConfig{Type: "feed", Path: sock, Codec: "pcmu"}
+	cfg.Media.Sources.Main = media.SourceSection{Type: "feed", Path: sock, FPS: 25, Codec: "h264"}
+	cfg.Media.Sources.Audio = media.SourceSection{Type: "feed", Path: sock, Codec: "pcmu"}
 	watchIngest(t, cfg, 0, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()

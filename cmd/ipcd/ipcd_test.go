@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
@@ -405,7 +406,7 @@ func TestDemoConfig(t *testing.T) {
 	tcp, ws := mqtttest.FreePort(t), mqtttest.FreePort(t)
 	broker := fmt.Sprintf("tcp://127.0.0.1:%d", tcp)
 	t.Chdir("../..")
-	cfg, err := LoadConfig("configs/demo.yaml", []string{
+	cfg, err := config.Load("configs/demo.yaml", []string{
 		"IPCD_MQTT_BROKERS=" + broker,
 		fmt.Sprintf("IPCD_MQTT_EMBEDDED_BROKER=127.0.0.1:%d", tcp),
 		fmt.Sprintf("IPCD_MQTT_EMBEDDED_BROKER_WS=127.0.0.1:%d", ws),

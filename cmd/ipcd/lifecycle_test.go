@@ -13,8 +13,10 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/device/ntptest"
+	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
@@ -26,12 +28,12 @@ const (
 
 // unactivatedConfig is a factory-fresh device: no activation, NTP time
 // from the given server, a store in a temp dir.
-func unactivatedConfig(t testing.TB, broker, ntpServer string) Config {
+func unactivatedConfig(t testing.TB, broker, ntpServer string) config.Config {
 	c := testConfig(broker)
 	c.Device.Activation = nil
 	c.Device.Store = filepath.Join(t.TempDir(), "state.json")
 	c.Time.Source = "ntp"
-	c.Time.NTPServers = []string{ntpServer}
+	c.Time.Servers = []string{ntpServer}
 	return c
 }
 
@@ -114,7 +116,7 @@ func activateMsg(t int64, mutate func(*device.ActivateMsg)) device.ActivateMsg {
 }
 
 // startUnready runs a daemon without waiting for Ready.
-func startUnready(t *testing.T, cfg Config) *runningDaemon {
+func startUnready(t *testing.T, cfg config.Config) *runningDaemon {
 	t.Helper()
 	return startDaemonWait(t, cfg, false)
 }
@@ -244,7 +246,7 @@ func TestActivationRefused(t *testing.T) {
 		}
 		waitFor(t, 2*time.Second, tc.name+" logged", func() bool { return len(rd.log.lines("level=WARN", tc.log)) > before })
 	}
-	if st := rd.d.machine.State(); st != device.StateWaitingActivation {
+	if st := rd.d.life.State(); st != device.StateWaitingActivation {
 		t.Fatalf("state %s after bad activations", st)
 	}
 	if _, err := os.Stat(cfg.Device.Store); err == nil {
@@ -278,12 +280,12 @@ func TestNTPSilent(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := unactivatedConfig(t, broker, ntptest.StartSilent(t))
-	cfg.Device.Activation = &ActivationConfig{DevID: testDevID, LocalKey: testLocal, P2PPassword: testPassword}
+	cfg.Device.Activation = &device.ActivationSection{DevID: testDevID, LocalKey: testLocal, P2PPassword: testPassword}
 	rd := startUnready(t, cfg)
 	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingTimeSync")
 	rd.log.waitLog(t, 8*time.Second, "level=WARN", "ntp", "retrying")
-	if rd.d.machine.State() != device.StateWaitingTimeSync || len(rd.log.lines("listen ok")) > 0 {
-		t.Fatalf("state %s without a synced clock", rd.d.machine.State())
+	if rd.d.life.State() != device.StateWaitingTimeSync || len(rd.log.lines("listen ok")) > 0 {
+		t.Fatalf("state %s without a synced clock", rd.d.life.State())
 	}
 }
 
@@ -302,8 +304,8 @@ func TestLowPower(t *testing.T) {
 		m := rd.d.media.Load()
 		return m != nil && m.Main.Stats().Appended > 25
 	})
-	if rd.d.machine.State() != device.StateWaitingActivation {
-		t.Fatalf("state %s", rd.d.machine.State())
+	if rd.d.life.State() != device.StateWaitingActivation {
+		t.Fatalf("state %s", rd.d.life.State())
 	}
 
 	now := time.Now().Unix()
@@ -327,7 +329,7 @@ func TestBrokerLossKeepsSessions(t *testing.T) {
 	leakCheck(t)
 	m := mqtttest.StartMosquitto(t)
 	cfg := testConfig(m.URL())
-	cfg.MQTT.Backoff = BackoffConfig{Base: 100 * time.Millisecond, Cap: 500 * time.Millisecond}
+	cfg.MQTT.Backoff = mqtt.BackoffConfig{Base: 100 * time.Millisecond, Cap: 500 * time.Millisecond}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, m.URL())
 	w := startWatch(t, v, viewer.WatchOptions{})
@@ -337,7 +339,7 @@ func TestBrokerLossKeepsSessions(t *testing.T) {
 	rd.log.waitLog(t, 5*time.Second, "mqtt connection lost")
 	n := w.fl.count()
 	waitFor(t, 5*time.Second, "frames while the broker is down", func() bool { return w.fl.count() > n+25 })
-	if st := rd.d.machine.State(); st != device.StateReady {
+	if st := rd.d.life.State(); st != device.StateReady {
 		t.Fatalf("state %s after broker loss", st)
 	}
 	m.Start()

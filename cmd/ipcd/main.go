@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 )
 
 // defaultGCPercent is the GC target used unless GOGC is set.
@@ -39,10 +41,13 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ipcd", version)
 		return 0
 	}
-	cfg, err := LoadConfig(*configPath, os.Environ())
+	cfg, err := config.Load(*configPath, os.Environ())
 	if err == nil && *logLevel != "" {
 		cfg.Log.Level = *logLevel
 		err = cfg.Validate()
+	}
+	if err == nil {
+		err = cfg.CheckBuild()
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ipcd:", err)
@@ -71,7 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}

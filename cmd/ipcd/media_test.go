@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
@@ -55,15 +56,15 @@ func TestMemoryBudget(t *testing.T) {
 	}
 }
 
-func h265Config(broker string) Config {
+func h265Config(broker string) config.Config {
 	cfg := testConfig(broker)
 	cfg.Media.Sources.Main.Path = "../../configs/media/main.h265"
 	cfg.Media.Sources.Main.Codec = ""
 	return cfg
 }
 
-func withSub(cfg Config) Config {
-	cfg.Media.Sources.Sub = SourceConfig{Type: "file", Path: "../../configs/media/sub.h264", FPS: 25, Loop: true}
+func withSub(cfg config.Config) config.Config {
+	cfg.Media.Sources.Sub = media.SourceSection{Type: "file", Path: "../../configs/media/sub.h264", FPS: 25, Loop: true}
 	return cfg
 }
 
@@ -254,7 +255,7 @@ func TestTalkback(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
-	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
 	startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	clip, err := os.ReadFile("../../configs/media/audio.pcmu")

@@ -51,16 +51,12 @@ func (r reportingSource) Open() error {
 	return err
 }
 
-type namedSource struct {
-	name string
-	src  media.Source
-}
-
 func (d *daemon) buildMedia() (*mediaRun, error) {
-	m, sources, budget, err := buildMedia(d.cfg.Media, d.cfg.Stream, d.log)
+	built, err := media.Build(d.cfg.Media, d.cfg.Stream.MaxClients*p2p.SessionCost(d.cfg.Stream.NACKBuffer), d.log)
 	if err != nil {
 		return nil, err
 	}
+	m := p2p.Media{Main: built.Rings.Main, Sub: built.Rings.Sub, Audio: built.Rings.Audio}
 	talkback, err := p2p.ParseTalkbackMode(d.cfg.Stream.Talkback)
 	if err != nil {
 		return nil, fmt.Errorf("stream.talkback: %w", err)
@@ -76,14 +72,14 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 	}
 	svc, err := p2p.NewService(p2p.Config{
 		MaxClients:         d.cfg.Stream.MaxClients,
-		ICEServers:         iceServers(d.cfg.Stream.ICEServers),
+		ICEServers:         d.cfg.Stream.ICEServerList(),
 		UDPPortRange:       d.cfg.Stream.UDPPortRange,
 		LivenessTimeout:    d.cfg.Stream.LivenessTimeout,
 		NACKBuffer:         d.cfg.Stream.NACKBuffer,
 		NetworkInterfaces:  d.cfg.Stream.NetworkInterfaces,
 		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
 		QueueSize:          d.cfg.MQTT.QueueSize,
-		Budget:             budget,
+		Budget:             built.Budget,
 		DefaultStream:      defaultStream(d.cfg.Stream.DefaultStream),
 		Now:                d.clock.Now,
 		Speaker:            speaker,
@@ -97,8 +93,8 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		return nil, err
 	}
 	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
-	for _, s := range sources {
-		sup.Add(s.name, reportingSource{src: s.src, name: s.name, failed: d.sourceFailed})
+	for _, s := range built.Sources {
+		sup.Add(s.Name, reportingSource{src: s.Source, name: s.Name, failed: d.sourceFailed})
 	}
 	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
 }
@@ -132,12 +128,4 @@ func defaultStream(name string) media.Stream {
 		return media.StreamSub
 	}
 	return media.StreamMain
-}
-
-func iceServers(in []ICEServer) []p2p.ICEServer {
-	out := make([]p2p.ICEServer, 0, len(in))
-	for _, s := range in {
-		out = append(out, p2p.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
-	}
-	return out
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -99,7 +98,7 @@ func (d *daemon) serveMetrics(ctx context.Context, c net.Conn) {
 	status, body := "200 OK", []byte(nil)
 	switch {
 	case err != nil:
-		d.log.Debug("drop metrics request", "rule", "malformed", "err", err)
+		d.log.Debug("drop metrics request", "rule", string(ruleMalformedRequest), "err", err)
 		status = "400 Bad Request"
 	case req.method != "GET" && req.method != "HEAD":
 		status = "405 Method Not Allowed"
@@ -121,8 +120,6 @@ func (d *daemon) serveMetrics(ctx context.Context, c net.Conn) {
 }
 
 type requestHead struct{ method, path string }
-
-var errBadRequest = errors.New("bad request")
 
 // readRequestHead reads a request line and headers, at most
 // metricsMaxRequest bytes, up to the blank line.

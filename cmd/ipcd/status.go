@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sort"
 	"strings"
 	"sync"
@@ -98,7 +97,7 @@ func (m *fpsMeter) fps(s media.Stream, frames uint64, now time.Time) float64 {
 
 func (d *daemon) status(ctx context.Context) Status {
 	now := time.Now()
-	st := Status{State: d.machine.State().String(), Privacy: d.privacy.Load(), Sources: []SourceHealth{}, Sessions: []SessionState{}}
+	st := Status{State: d.life.State().String(), Privacy: d.privacy.Load(), Sources: []SourceHealth{}, Sessions: []SessionState{}}
 	m := d.media.Load()
 	if m != nil {
 		for _, r := range []*media.Ring{m.Main, m.Sub, m.Audio} {
@@ -172,7 +171,7 @@ func encodeStatus(st Status) (json.RawMessage, error) {
 			return b, nil
 		}
 		if len(st.Sessions) == 0 {
-			return nil, errors.New("status: too large even without sessions")
+			return nil, errStatusTooLarge
 		}
 		st.Sessions = st.Sessions[:len(st.Sessions)-1]
 		st.SessionsOmitted++

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
+	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -47,7 +48,7 @@ func TestTalkbackWithout312(t *testing.T) {
 			broker := mqtttest.Embedded(t)
 			cfg := testConfig(broker)
 			cfg.Stream.Talkback = mode
-			cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+			cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
 			rd := startDaemon(t, cfg)
 			v := newViewer(t, broker)
 			talk := talkClip(t)[:16000] // 2 s
@@ -108,7 +109,7 @@ func TestTalkbackAutoSecondTalker(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
-	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
+	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: filepath.Join(t.TempDir(), "speaker.pcmu")}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	clip := talkClip(t)
@@ -207,7 +208,7 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
 	path, r := stallingFIFO(t)
-	cfg.Media.Speaker = SpeakerConfig{Type: "file", Path: path}
+	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: path}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	clip := talkClip(t)

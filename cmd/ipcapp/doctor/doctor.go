@@ -213,21 +213,61 @@ func lastOf(recs []*Record, pred func(*Record) bool) *Record {
 	return nil
 }
 
+// sessionDiag builds the steps of one session's diagnosis; the first
+// verdict set stands.
+type sessionDiag struct {
+	s       Session
+	id      string
+	revs    []revMQTT
+	lines   []*Record
+	all     []Record
+	refused bool
+}
+
+func (d *sessionDiag) add(st Step) { d.s.Steps = append(d.s.Steps, st) }
+
+func (d *sessionDiag) verdict(code, summary string) {
+	if d.s.Verdict == "" {
+		d.s.Verdict, d.s.Summary = code, summary
+	}
+}
+
 func diagnoseSession(id string, revs []revMQTT, lines []*Record, all []Record, src *Record) Session {
-	s := Session{ID: id}
-	add := func(st Step) { s.Steps = append(s.Steps, st) }
-	verdict := func(code, summary string) {
-		if s.Verdict == "" {
-			s.Verdict, s.Summary = code, summary
+	d := &sessionDiag{s: Session{ID: id}, id: id, revs: revs, lines: lines, all: all}
+	offer, appCands, appCand := d.offer()
+	d.refusals()
+	answer := d.answer(offer)
+	_, conn := d.candidatesAndPath(answer, appCands, appCand)
+	first, frames, end := d.media()
+	// A source that stopped before the session's last line (not at the
+	// daemon's shutdown, after it) starved it.
+	if src != nil && (len(lines) == 0 || src.N > lines[len(lines)-1].N) {
+		src = nil
+	}
+	if conn.Outcome == Pass {
+		switch {
+		case src != nil:
+			d.verdict(VerdictSourceStopped, fmt.Sprintf("the source stopped feeding (%q at line %d): the session got the buffered frames and then nothing", src.Msg, src.N))
+		case first.Outcome != Pass:
+			d.verdict(VerdictConnectedNoVideo, first.Advice)
+		case frames.Outcome == Fail:
+			d.verdict(VerdictNoFrames, frames.Advice)
+		case end.Outcome == Fail:
+			d.verdict(VerdictNoPath, "connected, then "+MsgSessionTimeout+": "+end.Advice)
 		}
 	}
+	if end.Evidence != nil && end.Evidence.Msg == MsgPrivacy {
+		d.verdict(VerdictPrivacy, "closed by privacy mode (close reason 2): turn it off from the app or the board")
+	}
+	d.verdict(VerdictHealthy, "streamed: "+frames.Detail+", "+first.Detail)
+	return d.s
+}
 
-	// Offer received.
-	offer := Step{Name: "offer received (Rev MQTT: 302 offer)",
+// offer finds the offer and counts the app's candidates.
+func (d *sessionDiag) offer() (offer Step, appCands int, appCand *Record) {
+	offer = Step{Name: "offer received (Rev MQTT: 302 offer)",
 		Advice: "the app never asked, or asked another device id (rule=to_not_this_device), or the device was not Ready (rule=not_ready)"}
-	appCands := 0
-	var appCand *Record
-	for _, rv := range revs {
+	for _, rv := range d.revs {
 		switch rv.typ {
 		case "offer":
 			if offer.Evidence == nil {
@@ -242,85 +282,96 @@ func diagnoseSession(id string, revs []revMQTT, lines []*Record, all []Record, s
 	}
 	if offer.Evidence == nil {
 		// Say why when the log does.
-		for i := range all {
-			r := &all[i]
+		for i := range d.all {
+			r := &d.all[i]
 			if rule := r.attr("rule"); (rule == "not_ready" || rule == "to_not_this_device") && offer.Evidence == nil {
 				offer.Evidence, offer.Detail = r, "rule="+rule
 			}
 		}
-		if offer.Evidence == nil && find(lines, func(*Record) bool { return true }) != nil {
+		if offer.Evidence == nil && find(d.lines, func(*Record) bool { return true }) != nil {
 			offer.Detail = "no Rev MQTT line for it (the log is not at debug level?)"
 		}
 	}
-	add(offer)
-	if offer.Outcome != Pass && len(lines) == 0 {
-		verdict(VerdictNoOffer, fmt.Sprintf("the device never received the offer of session %s: %s", id, offer.Advice))
+	d.add(offer)
+	if offer.Outcome != Pass && len(d.lines) == 0 {
+		d.verdict(VerdictNoOffer, fmt.Sprintf("the device never received the offer of session %s: %s", d.id, offer.Advice))
 	}
+	return offer, appCands, appCand
+}
 
-	refused := false
-	refusal := func(name, msg, code, advice string, detail func(*Record) string) {
-		st := Step{Name: name, Outcome: Pass}
-		r := find(lines, func(r *Record) bool {
-			if msg == MsgDrop302 {
-				// Drops of the offer itself; candidates dropped after a
-				// refusal are its consequence.
-				switch r.attr("rule") {
-				case "unknown_session", "from_mismatch", "bad_candidate", "session_queue_full":
-					return false
-				}
-				if t := r.attr("type"); t != "" && t != "offer" {
-					return false
-				}
+// refusal adds the step of one way the device refuses an offer.
+func (d *sessionDiag) refusal(name, msg, code, advice string, detail func(*Record) string) {
+	st := Step{Name: name, Outcome: Pass}
+	r := find(d.lines, func(r *Record) bool {
+		if msg == MsgDrop302 {
+			// Drops of the offer itself; candidates dropped after a
+			// refusal are its consequence.
+			switch r.attr("rule") {
+			case "unknown_session", "from_mismatch", "bad_candidate", "session_queue_full":
+				return false
 			}
-			return strings.HasPrefix(r.Msg, msg) && strings.EqualFold(r.Level, "WARN") && r.attr("video_frames") == ""
-		})
-		if r != nil {
-			st.Outcome, st.Evidence, st.Advice = Fail, r, advice
-			if detail != nil {
-				st.Detail = detail(r)
+			if t := r.attr("type"); t != "" && t != "offer" {
+				return false
 			}
-			verdict(code, strings.TrimSpace(strings.TrimSpace(msg+" "+st.Detail)+" — "+advice))
-			refused = true
 		}
-		add(st)
+		return strings.HasPrefix(r.Msg, msg) && strings.EqualFold(r.Level, "WARN") && r.attr("video_frames") == ""
+	})
+	if r != nil {
+		st.Outcome, st.Evidence, st.Advice = Fail, r, advice
+		if detail != nil {
+			st.Detail = detail(r)
+		}
+		d.verdict(code, strings.TrimSpace(strings.TrimSpace(msg+" "+st.Detail)+" — "+advice))
+		d.refused = true
 	}
-	refusal("privacy mode off", MsgPrivacy, VerdictPrivacy,
+	d.add(st)
+}
+
+func (d *sessionDiag) refusals() {
+	d.refusal("privacy mode off", MsgPrivacy, VerdictPrivacy,
 		"privacy mode is on (close reason 2, app code -102): turn it off from the app (312 privacy 0) or the board socket", nil)
-	refusal("auth ok", MsgAuthFailed, VerdictAuth,
+	d.refusal("auth ok", MsgAuthFailed, VerdictAuth,
 		"close reason 5, app code -105: the stored password (`get p2p passwd = ad****(len N)`) must be the app's; an app that cached an old password or token must refresh it from the cloud",
 		func(r *Record) string { return "reason=" + r.attr("reason") })
-	refusal("a free session slot", MsgSessionsFull, VerdictSessionsFull,
+	d.refusal("a free session slot", MsgSessionsFull, VerdictSessionsFull,
 		"close reason 4, app code -104: max_clients sessions were live; right after the user left and re-entered, the old session was still being torn down",
 		func(r *Record) string {
 			return "sessions=" + r.attr("sessions") + " max_clients=" + r.attr("max_clients")
 		})
-	refusal("media memory available", MsgAllocFailed, VerdictNoMemory,
+	d.refusal("media memory available", MsgAllocFailed, VerdictNoMemory,
 		"close reason 14, app code -114: the media memory budget (media.memory_mb) is spent; raise it or lower max_clients/nack_buffer", nil)
-	refusal("offer not dropped (drop 302 message)", MsgDrop302, VerdictOfferDropped,
+	d.refusal("offer not dropped (drop 302 message)", MsgDrop302, VerdictOfferDropped,
 		"the rule names why: malformed, stale t, too large, duplicate offer…", func(r *Record) string { return "rule=" + r.attr("rule") })
+}
 
+func (d *sessionDiag) answer(offer Step) Step {
 	answer := Step{Name: "answer sent (Send MQTT Msg.P:302 type=answer)",
-		Advice: fmt.Sprintf("no `Send MQTT Msg.P:302` with type answer after the offer of session %s: the device did not answer; see the auth/sessions lines", id)}
-	if r := find(lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgSend302) && r.attr("type") == "answer" }); r != nil {
+		Advice: fmt.Sprintf("no `Send MQTT Msg.P:302` with type answer after the offer of session %s: the device did not answer; see the auth/sessions lines", d.id)}
+	if r := find(d.lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgSend302) && r.attr("type") == "answer" }); r != nil {
 		answer.Outcome, answer.Evidence = Pass, r
 	}
-	add(answer)
+	d.add(answer)
 	if offer.Outcome == Pass && answer.Outcome != Pass {
-		verdict(VerdictNoAnswer, answer.Advice)
+		d.verdict(VerdictNoAnswer, answer.Advice)
 	}
+	return answer
+}
 
-	ac := Step{Name: "candidates from the app (Rev MQTT: 302 candidate)",
+// candidatesAndPath adds the candidate steps of both sides and whether a
+// path connected.
+func (d *sessionDiag) candidatesAndPath(answer Step, appCands int, appCand *Record) (ac, conn Step) {
+	ac = Step{Name: "candidates from the app (Rev MQTT: 302 candidate)",
 		Advice: "the app sent no candidates: its network gave it none, or the relay lost them"}
 	if appCand != nil {
 		ac.Outcome, ac.Evidence, ac.Detail = Pass, appCand, strconv.Itoa(appCands)+" received"
 	}
-	add(ac)
+	d.add(ac)
 
 	dc := Step{Name: "candidates from the device (Send MQTT Msg.P:302 type=candidate)",
 		Advice: "the device gathered no candidates: check stream.network_interfaces and the ICE servers"}
 	devCands := 0
 	var devCand *Record
-	for _, r := range lines {
+	for _, r := range d.lines {
 		if strings.HasPrefix(r.Msg, MsgSend302) && r.attr("type") == "candidate" {
 			devCands++
 			if devCand == nil {
@@ -331,90 +382,78 @@ func diagnoseSession(id string, revs []revMQTT, lines []*Record, all []Record, s
 	if devCand != nil {
 		dc.Outcome, dc.Evidence, dc.Detail = Pass, devCand, strconv.Itoa(devCands)+" sent"
 	}
-	add(dc)
+	d.add(dc)
 
-	conn := Step{Name: "connected (peer connection state connected)",
+	conn = Step{Name: "connected (peer connection state connected)",
 		Advice: "candidates went both ways but no path works (a NAT pair that cannot punch through): a TURN server must be in the offer's token or stream.ice_servers"}
-	if r := find(lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgPCState) && r.attr("state") == "connected" }); r != nil {
+	if r := find(d.lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgPCState) && r.attr("state") == "connected" }); r != nil {
 		conn.Outcome, conn.Evidence = Pass, r
-	} else if r := find(lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgPCState) && r.attr("state") == "failed" }); r != nil {
+	} else if r := find(d.lines, func(r *Record) bool { return strings.HasPrefix(r.Msg, MsgPCState) && r.attr("state") == "failed" }); r != nil {
 		conn.Outcome, conn.Evidence = Fail, r
 	}
-	add(conn)
+	d.add(conn)
 	if answer.Outcome == Pass && conn.Outcome != Pass {
 		if ac.Outcome != Pass {
-			verdict(VerdictNoAppCandidates, fmt.Sprintf("no candidates from the app for session %s and never connected: %s", id, ac.Advice))
+			d.verdict(VerdictNoAppCandidates, fmt.Sprintf("no candidates from the app for session %s and never connected: %s", d.id, ac.Advice))
 		} else {
-			verdict(VerdictNoPath, conn.Advice)
+			d.verdict(VerdictNoPath, conn.Advice)
 		}
 	}
+	return ac, conn
+}
 
-	first := Step{Name: "first frame sent",
+// media adds the steps of the frames sent and of the session's end.
+func (d *sessionDiag) media() (first, frames, end Step) {
+	first = Step{Name: "first frame sent",
 		Advice: "connected but no frame left: no keyframe yet, or the session's stream has no source"}
-	if r := find(lines, msgIs(MsgFirstFrame)); r != nil {
+	if r := find(d.lines, msgIs(MsgFirstFrame)); r != nil {
 		first.Outcome, first.Evidence, first.Detail = Pass, r, "ttff="+r.attr("ttff")
 	}
-	add(first)
+	d.add(first)
 
-	frames := Step{Name: "frames counted (session send video cnt / session end)",
+	frames = Step{Name: "frames counted (session send video cnt / session end)",
 		Advice: "video stuck at 0: no keyframe, or the app stopped video (video_stop)"}
-	var video int64 = -1
-	var framesRec *Record
-	for _, r := range lines {
-		if v := r.attr("video_frames"); v != "" {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				video, framesRec = n, r
-			}
-		}
-		if strings.HasPrefix(r.Msg, MsgVideoCnt) {
-			if n, err := strconv.ParseInt(r.attr("frames"), 10, 64); err == nil {
-				video, framesRec = n, r
-			}
-		}
-	}
-	if framesRec != nil {
-		frames.Evidence, frames.Detail = framesRec, fmt.Sprintf("video frames %d", video)
+	if video, r := videoFrames(d.lines); r != nil {
+		frames.Evidence, frames.Detail = r, fmt.Sprintf("video frames %d", video)
 		frames.Outcome = Pass
 		if video == 0 {
 			frames.Outcome = Fail
 		}
 	}
-	add(frames)
+	d.add(frames)
 
-	end := Step{Name: "ended", Outcome: Pass, Detail: "still running at the end of the log"}
-	if refused {
+	end = Step{Name: "ended", Outcome: Pass, Detail: "still running at the end of the log"}
+	if d.refused {
 		end.Detail = "refused"
 	}
-	if r := lastOf(lines, func(r *Record) bool { return r.attr("video_frames") != "" }); r != nil {
+	if r := lastOf(d.lines, func(r *Record) bool { return r.attr("video_frames") != "" }); r != nil {
 		end.Evidence, end.Detail = r, r.Msg
 		if r.Msg == MsgSessionTimeout {
 			end.Outcome, end.Advice = Fail, "the peer went silent for stream.liveness_timeout"
 		}
 	}
-	add(end)
+	d.add(end)
+	return first, frames, end
+}
 
-	// A source that stopped before the session's last line (not at the
-	// daemon's shutdown, after it) starved it.
-	if src != nil && (len(lines) == 0 || src.N > lines[len(lines)-1].N) {
-		src = nil
-	}
-	if conn.Outcome == Pass {
-		switch {
-		case src != nil:
-			verdict(VerdictSourceStopped, fmt.Sprintf("the source stopped feeding (%q at line %d): the session got the buffered frames and then nothing", src.Msg, src.N))
-		case first.Outcome != Pass:
-			verdict(VerdictConnectedNoVideo, first.Advice)
-		case frames.Outcome == Fail:
-			verdict(VerdictNoFrames, frames.Advice)
-		case end.Outcome == Fail:
-			verdict(VerdictNoPath, "connected, then "+MsgSessionTimeout+": "+end.Advice)
+// videoFrames is the last video frame count the session's lines report,
+// with the line; nil when none does.
+func videoFrames(lines []*Record) (int64, *Record) {
+	var video int64 = -1
+	var rec *Record
+	for _, r := range lines {
+		if v := r.attr("video_frames"); v != "" {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				video, rec = n, r
+			}
+		}
+		if strings.HasPrefix(r.Msg, MsgVideoCnt) {
+			if n, err := strconv.ParseInt(r.attr("frames"), 10, 64); err == nil {
+				video, rec = n, r
+			}
 		}
 	}
-	if end.Evidence != nil && end.Evidence.Msg == MsgPrivacy {
-		verdict(VerdictPrivacy, "closed by privacy mode (close reason 2): turn it off from the app or the board")
-	}
-	verdict(VerdictHealthy, "streamed: "+frames.Detail+", "+first.Detail)
-	return s
+	return video, rec
 }
 
 // Write prints the report: each step with its outcome, evidence and

@@ -44,7 +44,7 @@ var Patterns = map[string]string{
 	MsgSend302:          `"Send MQTT Msg.P:%d"`,
 	MsgDrop302:          `"drop 302 message"`,
 	MsgMQTTDropped:      `"mqtt message dropped"`,
-	MsgDropNotReady:     `"drop message", "protocol", protocol, "rule", "not_ready"`,
+	MsgDropNotReady:     `"drop message", "protocol", protocol, "rule", string(ruleNotReady)`,
 	MsgPrivacy:          `"privacy mode"`,
 	MsgAuthFailed:       `"auth failed"`,
 	MsgSessionsFull:     `"incoming connection refused"`,

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -13,6 +13,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipcd/ipcd/device"
+	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/p2p"
 )
 
 // fieldErrors flattens a joined error into its *FieldError leaves, so tests
@@ -73,7 +77,7 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func validConfig() Config {
-	c := DefaultConfig()
+	c := Default()
 	c.Device.UUID = "ipc0001"
 	c.Device.AuthKey = "factory-secret"
 	return c
@@ -86,7 +90,7 @@ func TestDefaultConfigValidWithIdentity(t *testing.T) {
 		t.Fatalf("defaults plus uuid/authkey: %v", err)
 	}
 
-	bare := DefaultConfig()
+	bare := Default()
 	err := bare.Validate()
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("defaults without identity: got %v, want ErrInvalidConfig", err)
@@ -103,7 +107,7 @@ func TestValidateValidVariants(t *testing.T) {
 		mutate func(c *Config)
 	}{
 		{"activation", func(c *Config) {
-			c.Device.Activation = &ActivationConfig{DevID: "6c1e", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}
+			c.Device.Activation = &device.ActivationSection{DevID: "6c1e", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}
 		}},
 		{"brokers of every scheme", func(c *Config) {
 			c.MQTT.Brokers = []string{"tcp://h:1883", "ssl://h:8883", "mqtt://h:1883", "mqtts://h:8883", "ws://h/mqtt", "wss://h:443/mqtt"}
@@ -124,7 +128,7 @@ func TestValidateValidVariants(t *testing.T) {
 		}},
 		{"system time without servers", func(c *Config) {
 			c.Time.Source = "system"
-			c.Time.NTPServers = nil
+			c.Time.Servers = nil
 		}},
 		{"limits at their bounds", func(c *Config) {
 			c.Stream.MaxClients = 16
@@ -136,7 +140,7 @@ func TestValidateValidVariants(t *testing.T) {
 		}},
 		{"nack buffer of one", func(c *Config) { c.Stream.NACKBuffer = 1 }},
 		{"stun and turn", func(c *Config) {
-			c.Stream.ICEServers = []ICEServer{
+			c.Stream.ICEServers = []p2p.ICEServerSection{
 				{URLs: []string{"stun:stun.example:3478"}},
 				{URLs: []string{"turn:turn.example:3478?transport=udp", "turns:turn.example:5349"}, Username: "u", Credential: "p"},
 			}
@@ -144,14 +148,14 @@ func TestValidateValidVariants(t *testing.T) {
 		{"port range", func(c *Config) { c.Stream.UDPPortRange = [2]uint16{10000, 10000} }},
 		{"sub stream from a pipe", func(c *Config) {
 			c.Stream.DefaultStream = "sub"
-			c.Media.Sources.Sub = SourceConfig{Type: "pipe", Path: "/run/ipcd/sub.fifo", FPS: 15}
+			c.Media.Sources.Sub = media.SourceSection{Type: "pipe", Path: "/run/ipcd/sub.fifo", FPS: 15}
 		}},
 		{"feed and v4l2 need no existing path", func(c *Config) {
-			c.Media.Sources.Main = SourceConfig{Type: "v4l2", Path: "/dev/video9", FPS: 30, Codec: "h265"}
-			c.Media.Sources.Audio = SourceConfig{Type: "feed", Path: "/run/ipcd/audio.sock"}
+			c.Media.Sources.Main = media.SourceSection{Type: "v4l2", Path: "/dev/video9", FPS: 30, Codec: "h265"}
+			c.Media.Sources.Audio = media.SourceSection{Type: "feed", Path: "/run/ipcd/audio.sock"}
 		}},
 		{"audio fps is not checked", func(c *Config) { c.Media.Sources.Audio.FPS = 0 }},
-		{"speaker off", func(c *Config) { c.Media.Speaker = SpeakerConfig{Type: "none"} }},
+		{"speaker off", func(c *Config) { c.Media.Speaker = media.SpeakerSection{Type: "none"} }},
 		{"talkback explicit", func(c *Config) { c.Stream.Talkback = "explicit" }},
 	}
 	for _, tt := range tests {
@@ -178,16 +182,16 @@ func TestValidateRules(t *testing.T) {
 		{"authkey", func(c *Config) { c.Device.AuthKey = " " }, "device.authkey"},
 		{"store", func(c *Config) { c.Device.Store = "" }, "device.store"},
 		{"activation dev_id", func(c *Config) {
-			c.Device.Activation = &ActivationConfig{LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}
+			c.Device.Activation = &device.ActivationSection{LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}
 		}, "device.activation.dev_id"},
 		{"activation local_key missing", func(c *Config) {
-			c.Device.Activation = &ActivationConfig{DevID: "d", P2PPassword: "ad12ab34"}
+			c.Device.Activation = &device.ActivationSection{DevID: "d", P2PPassword: "ad12ab34"}
 		}, "device.activation.local_key"},
 		{"activation local_key length", func(c *Config) {
-			c.Device.Activation = &ActivationConfig{DevID: "d", LocalKey: "short", P2PPassword: "ad12ab34"}
+			c.Device.Activation = &device.ActivationSection{DevID: "d", LocalKey: "short", P2PPassword: "ad12ab34"}
 		}, "device.activation.local_key"},
 		{"activation p2p_password prefix", func(c *Config) {
-			c.Device.Activation = &ActivationConfig{DevID: "d", LocalKey: "0123456789abcdef", P2PPassword: "xy12ab34"}
+			c.Device.Activation = &device.ActivationSection{DevID: "d", LocalKey: "0123456789abcdef", P2PPassword: "xy12ab34"}
 		}, "device.activation.p2p_password"},
 		{"no brokers", func(c *Config) { c.MQTT.Brokers = nil }, "mqtt.brokers"},
 		{"broker scheme", func(c *Config) { c.MQTT.Brokers = []string{"http://h:1883"} }, "mqtt.brokers[0]"},
@@ -212,20 +216,20 @@ func TestValidateRules(t *testing.T) {
 			c.MQTT.EmbeddedBrokerWS = "127.0.0.1:18830"
 		}, "mqtt.embedded_broker_ws"},
 		{"time source", func(c *Config) { c.Time.Source = "gps" }, "time.source"},
-		{"no ntp servers", func(c *Config) { c.Time.NTPServers = nil }, "time.ntp_servers"},
-		{"ntp server without port", func(c *Config) { c.Time.NTPServers = []string{"pool.ntp.org"} }, "time.ntp_servers[0]"},
-		{"ntp server without host", func(c *Config) { c.Time.NTPServers = []string{"a:123", ":123"} }, "time.ntp_servers[1]"},
+		{"no ntp servers", func(c *Config) { c.Time.Servers = nil }, "time.ntp_servers"},
+		{"ntp server without port", func(c *Config) { c.Time.Servers = []string{"pool.ntp.org"} }, "time.ntp_servers[0]"},
+		{"ntp server without host", func(c *Config) { c.Time.Servers = []string{"a:123", ":123"} }, "time.ntp_servers[1]"},
 		{"max_clients low", func(c *Config) { c.Stream.MaxClients = 0 }, "stream.max_clients"},
 		{"max_clients high", func(c *Config) { c.Stream.MaxClients = 40 }, "stream.max_clients"},
 		{"default_stream", func(c *Config) { c.Stream.DefaultStream = "hd" }, "stream.default_stream"},
 		{"default_stream sub without source", func(c *Config) { c.Stream.DefaultStream = "sub" }, "stream.default_stream"},
 		{"ice url scheme", func(c *Config) {
-			c.Stream.ICEServers = []ICEServer{{URLs: []string{"stun:ok:3478", "http://x"}}}
+			c.Stream.ICEServers = []p2p.ICEServerSection{{URLs: []string{"stun:ok:3478", "http://x"}}}
 		}, "stream.ice_servers[0].urls[1]"},
-		{"ice url host", func(c *Config) { c.Stream.ICEServers = []ICEServer{{URLs: []string{"stun:"}}} }, "stream.ice_servers[0].urls[0]"},
-		{"ice urls empty", func(c *Config) { c.Stream.ICEServers = []ICEServer{{Username: "u"}} }, "stream.ice_servers[0].urls"},
+		{"ice url host", func(c *Config) { c.Stream.ICEServers = []p2p.ICEServerSection{{URLs: []string{"stun:"}}} }, "stream.ice_servers[0].urls[0]"},
+		{"ice urls empty", func(c *Config) { c.Stream.ICEServers = []p2p.ICEServerSection{{Username: "u"}} }, "stream.ice_servers[0].urls"},
 		{"turn without credentials", func(c *Config) {
-			c.Stream.ICEServers = []ICEServer{{URLs: []string{"turn:t:3478"}, Username: "u"}}
+			c.Stream.ICEServers = []p2p.ICEServerSection{{URLs: []string{"turn:t:3478"}, Username: "u"}}
 		}, "stream.ice_servers[0]"},
 		{"udp range min zero", func(c *Config) { c.Stream.UDPPortRange = [2]uint16{0, 100} }, "stream.udp_port_range"},
 		{"udp range reversed", func(c *Config) { c.Stream.UDPPortRange = [2]uint16{200, 100} }, "stream.udp_port_range"},
@@ -240,8 +244,10 @@ func TestValidateRules(t *testing.T) {
 		{"memory below one session", func(c *Config) { c.Media.MemoryMB = 8; c.Stream.NACKBuffer = 8192 }, "media.memory_mb"},
 		{"buffer low", func(c *Config) { c.Media.BufferSeconds = 0 }, "media.buffer_seconds"},
 		{"buffer high", func(c *Config) { c.Media.BufferSeconds = 61 }, "media.buffer_seconds"},
-		{"main none", func(c *Config) { c.Media.Sources.Main = SourceConfig{Type: "none"} }, "media.sources.main.type"},
+		{"main none", func(c *Config) { c.Media.Sources.Main = media.SourceSection{Type: "none"} }, "media.sources.main.type"},
 		{"main unknown type", func(c *Config) { c.Media.Sources.Main.Type = "rtsp" }, "media.sources.main.type"},
+		{"audio pipe", func(c *Config) { c.Media.Sources.Audio = media.SourceSection{Type: "pipe", Path: "/run/a.fifo"} }, "media.sources.audio.type"},
+		{"audio v4l2", func(c *Config) { c.Media.Sources.Audio = media.SourceSection{Type: "v4l2", Path: "/dev/video0"} }, "media.sources.audio.type"},
 		{"main path empty", func(c *Config) { c.Media.Sources.Main.Path = "" }, "media.sources.main.path"},
 		{"main path missing", func(c *Config) { c.Media.Sources.Main.Path = "configs/media/gone.h264" }, "media.sources.main.path"},
 		{"main path is a directory", func(c *Config) {
@@ -317,26 +323,26 @@ func TestErrorFormat(t *testing.T) {
 	}
 
 	path := writeFile(t, "c.yaml", "log:\n  level: info\n"+strings.Repeat("\n", 8)+"stream:\n  max_client: 4\n")
-	_, err := LoadConfig(path, nil)
+	_, err := Load(path, nil)
 	if got, want := fmt.Sprint(err), `config: unknown key "stream.max_client" (line 12)`; got != want {
 		t.Errorf("unknown key error = %q, want %q", got, want)
 	}
 
-	_, err = LoadConfig("", []string{"IPCD_STREAM_MAX_CLIENTS=many"})
+	_, err = Load("", []string{"IPCD_STREAM_MAX_CLIENTS=many"})
 	if got, want := fmt.Sprint(err), `config: IPCD_STREAM_MAX_CLIENTS (stream.max_clients): must be an integer, got "many"`; got != want {
 		t.Errorf("env error = %q, want %q", got, want)
 	}
 }
 
 func TestShippedConfigsLoad(t *testing.T) {
-	t.Chdir("../..") // media paths in the shipped files are relative to the repository root
+	t.Chdir("../../..") // media paths in the shipped files are relative to the repository root
 
-	ref, err := LoadConfig("configs/ipcd.yaml", nil)
+	ref, err := Load("configs/ipcd.yaml", nil)
 	if err != nil {
 		t.Fatalf("configs/ipcd.yaml: %v", err)
 	}
 	// The reference file states every default; only the identity placeholders differ.
-	want := DefaultConfig()
+	want := Default()
 	want.Device.UUID = ref.Device.UUID
 	want.Device.AuthKey = ref.Device.AuthKey
 	want.MQTT.ClientID = "ipcd-" + ref.Device.UUID
@@ -347,7 +353,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 		t.Fatalf("configs/ipcd.yaml differs from DefaultConfig:\n got %+v\nwant %+v", ref, want)
 	}
 
-	demo, err := LoadConfig("configs/demo.yaml", nil)
+	demo, err := Load("configs/demo.yaml", nil)
 	if err != nil {
 		t.Fatalf("configs/demo.yaml: %v", err)
 	}
@@ -359,7 +365,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 		{"device.uuid", demo.Device.UUID, "ipc-demo-0001"},
 		{"device.authkey", demo.Device.AuthKey, "demo-authkey-not-secret"},
 		{"device.store", demo.Device.Store, "/tmp/ipcd-demo/state.json"},
-		{"device.activation", demo.Device.Activation, &ActivationConfig{DevID: "6c1ed3m0demo0001", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}},
+		{"device.activation", demo.Device.Activation, &device.ActivationSection{DevID: "6c1ed3m0demo0001", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}},
 		{"mqtt.brokers", demo.MQTT.Brokers, []string{"tcp://127.0.0.1:18830"}},
 		{"mqtt.client_id", demo.MQTT.ClientID, "ipcd-ipc-demo-0001"},
 		{"mqtt.embedded_broker", demo.MQTT.EmbeddedBroker, "127.0.0.1:18830"},
@@ -367,7 +373,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 		{"time.source", demo.Time.Source, "system"},
 		{"stream.network_interfaces", demo.Stream.NetworkInterfaces, []string{"lo"}},
 		{"stream.loopback_candidates", demo.Stream.LoopbackCandidates, true},
-		{"media", demo.Media, DefaultConfig().Media},
+		{"media", demo.Media, Default().Media},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -377,7 +383,7 @@ func TestShippedConfigsLoad(t *testing.T) {
 }
 
 func TestReferenceConfigListsEveryKey(t *testing.T) {
-	data, err := os.ReadFile("../../configs/ipcd.yaml")
+	data, err := os.ReadFile("../../../configs/ipcd.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +415,7 @@ func TestReferenceConfigListsEveryKey(t *testing.T) {
 }
 
 func TestDocsListEveryKey(t *testing.T) {
-	data, err := os.ReadFile("../../docs/configuration.md")
+	data, err := os.ReadFile("../../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +472,7 @@ media:
     sub: {type: pipe, path: /run/sub.fifo}
     audio: {codec: ~}
 `)
-	c, err := LoadConfig(path, nil)
+	c, err := Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,15 +481,15 @@ media:
 	want.MQTT.ClientID = "ipcd-u1"
 	want.MQTT.Brokers = []string{"tcp://b:1883"}
 	want.MQTT.ReplayWindow = time.Minute
-	want.Time.NTPServers = []string{"a:123", "b:123"}
+	want.Time.Servers = []string{"a:123", "b:123"}
 	want.Stream.MaxClients = 3
 	want.Stream.UDPPortRange = [2]uint16{10000, 10100}
-	want.Stream.ICEServers = []ICEServer{
+	want.Stream.ICEServers = []p2p.ICEServerSection{
 		{URLs: []string{"stun:s:3478"}},
 		{URLs: []string{"turn:t:3478"}, Username: "u", Credential: "p"},
 	}
 	// sub keeps fps and loop defaults; audio's codec null clears it (derived from .pcmu).
-	want.Media.Sources.Sub = SourceConfig{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true}
+	want.Media.Sources.Sub = media.SourceSection{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true}
 	want.Media.Sources.Audio.Codec = ""
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -494,7 +500,7 @@ media:
 
 	for _, content := range []string{"", "# only a comment\n", "---\n"} {
 		path := writeFile(t, "empty.yaml", content)
-		_, err := LoadConfig(path, nil)
+		_, err := Load(path, nil)
 		if got := errorKeys(err); !slices.Equal(got, []string{"device.uuid", "device.authkey"}) {
 			t.Errorf("empty file %q: keys %q, want only the missing identity", content, got)
 		}
@@ -502,12 +508,12 @@ media:
 }
 
 func TestLoadConfigFileErrors(t *testing.T) {
-	if _, err := LoadConfig(filepath.Join(t.TempDir(), "missing.yaml"), nil); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
 	}
 	for _, content := range []string{"log: [\n", "- a\n- b\n", "just text\n"} {
 		path := writeFile(t, "bad.yaml", content)
-		if _, err := LoadConfig(path, nil); !errors.Is(err, ErrInvalidConfig) {
+		if _, err := Load(path, nil); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%q: %v, want ErrInvalidConfig", content, err)
 		}
 	}
@@ -530,7 +536,7 @@ func TestUnknownKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadConfig(writeFile(t, "c.yaml", tt.content), nil)
+			_, err := Load(writeFile(t, "c.yaml", tt.content), nil)
 			if !errors.Is(err, ErrUnknownKey) || !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("err = %v, want ErrUnknownKey", err)
 			}
@@ -575,7 +581,7 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadConfig(writeFile(t, "c.yaml", tt.content), nil)
+			_, err := Load(writeFile(t, "c.yaml", tt.content), nil)
 			if !errors.Is(err, ErrInvalidConfig) || errors.Is(err, ErrUnknownKey) {
 				t.Fatalf("err = %v, want ErrInvalidConfig but not ErrUnknownKey", err)
 			}
@@ -613,7 +619,7 @@ func TestEnvOverrides(t *testing.T) {
 		"IPCD_TIME_SOURCE=system",
 		"IPCD_TIME_NTP_SERVERS=",
 	}
-	c, err := LoadConfig(file, env)
+	c, err := Load(file, env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,11 +636,11 @@ func TestEnvOverrides(t *testing.T) {
 		{"mqtt.password", c.MQTT.Password, "has=equals"},
 		{"stream.liveness_timeout", c.Stream.LivenessTimeout, 45 * time.Second},
 		{"stream.udp_port_range", c.Stream.UDPPortRange, [2]uint16{10000, 10100}},
-		{"stream.ice_servers", c.Stream.ICEServers, []ICEServer{{URLs: []string{"stun:s1:3478"}}, {URLs: []string{"stun:s2:3478"}}}},
+		{"stream.ice_servers", c.Stream.ICEServers, []p2p.ICEServerSection{{URLs: []string{"stun:s1:3478"}}, {URLs: []string{"stun:s2:3478"}}}},
 		{"stream.network_interfaces", c.Stream.NetworkInterfaces, []string(nil)},
-		{"device.activation", c.Device.Activation, &ActivationConfig{DevID: "6c1e", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}},
+		{"device.activation", c.Device.Activation, &device.ActivationSection{DevID: "6c1e", LocalKey: "0123456789abcdef", P2PPassword: "ad12ab34"}},
 		{"media.sources.main.fps", c.Media.Sources.Main.FPS, 30},
-		{"time.ntp_servers", c.Time.NTPServers, []string(nil)},
+		{"time.ntp_servers", c.Time.Servers, []string(nil)},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -665,7 +671,7 @@ func TestEnvErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadConfig("", tt.env)
+			_, err := Load("", tt.env)
 			if !errors.Is(err, ErrInvalidConfig) {
 				t.Fatalf("err = %v, want ErrInvalidConfig", err)
 			}
@@ -688,7 +694,7 @@ func TestEnvErrors(t *testing.T) {
 	}
 
 	// A value that parses but breaks a rule is caught by validation.
-	_, err := LoadConfig("", []string{"IPCD_DEVICE_UUID=u", "IPCD_DEVICE_AUTHKEY=k", "IPCD_STREAM_MAX_CLIENTS=40"})
+	_, err := Load("", []string{"IPCD_DEVICE_UUID=u", "IPCD_DEVICE_AUTHKEY=k", "IPCD_STREAM_MAX_CLIENTS=40"})
 	if got := errorKeys(err); !slices.Equal(got, []string{"stream.max_clients"}) {
 		t.Errorf("out-of-range env value: keys %q, want stream.max_clients", got)
 	}
@@ -698,10 +704,10 @@ func TestRedacted(t *testing.T) {
 	secrets := []string{"authkey-SECRET", "localkey-SECRET!", "ad-p2p-SECRET", "mqtt-SECRET", "turn-SECRET"}
 	c := validConfig()
 	c.Device.AuthKey = secrets[0]
-	c.Device.Activation = &ActivationConfig{DevID: "dev1", LocalKey: secrets[1], P2PPassword: secrets[2]}
+	c.Device.Activation = &device.ActivationSection{DevID: "dev1", LocalKey: secrets[1], P2PPassword: secrets[2]}
 	c.MQTT.Password = secrets[3]
 	c.MQTT.Username = "user1"
-	c.Stream.ICEServers = []ICEServer{{URLs: []string{"turn:t:3478"}, Username: "tu", Credential: secrets[4]}}
+	c.Stream.ICEServers = []p2p.ICEServerSection{{URLs: []string{"turn:t:3478"}, Username: "tu", Credential: secrets[4]}}
 	orig := c
 	origActivation := *c.Device.Activation
 
@@ -727,30 +733,5 @@ func TestRedacted(t *testing.T) {
 	unset := validConfig().Redacted()
 	if unset.MQTT.Password != "" || unset.Device.Activation != nil {
 		t.Errorf("unset secrets should stay unset: password %q, activation %v", unset.MQTT.Password, unset.Device.Activation)
-	}
-}
-
-func TestResolvedCodec(t *testing.T) {
-	tests := []struct {
-		src   SourceConfig
-		video bool
-		want  string
-	}{
-		{SourceConfig{Path: "a.h264"}, true, "h264"},
-		{SourceConfig{Path: "a.264"}, true, "h264"},
-		{SourceConfig{Path: "a.H265"}, true, "h265"},
-		{SourceConfig{Path: "a.hevc"}, true, "h265"},
-		{SourceConfig{Path: "a.h264", Codec: "h265"}, true, "h265"},
-		{SourceConfig{Path: "/run/enc.fifo"}, true, "h264"},
-		{SourceConfig{Path: "a.pcma"}, false, "pcma"},
-		{SourceConfig{Path: "a.alaw"}, false, "pcma"},
-		{SourceConfig{Path: "a.ulaw"}, false, "pcmu"},
-		{SourceConfig{Path: "a.h264"}, false, "pcmu"},
-		{SourceConfig{Path: "/run/audio.sock"}, false, "pcmu"},
-	}
-	for _, tt := range tests {
-		if got := tt.src.ResolvedCodec(tt.video); got != tt.want {
-			t.Errorf("%+v video=%v: %q, want %q", tt.src, tt.video, got, tt.want)
-		}
 	}
 }

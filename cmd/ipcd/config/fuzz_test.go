@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 // FuzzDecodeConfig feeds arbitrary YAML to the config decoder and the
 // validation after it: a bad file is an error naming a key, never a panic.
 func FuzzDecodeConfig(f *testing.F) {
-	for _, path := range []string{"../../configs/ipcd.yaml", "../../configs/demo.yaml"} {
+	for _, path := range []string{"../../../configs/ipcd.yaml", "../../../configs/demo.yaml"} {
 		if b, err := os.ReadFile(path); err == nil {
 			f.Add(b)
 		}
@@ -19,7 +19,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("- a\n- b\n"))
 	f.Add([]byte("device: &a {uuid: *a}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg := DefaultConfig()
+		cfg := Default()
 		errs, err := decodeYAML(data, &cfg)
 		for _, e := range errs {
 			if !errors.Is(e, ErrInvalidConfig) {
