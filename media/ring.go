@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ipcd/ipcd/internal/droplog"
 )
 
 // rejectSummaryInterval bounds how often rejected frames are logged (§8: never per frame).
@@ -58,12 +60,13 @@ type Ring struct {
 	readers   []*Reader
 	closed    bool
 
-	segmentLog logLimiter
+	// logs lets the rejection summary and the rebase line through at most
+	// once per rejectSummaryInterval each.
+	logs *droplog.Summary
 
 	pending      [ruleCount]uint64 // rejections not yet logged
 	pendingTotal uint64
 	lastErr      error
-	lastLog      time.Time
 
 	appended   atomic.Uint64
 	lastAppend atomic.Int64 // unix nanoseconds of the last accepted frame
@@ -98,6 +101,7 @@ func NewRing(cfg RingConfig, log *slog.Logger) (*Ring, error) {
 		slots: make([]Frame, cfg.MaxFrames),
 		head:  1,
 		tail:  1,
+		logs:  droplog.NewGate(rejectSummaryInterval),
 	}
 	r.def = r.NewTimeline()
 	return r, nil
@@ -142,8 +146,8 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 	}
 	var summary rejectSummary
 	if r.pendingTotal > 0 {
-		if r.lastLog.IsZero() || now.Sub(r.lastLog) >= rejectSummaryInterval {
-			summary = r.takeSummaryLocked(now)
+		if ok, _ := r.logs.Note("rejected"); ok {
+			summary = r.takeSummaryLocked()
 		}
 	}
 	r.mu.Unlock()
@@ -151,7 +155,7 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 		r.logSummary(summary)
 	}
 	if begin.rebased {
-		if n, ok := r.segmentLog.allow(now); ok {
+		if ok, n := r.logs.Note("rebased"); ok {
 			r.log.Info("ring buffer timeline rebased", "new_producer", begin.takeover,
 				"pts_in", f.PTS, "pts", begin.out, "suppressed_since_last_log", n)
 		}
@@ -329,7 +333,7 @@ func (r *Ring) Close() {
 	}
 	var summary rejectSummary
 	if r.pendingTotal > 0 {
-		summary = r.takeSummaryLocked(time.Now())
+		summary = r.takeSummaryLocked()
 	}
 	r.mu.Unlock()
 	if summary.total > 0 {
@@ -470,12 +474,11 @@ type rejectSummary struct {
 	last   error
 }
 
-func (r *Ring) takeSummaryLocked(now time.Time) rejectSummary {
+func (r *Ring) takeSummaryLocked() rejectSummary {
 	s := rejectSummary{counts: r.pending, total: r.pendingTotal, last: r.lastErr}
 	r.pending = [ruleCount]uint64{}
 	r.pendingTotal = 0
 	r.lastErr = nil
-	r.lastLog = now
 	return s
 }
 

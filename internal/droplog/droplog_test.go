@@ -1,4 +1,4 @@
-package mqtt
+package droplog
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func TestSummary(t *testing.T) {
 	buf := new(lineBuffer)
 	log := slog.New(slog.NewTextHandler(buf, nil))
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	s := NewSummary(log, slog.LevelWarn, "dropped", "rule")
+	s := New(log, slog.LevelWarn, "dropped", "rule")
 	s.Now = clock.Now
 	s.Burst = 2
 
@@ -78,7 +78,7 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("summary before the interval ended: %q", got)
 	}
 
-	clock.Advance(DefaultSummaryInterval)
+	clock.Advance(DefaultInterval)
 	s.Flush()
 	got := buf.lines("rule=not_json")
 	if len(got) != 1 || !strings.Contains(got[0], "suppressed=998") || !strings.Contains(got[0], "count=1000") || !strings.Contains(got[0], "interval=10s") {
@@ -93,7 +93,7 @@ func TestSummary(t *testing.T) {
 	if !s.Allow("not_json") || !s.Allow("not_json") || s.Allow("not_json") {
 		t.Fatal("new interval does not start with a full burst")
 	}
-	clock.Advance(DefaultSummaryInterval)
+	clock.Advance(DefaultInterval)
 	if !s.Allow("not_json") {
 		t.Fatal("first event of a new interval not in full")
 	}
@@ -104,11 +104,11 @@ func TestSummary(t *testing.T) {
 
 func TestSummaryBoundedKeys(t *testing.T) {
 	buf := new(lineBuffer)
-	s := NewSummary(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
-	for i := range 10 * maxSummaryKeys {
+	s := New(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
+	for i := range 10 * maxKeys {
 		s.Allow(strings.Repeat("k", i%200) + string(rune('a'+i%26)))
 	}
-	if n := len(s.keys); n > maxSummaryKeys+1 {
+	if n := len(s.keys); n > maxKeys+1 {
 		t.Fatalf("%d keys tracked", n)
 	}
 	s.flush(true)
@@ -121,7 +121,7 @@ func TestSummaryBoundedKeys(t *testing.T) {
 // what is left when it ends.
 func TestSummaryRun(t *testing.T) {
 	buf := new(lineBuffer)
-	s := NewSummary(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
+	s := New(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
 	s.Interval = 20 * time.Millisecond
 	for range 5 {
 		s.Allow("a")
