@@ -171,9 +171,7 @@ func check(o options, log *slog.Logger) (result, error) {
 	if err != nil {
 		return res, fail("setup", "%w", err)
 	}
-	src, err := media.NewV4L2Source(media.V4L2SourceConfig{
-		Device: o.device, Width: o.width, Height: o.height, FPS: o.fps, KeyframeInterval: o.keyint,
-	}, ring, log)
+	src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: o.device, FPS: o.fps, V4L2Config: media.V4L2Config{Width: o.width, Height: o.height, GOP: o.keyint}}, ring, log)
 	if err != nil {
 		return res, fail("setup", "%w", err)
 	}
