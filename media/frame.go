@@ -158,3 +158,8 @@ type Frame struct {
 
 // IsKeyframe reports whether a decoder can start at this frame.
 func (f Frame) IsKeyframe() bool { return f.Kind == KindI }
+
+// CodecFromExt returns the codec the extension of a file's name implies
+// (.h264 .264 .h265 .265 .hevc .pcmu .ulaw .pcma .alaw), or
+// ErrUnsupportedFile.
+func CodecFromExt(path string) (Codec, error) { return codecFromExt(path) }

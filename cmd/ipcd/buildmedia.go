@@ -79,7 +79,7 @@ func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []n
 			}
 			sources = append(sources, namedSource{sp.name, src})
 		case "v4l2":
-			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS}, ring, log)
+			src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: sp.src.Path, FPS: sp.src.FPS, V4L2Config: sp.src.V4L2}, ring, log)
 			if err != nil {
 				return m, nil, nil, fmt.Errorf("media.sources.%s: %w", sp.name, err)
 			}

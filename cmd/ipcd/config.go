@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/p2p"
 )
 
@@ -171,6 +171,8 @@ type SourceConfig struct {
 	FPS   int    `yaml:"fps"`
 	Loop  bool   `yaml:"loop"`
 	Codec string `yaml:"codec"`
+	// V4L2 is the capture section of a v4l2 source; media owns its keys and defaults.
+	V4L2 media.V4L2Config `yaml:"v4l2"`
 }
 
 // SpeakerConfig is where talkback audio is written.
@@ -212,11 +214,11 @@ func DefaultConfig() Config {
 			MemoryMB:      5,
 			BufferSeconds: 10,
 			Sources: SourcesConfig{
-				Main: SourceConfig{Type: "file", Path: "configs/media/main.h264", FPS: 25, Loop: true},
+				Main: SourceConfig{Type: "file", Path: "configs/media/main.h264", FPS: 25, Loop: true, V4L2: media.DefaultV4L2Config()},
 				// fps and loop carry defaults even for sources that are off,
 				// so switching one on only needs type and path.
-				Sub:   SourceConfig{Type: "none", FPS: 25, Loop: true},
-				Audio: SourceConfig{Type: "file", Path: "configs/media/audio.pcmu", FPS: 25, Loop: true, Codec: "pcmu"},
+				Sub:   SourceConfig{Type: "none", FPS: 25, Loop: true, V4L2: media.DefaultV4L2Config()},
+				Audio: SourceConfig{Type: "file", Path: "configs/media/audio.pcmu", FPS: 25, Loop: true, Codec: "pcmu", V4L2: media.DefaultV4L2Config()},
 			},
 			Speaker: SpeakerConfig{Type: "file", Path: "/tmp/ipcd-speaker.pcmu"},
 		},
@@ -302,18 +304,13 @@ func (s SourceConfig) ResolvedCodec(video bool) string {
 	return "pcmu"
 }
 
+// codecFromExt names the codec the extension of path implies, "" if none.
 func codecFromExt(path string) string {
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".h264", ".264":
-		return "h264"
-	case ".h265", ".265", ".hevc":
-		return "h265"
-	case ".pcmu", ".ulaw":
-		return "pcmu"
-	case ".pcma", ".alaw":
-		return "pcma"
+	c, err := media.CodecFromExt(path)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return strings.ToLower(c.String())
 }
 
 func validCodec(codec string, video bool) bool {
@@ -966,6 +963,7 @@ func validateSource(p *problems, key string, s SourceConfig, video bool) {
 	if !p.oneOf(key+".type", s.Type, "file", "pipe", "feed", "v4l2", "none") || s.Type == "none" {
 		return
 	}
+	validateV4L2(p, key, s)
 	if p.required(key+".path", s.Path) && s.Type == "file" {
 		existingFile(p, key+".path", s.Path)
 	}
@@ -986,6 +984,17 @@ func validateSource(p *problems, key string, s SourceConfig, video bool) {
 		if ext := codecFromExt(s.Path); !validCodec(ext, video) {
 			p.add(key+".codec", "cannot be derived from the extension of %q; set it to one of %s", s.Path, want)
 		}
+	}
+}
+
+// validateV4L2 checks the capture section of a v4l2 source against the
+// bounds media sets.
+func validateV4L2(p *problems, key string, s SourceConfig) {
+	if s.Type != "v4l2" {
+		return
+	}
+	if err := s.V4L2.Validate(); err != nil {
+		p.add(key+".v4l2", "%v", err)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ipcd/ipcd/media"
 )
 
 // fieldErrors flattens a joined error into its *FieldError leaves, so tests
@@ -262,6 +264,15 @@ func TestValidateRules(t *testing.T) {
 		}, "media.sources.audio.codec"},
 		{"sub pipe without path", func(c *Config) { c.Media.Sources.Sub.Type = "pipe" }, "media.sources.sub.path"},
 		{"sub unknown type", func(c *Config) { c.Media.Sources.Sub.Type = "rtsp" }, "media.sources.sub.type"},
+		{"v4l2 odd width", func(c *Config) {
+			c.Media.Sources.Main = SourceConfig{Type: "v4l2", Path: "/dev/video0", FPS: 25, V4L2: media.V4L2Config{Width: 641, Height: 480}}
+		}, "media.sources.main.v4l2"},
+		{"v4l2 pixel format", func(c *Config) {
+			c.Media.Sources.Sub = SourceConfig{Type: "v4l2", Path: "/dev/video1", FPS: 25, V4L2: media.V4L2Config{Width: 640, Height: 480, PixelFormat: "RGB3"}}
+		}, "media.sources.sub.v4l2"},
+		{"v4l2 gop", func(c *Config) {
+			c.Media.Sources.Main = SourceConfig{Type: "v4l2", Path: "/dev/video0", FPS: 25, V4L2: media.V4L2Config{Width: 1280, Height: 720, GOP: -1}}
+		}, "media.sources.main.v4l2"},
 		{"metrics on all interfaces", func(c *Config) { c.Metrics.Listen = ":9100" }, "metrics.listen"},
 		{"metrics on a LAN address", func(c *Config) { c.Metrics.Listen = "192.168.1.10:9100" }, "metrics.listen"},
 		{"metrics on a host name", func(c *Config) { c.Metrics.Listen = "camera.local:9100" }, "metrics.listen"},
