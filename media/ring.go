@@ -163,21 +163,30 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 	return err
 }
 
-func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, timelinePlan, error) {
+// checkFrame applies the rules of §7.1 that depend on the frame alone.
+func (r *Ring) checkFrame(f Frame) (rejectRule, error) {
 	n := len(f.Payload)
 	switch {
 	case n == 0:
-		return ruleEmpty, timelinePlan{}, ErrEmptyPayload
+		return ruleEmpty, ErrEmptyPayload
 	case f.Stream != r.cfg.Stream:
-		return ruleWrongStream, timelinePlan{}, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
+		return ruleWrongStream, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
 	case r.video && (!f.Codec.IsVideo() || (f.Kind != KindI && f.Kind != KindP)),
 		!r.video && (!f.Codec.IsAudio() || f.Kind != KindAudio),
 		r.cfg.Codec != CodecUnknown && f.Codec != r.cfg.Codec:
-		return ruleKind, timelinePlan{}, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
+		return ruleKind, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
 	case !r.video && n > MaxAudioPayload:
-		return ruleAudioSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
+		return ruleAudioSize, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
 	case r.video && n > MaxVideoPayload:
-		return ruleVideoSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+		return ruleVideoSize, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+	}
+	return 0, nil
+}
+
+func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, timelinePlan, error) {
+	n := len(f.Payload)
+	if rule, err := r.checkFrame(f); err != nil {
+		return rule, timelinePlan{}, err
 	}
 	plan, rule, err := r.planLocked(t, f, now)
 	if err != nil {

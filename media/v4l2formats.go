@@ -80,6 +80,9 @@ func (s *V4L2Source) rawFormat() (f frame.Format, allowed bool) {
 // usableFormats returns every pixel format the source may ask for.
 func (s *V4L2Source) usableFormats() []webcam.PixelFormat {
 	pfs := s.nativeFormats()
+	if s.ring.Codec() == CodecH265 {
+		return pfs // x264 makes only H.264
+	}
 	want, allowed := s.rawFormat()
 	for _, r := range v4l2RawFormats {
 		if allowed && (want == "" || want == r.frame) {
