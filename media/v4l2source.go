@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/blackjack/webcam"
+
+	"github.com/ipcd/ipcd/internal/droplog"
 )
 
 // The V4L2 source is split by path: this file holds the source, its Run loop
@@ -30,6 +32,8 @@ const (
 	v4l2NativeStall = 5 * time.Second
 	// Buffers queued to a native device: one being read, the rest filling.
 	v4l2NativeBuffers = 4
+	// Dropped access units are logged at most this often (§8).
+	v4l2SummaryInterval = 10 * time.Second
 )
 
 // V4L2Source captures from a V4L2 camera and appends H.264 (or, from a device
@@ -63,6 +67,11 @@ type V4L2Source struct {
 	forced        atomic.Uint64
 	keyRequests   atomic.Uint64
 	nativeNoForce atomic.Bool // the device refused the force-keyframe control once
+
+	// lossLog lets a drop summary through at most once per
+	// v4l2SummaryInterval; sumDropped is the count the last one reported.
+	lossLog    *droplog.Summary
+	sumDropped atomic.Uint64
 }
 
 // NewV4L2Source validates cfg and applies its defaults. It does not touch the
@@ -93,6 +102,8 @@ func NewV4L2Source(cfg V4L2SourceConfig, ring *Ring, log *slog.Logger) (*V4L2Sou
 		ring:   ring,
 		log:    log.With("component", "v4l2source", "stream", ring.Stream().String(), "device", cfg.Device),
 		device: cfg.Device,
+
+		lossLog: droplog.NewGate(v4l2SummaryInterval),
 	}
 	if len(s.usableFormats()) == 0 {
 		return nil, fmt.Errorf("%w: pixel_format %s cannot feed the %s ring", ErrV4L2SourceConfig, cfg.PixelFormat, ring.Codec())
@@ -213,6 +224,18 @@ func (s *V4L2Source) capture(ctx context.Context) error {
 	return s.captureRaw(ctx, path)
 }
 
+// noteDrop logs the access units dropped since the last such line, unless
+// one was logged less than v4l2SummaryInterval ago; the count carries over.
+// The ring logs why it rejected them.
+func (s *V4L2Source) noteDrop() {
+	if ok, _ := s.lossLog.Note("dropped"); !ok {
+		return
+	}
+	st := s.Stats()
+	s.log.Warn("v4l2 source dropped access units, resuming at keyframes",
+		"dropped", st.Dropped-s.sumDropped.Swap(st.Dropped), "total_dropped", st.Dropped)
+}
+
 func (s *V4L2Source) started(mode V4L2Mode) {
 	s.opens.Add(1)
 	s.mode.Store(&mode)
@@ -234,7 +257,10 @@ func (s *V4L2Source) newBufferSink(codec Codec) *bufferSink {
 	b := &bufferSink{sink: newAUSink(s.ring, s.ring.Stream(), codec, s.clock, &s.sink)}
 	// Pictures after a rejected one refer to it, so they wait for a
 	// keyframe, asked for at once.
-	b.sink.onReject = func() { s.keyReq.Store(true) }
+	b.sink.onReject = func() {
+		s.keyReq.Store(true)
+		s.noteDrop()
+	}
 	b.emit = func(nal []byte) error { return b.sink.push(nal, b.at) }
 	return b
 }

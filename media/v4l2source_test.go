@@ -400,3 +400,36 @@ func TestV4L2RunRetries(t *testing.T) {
 		})
 	}
 }
+
+// TestV4L2DropSummary: access units the ring refuses, and those skipped
+// until the next keyframe after them, are summarized in one line per
+// interval, never one per access unit.
+func TestV4L2DropSummary(t *testing.T) {
+	var logs bytes.Buffer
+	ring := newV4L2TestRing(t, 64, nil)
+	s, err := NewV4L2Source(V4L2SourceConfig{}, ring, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.clock = newPTSClock(0)
+	sink := s.newBufferSink(CodecH264)
+	defer sink.close()
+	key := v4l2AnnexB("\x00\x00\x00\x01", v4l2NalSPS, v4l2NalPPS, v4l2NalIDR)
+	big := v4l2AnnexB("\x00\x00\x00\x01", v4l2NalP+strings.Repeat("\x5a", MaxVideoPayload))
+	for range 3 {
+		for _, b := range [][]byte{key, big, v4l2AnnexB("\x00\x00\x00\x01", v4l2NalP)} {
+			if err := sink.push(b, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := s.Stats(); st.Appended != 3 || st.Dropped != 6 {
+		t.Fatalf("stats %+v", st)
+	}
+	if n := strings.Count(logs.String(), "v4l2 source dropped access units"); n != 1 {
+		t.Fatalf("%d summary lines for 3 rejections in one interval:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "dropped=1 total_dropped=1") {
+		t.Fatalf("first summary does not count the first rejection:\n%s", logs.String())
+	}
+}
