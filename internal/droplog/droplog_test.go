@@ -145,3 +145,52 @@ func TestSummaryRun(t *testing.T) {
 		t.Fatalf("final flush: %q", buf.lines())
 	}
 }
+
+// TestGate: without a reporter one event per interval passes, and it carries
+// the count of those held back since the last one that passed.
+func TestGate(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	g := NewGate(10 * time.Second)
+	g.Now = clock.Now
+	if full, held := g.Note("closed"); !full || held != 0 {
+		t.Fatalf("first event: full %v held %d", full, held)
+	}
+	for range 3 {
+		if full, _ := g.Note("closed"); full {
+			t.Fatal("a second event within the interval passed")
+		}
+	}
+	if full, held := g.Note("refused"); !full || held != 0 {
+		t.Fatalf("another key: full %v held %d", full, held)
+	}
+	g.Flush() // nothing to report without a reporter; the count stays
+	clock.Advance(10 * time.Second)
+	if full, held := g.Note("closed"); !full || held != 3 {
+		t.Fatalf("after the interval: full %v held %d, want true 3", full, held)
+	}
+	if tot := g.Totals(); tot["closed"] != 5 || tot["refused"] != 1 {
+		t.Fatalf("totals %v", tot)
+	}
+}
+
+// TestCount: events counted without a line of their own use up the
+// interval's full lines and are reported with the rest.
+func TestCount(t *testing.T) {
+	var got []Entry
+	s := NewFunc(func(e Entry) { got = append(got, e) })
+	s.Interval, s.Burst = 0, 2
+	s.Count("queue_full", 4)
+	if s.Allow("queue_full") {
+		t.Fatal("an event after a Count was logged in full")
+	}
+	if !s.Allow("malformed") {
+		t.Fatal("another key lost its full lines")
+	}
+	s.EndInterval()
+	if len(got) != 1 || got[0] != (Entry{Key: "queue_full", Held: 5, Count: 5, Total: 5}) {
+		t.Fatalf("reports %+v", got)
+	}
+	if !s.Allow("queue_full") {
+		t.Fatal("the next interval does not start with full lines")
+	}
+}
