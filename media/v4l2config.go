@@ -67,8 +67,12 @@ type V4L2SourceConfig struct {
 	V4L2Config
 }
 
-// Validate checks the section on its own, naming the keys at fault.
+// Validate checks the section on its own, naming the keys at fault. A zero
+// width and height stand for the default size.
 func (c V4L2Config) Validate() error {
+	if c.Width == 0 && c.Height == 0 {
+		c.Width, c.Height = defaultV4L2Width, defaultV4L2Height
+	}
 	switch {
 	case c.Width < 16 || c.Width > maxV4L2Dimension || c.Width%2 != 0,
 		c.Height < 16 || c.Height > maxV4L2Dimension || c.Height%2 != 0:

@@ -493,8 +493,8 @@ media:
 		{URLs: []string{"stun:s:3478"}},
 		{URLs: []string{"turn:t:3478"}, Username: "u", Credential: "p"},
 	}
-	// sub keeps fps and loop defaults; audio's codec null clears it (derived from .pcmu).
-	want.Media.Sources.Sub = SourceConfig{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true}
+	// sub keeps fps, loop and v4l2 defaults; audio's codec null clears it (derived from .pcmu).
+	want.Media.Sources.Sub = SourceConfig{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true, V4L2: media.DefaultV4L2Config()}
 	want.Media.Sources.Audio.Codec = ""
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)
