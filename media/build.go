@@ -137,7 +137,7 @@ func newConfiguredSource(name string, s SourceSection, ring *Ring, log *slog.Log
 	case SourcePipe:
 		src, err = NewPipeSource(PipeSourceConfig{Path: s.Path, Codec: ring.Codec(), Stream: ring.Stream(), FPS: s.FPS}, ring, log)
 	case SourceV4L2:
-		src, err = NewV4L2Source(V4L2SourceConfig{Device: s.Path, FPS: s.FPS}, ring, log)
+		src, err = NewV4L2Source(V4L2SourceConfig{Device: s.Path, FPS: s.FPS, V4L2Config: s.V4L2}, ring, log)
 	default:
 		return nil, fmt.Errorf("media.sources.%s.type: %q is not supported yet", name, s.Type)
 	}

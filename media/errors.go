@@ -40,6 +40,26 @@ var (
 	ErrFileSourceConfig = errors.New("invalid file source config")
 )
 
+// Live sources.
+var (
+	// ErrPipeSourceConfig reports an invalid PipeSourceConfig.
+	ErrPipeSourceConfig = errors.New("invalid pipe source config")
+
+	// ErrV4L2NotBuilt is what NewV4L2Source returns in a build without the
+	// v4l2 tag.
+	ErrV4L2NotBuilt = errors.New("built without v4l2 support (build with -tags v4l2)")
+	// ErrV4L2SourceConfig reports an invalid V4L2SourceConfig.
+	ErrV4L2SourceConfig = errors.New("invalid v4l2 source config")
+	// ErrV4L2Device reports a device that cannot deliver what the source
+	// needs: it is missing, offers no usable mode, or stopped delivering
+	// frames. Run logs it and retries.
+	ErrV4L2Device = errors.New("v4l2 device unusable")
+	// ErrV4L2Unsupported reports a device that offers neither the
+	// configured size nor the configured pixel format; the error lists
+	// what it offers. Open and Run return it: no retry can cure it.
+	ErrV4L2Unsupported = errors.New("v4l2 device does not offer the configured capture")
+)
+
 // Sequence parameter sets.
 var (
 	ErrNotSPS       = errors.New("not a sequence parameter set")

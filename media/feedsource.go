@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ipcd/ipcd/internal/droplog"
 )
 
 const (
@@ -63,10 +65,12 @@ type FeedSourceConfig struct {
 // FeedSource serves the feed socket and appends each frame it receives to the
 // ring of the frame's stream. One socket can carry all three streams.
 type FeedSource struct {
-	cfg     FeedSourceConfig
-	rings   map[Stream]*Ring
-	log     *slog.Logger
-	warnLim logLimiter
+	cfg   FeedSourceConfig
+	rings map[Stream]*Ring
+	log   *slog.Logger
+	// logs lets the warn lines of closed and refused connections through
+	// at most once per feedLogInterval each.
+	logs    *droplog.Summary
 	running atomic.Bool
 	connID  atomic.Uint64
 	epoch   time.Time // monotonic origin of feedConn.lastMsg
@@ -74,8 +78,7 @@ type FeedSource struct {
 	lnMu sync.Mutex
 	ln   *net.UnixListener // opened by Open, served by the next Run
 
-	table      *feedConns
-	refusedLim logLimiter
+	table *feedConns
 
 	conns    atomic.Int64
 	accepted atomic.Uint64
@@ -135,6 +138,7 @@ func NewFeedSource(cfg FeedSourceConfig, rings map[Stream]*Ring, log *slog.Logge
 		log:   log.With("component", "feedsource", "path", cfg.Path),
 		epoch: time.Now(),
 		table: &feedConns{max: cfg.MaxConns},
+		logs:  droplog.NewGate(feedLogInterval),
 	}, nil
 }
 
@@ -355,12 +359,12 @@ func (f *FeedSource) serveStream(ctx context.Context, r io.Reader, fc *feedConn,
 		log.Debug("feed connection closed", attrs...)
 	case reason == feedCloseRefused:
 		f.refused.Add(1)
-		if n, ok := f.refusedLim.allow(time.Now()); ok {
+		if ok, n := f.logs.Note("refused"); ok {
 			log.Warn("feed connection refused", "reason", "max_conns", "max_conns", f.cfg.MaxConns,
 				"refused_since_last_log", n)
 		}
 	default:
-		if n, ok := f.warnLim.allow(time.Now()); ok {
+		if ok, n := f.logs.Note("closed"); ok {
 			errText := reason.String()
 			if err != nil {
 				errText = err.Error()
@@ -885,26 +889,6 @@ func feedCloseReasonOf(ctx context.Context, err error) feedCloseReason {
 	default:
 		return feedCloseReadError
 	}
-}
-
-// logLimiter lets one log line through per feedLogInterval and counts the
-// ones it held back, so the next line can say how many there were.
-type logLimiter struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed uint64
-}
-
-func (l *logLimiter) allow(now time.Time) (suppressed uint64, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < feedLogInterval {
-		l.suppressed++
-		return 0, false
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	return n, true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

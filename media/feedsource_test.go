@@ -991,50 +991,8 @@ func FuzzFeedStream(f *testing.F) {
 
 		var appended uint64
 		for s, r := range rings {
-			n := r.Stats().Appended
-			appended += n
-			if n == 0 {
-				continue
-			}
-			// A reader from the oldest frame; a video one waits for a keyframe
-			// and asks for one if the ring holds none.
-			*requested[s] = false
-			rd := r.NewReaderAt(math.MinInt64)
-			if *requested[s] {
-				rd.Close()
-				continue
-			}
-			var expect []media.Frame
-			for _, fr := range want {
-				if fr.Stream == s {
-					expect = append(expect, fr)
-				}
-			}
-			// One producer is one timeline: the ring may move its origin,
-			// never the distance between its frames.
-			var got0, want0 int64
-			first := true
-			for j := 0; ; {
-				got, _ := next(t, rd)
-				for j < len(expect) && !sameFrame(got, expect[j]) {
-					j++
-				}
-				if j == len(expect) {
-					t.Fatalf("%s ring frame %d (%s pts %d, %d bytes) is not a message of the stream, in order",
-						s, got.Seq, got.Kind, got.PTS, len(got.Payload))
-				}
-				if first {
-					got0, want0, first = got.PTS, expect[j].PTS, false
-				} else if uint64(got.PTS)-uint64(got0) != uint64(expect[j].PTS)-uint64(want0) {
-					t.Fatalf("%s ring frame %d: pts %d for message pts %d; the first was %d for %d",
-						s, got.Seq, got.PTS, expect[j].PTS, got0, want0)
-				}
-				j++
-				if got.Seq == n {
-					break
-				}
-			}
-			rd.Close()
+			appended += r.Stats().Appended
+			checkFeedRing(t, s, r, want, requested[s])
 		}
 		if appended != st.Frames {
 			t.Fatalf("rings appended %d frames, source counted %d", appended, st.Frames)
@@ -1042,39 +1000,94 @@ func FuzzFeedStream(f *testing.F) {
 
 		// The same bytes on a socket connection, whose first header goes
 		// through its own deadline and the producer slots, end the same way.
-		serveErr := err
-		rings2 := map[media.Stream]*media.Ring{}
-		for _, s := range []media.Stream{media.StreamMain, media.StreamSub, media.StreamAudio} {
-			r, err := media.NewRing(media.RingConfig{Stream: s, MaxBytes: 8 << 20, MaxFrames: 4096}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			rings2[s] = r
+		checkFeedConn(t, data, err, st)
+	})
+}
+
+// checkFeedRing checks that the frames of ring r, from the oldest, are the
+// stream's messages of s in order, on one timeline.
+func checkFeedRing(t *testing.T, s media.Stream, r *media.Ring, want []media.Frame, requested *bool) {
+	t.Helper()
+	n := r.Stats().Appended
+	if n == 0 {
+		return
+	}
+	// A reader from the oldest frame; a video one waits for a keyframe
+	// and asks for one if the ring holds none.
+	*requested = false
+	rd := r.NewReaderAt(math.MinInt64)
+	if *requested {
+		rd.Close()
+		return
+	}
+	var expect []media.Frame
+	for _, fr := range want {
+		if fr.Stream == s {
+			expect = append(expect, fr)
 		}
-		src2, err := media.NewFeedSource(media.FeedSourceConfig{Path: "unused"}, rings2, nil)
+	}
+	// One producer is one timeline: the ring may move its origin,
+	// never the distance between its frames.
+	var got0, want0 int64
+	first := true
+	for j := 0; ; {
+		got, _ := next(t, rd)
+		for j < len(expect) && !sameFrame(got, expect[j]) {
+			j++
+		}
+		if j == len(expect) {
+			t.Fatalf("%s ring frame %d (%s pts %d, %d bytes) is not a message of the stream, in order",
+				s, got.Seq, got.Kind, got.PTS, len(got.Payload))
+		}
+		if first {
+			got0, want0, first = got.PTS, expect[j].PTS, false
+		} else if uint64(got.PTS)-uint64(got0) != uint64(expect[j].PTS)-uint64(want0) {
+			t.Fatalf("%s ring frame %d: pts %d for message pts %d; the first was %d for %d",
+				s, got.Seq, got.PTS, expect[j].PTS, got0, want0)
+		}
+		j++
+		if got.Seq == n {
+			break
+		}
+	}
+	rd.Close()
+}
+
+// checkFeedConn serves data on a socket connection and checks that it ends
+// as Serve did, with serveErr and stats st.
+func checkFeedConn(t *testing.T, data []byte, serveErr error, st media.FeedStats) {
+	t.Helper()
+	rings2 := map[media.Stream]*media.Ring{}
+	for _, s := range []media.Stream{media.StreamMain, media.StreamSub, media.StreamAudio} {
+		r, err := media.NewRing(media.RingConfig{Stream: s, MaxBytes: 8 << 20, MaxFrames: 4096}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ours, theirs := socketPair(t)
-		wrote := make(chan struct{})
-		go func() {
-			defer close(wrote)
-			_, _ = theirs.Write(data)
-			theirs.Close()
-		}()
-		err2 := media.ServeFeedConn(context.Background(), src2, ours)
-		ours.Close()
-		<-wrote
-		for _, e := range append(feedHeaderErrors, media.ErrFeedTruncated) {
-			if errors.Is(err2, e) != errors.Is(serveErr, e) {
-				t.Fatalf("on a connection: %v, from Serve: %v", err2, serveErr)
-			}
+		defer r.Close()
+		rings2[s] = r
+	}
+	src2, err := media.NewFeedSource(media.FeedSourceConfig{Path: "unused"}, rings2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := socketPair(t)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		_, _ = theirs.Write(data)
+		theirs.Close()
+	}()
+	err2 := media.ServeFeedConn(context.Background(), src2, ours)
+	ours.Close()
+	<-wrote
+	for _, e := range append(feedHeaderErrors, media.ErrFeedTruncated) {
+		if errors.Is(err2, e) != errors.Is(serveErr, e) {
+			t.Fatalf("on a connection: %v, from Serve: %v", err2, serveErr)
 		}
-		if st2 := src2.Stats(); st2.Frames != st.Frames || st2.Rejected != st.Rejected || st2.Closed != st.Closed {
-			t.Fatalf("on a connection: stats %+v, from Serve %+v", st2, st)
-		}
-	})
+	}
+	if st2 := src2.Stats(); st2.Frames != st.Frames || st2.Rejected != st.Rejected || st2.Closed != st.Closed {
+		t.Fatalf("on a connection: stats %+v, from Serve %+v", st2, st)
+	}
 }
 
 // BenchmarkFeedIngest measures the socket path from producer to ring: one

@@ -383,13 +383,7 @@ func TestPipeSourceFloodNeverBlocksWriter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			index := make(map[string]int, len(want))
-			for i, au := range want {
-				index[string(au.Payload)] = i
-			}
-			if len(index) != len(want) {
-				t.Fatal("the clip repeats an access unit; frames could not be told apart")
-			}
+			index := clipIndex(t, want)
 
 			r := newPipeRing(t, clip.codec, 20000)
 			rd := r.NewReader()
@@ -415,29 +409,7 @@ func TestPipeSourceFloodNeverBlocksWriter(t *testing.T) {
 			done := runPipe(t, context.Background(), s)
 
 			const floods = 20
-			written := make(chan time.Duration, 1)
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				start := time.Now()
-				for range floods {
-					if _, err := pw.Write(data); err != nil {
-						t.Errorf("write: %v", err)
-						break
-					}
-				}
-				written <- time.Since(start)
-			})
-			// A writer that waited for the parser would never finish: the
-			// parser is held until it has.
-			select {
-			case d := <-written:
-				t.Logf("wrote %d MB in %v while the parser was held", floods*len(data)>>20, d)
-			case <-time.After(10 * time.Second):
-				release()
-				wg.Wait()
-				t.Fatal("the writer blocked behind the held parser")
-			}
-			wg.Wait()
+			floodHeld(t, pw, data, floods, release)
 			// The last bytes may still be in the pipe.
 			deadline := time.Now().Add(5 * time.Second)
 			for s.Stats().BytesIn < floods*uint64(len(data)) && time.Now().Before(deadline) {
@@ -450,19 +422,7 @@ func TestPipeSourceFloodNeverBlocksWriter(t *testing.T) {
 			// Released but slow: flood again, then write the clip twice at a
 			// pace the parser keeps up with.
 			release()
-			for range floods {
-				if _, err := pw.Write(data); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for range 2 {
-				for off := 0; off < len(data); off += 16 << 10 {
-					if _, err := pw.Write(data[off:min(off+16<<10, len(data))]); err != nil {
-						t.Fatal(err)
-					}
-					time.Sleep(time.Millisecond)
-				}
-			}
+			floodThenPace(t, pw, data, floods)
 			pw.Close()
 			if err := waitRun(t, done); err != nil {
 				t.Fatalf("Run = %v, want nil at the end of the input", err)
@@ -478,25 +438,91 @@ func TestPipeSourceFloodNeverBlocksWriter(t *testing.T) {
 			if st.Appended < 250 {
 				t.Errorf("%d frames appended, want at least the last clip's 250", st.Appended)
 			}
-			frames := drain(t, rd, int(r.Stats().Appended))
-			prev := -1
-			for n, f := range frames {
-				i, ok := index[string(f.Payload)]
-				if !ok {
-					t.Fatalf("frame %d (%d bytes, %s) is no access unit of the clip", n, len(f.Payload), f.Kind)
-				}
-				if (f.Kind == media.KindI) != want[i].Key {
-					t.Fatalf("frame %d is access unit %d with kind %s", n, i, f.Kind)
-				}
-				if (prev < 0 || i != (prev+1)%len(want)) && f.Kind != media.KindI {
-					t.Fatalf("frame %d resumes the stream at access unit %d after %d, which is no keyframe", n, i, prev)
-				}
-				prev = i
-			}
+			checkWholeUnits(t, drain(t, rd, int(r.Stats().Appended)), index, want)
 			if !strings.Contains(logs.String(), "pipe source dropped input") || strings.Count(logs.String(), "pipe source dropped input") > 3 {
 				t.Errorf("want overflow logged as a summary (at most every 10 s and at the end):\n%s", logs)
 			}
 		})
+	}
+}
+
+// clipIndex maps each access unit of a clip to its position.
+func clipIndex(t *testing.T, want []media.AccessUnit) map[string]int {
+	t.Helper()
+	index := make(map[string]int, len(want))
+	for i, au := range want {
+		index[string(au.Payload)] = i
+	}
+	if len(index) != len(want) {
+		t.Fatal("the clip repeats an access unit; frames could not be told apart")
+	}
+	return index
+}
+
+// floodHeld writes data floods times while the parser is held: a writer that
+// waited for the parser would never finish, as the parser is held until it
+// has.
+func floodHeld(t *testing.T, pw *os.File, data []byte, floods int, release func()) {
+	t.Helper()
+	written := make(chan time.Duration, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		start := time.Now()
+		for range floods {
+			if _, err := pw.Write(data); err != nil {
+				t.Errorf("write: %v", err)
+				break
+			}
+		}
+		written <- time.Since(start)
+	})
+	select {
+	case d := <-written:
+		t.Logf("wrote %d MB in %v while the parser was held", floods*len(data)>>20, d)
+	case <-time.After(10 * time.Second):
+		release()
+		wg.Wait()
+		t.Fatal("the writer blocked behind the held parser")
+	}
+	wg.Wait()
+}
+
+// floodThenPace writes data floods times, then twice at a pace a slow
+// parser keeps up with.
+func floodThenPace(t *testing.T, pw *os.File, data []byte, floods int) {
+	t.Helper()
+	for range floods {
+		if _, err := pw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		for off := 0; off < len(data); off += 16 << 10 {
+			if _, err := pw.Write(data[off:min(off+16<<10, len(data))]); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// checkWholeUnits checks that every frame is a whole access unit of the
+// clip, with its kind, and that the stream resumes only at keyframes.
+func checkWholeUnits(t *testing.T, frames []media.Frame, index map[string]int, want []media.AccessUnit) {
+	t.Helper()
+	prev := -1
+	for n, f := range frames {
+		i, ok := index[string(f.Payload)]
+		if !ok {
+			t.Fatalf("frame %d (%d bytes, %s) is no access unit of the clip", n, len(f.Payload), f.Kind)
+		}
+		if (f.Kind == media.KindI) != want[i].Key {
+			t.Fatalf("frame %d is access unit %d with kind %s", n, i, f.Kind)
+		}
+		if (prev < 0 || i != (prev+1)%len(want)) && f.Kind != media.KindI {
+			t.Fatalf("frame %d resumes the stream at access unit %d after %d, which is no keyframe", n, i, prev)
+		}
+		prev = i
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ipcd/ipcd/internal/droplog"
 )
 
 // rejectSummaryInterval bounds how often rejected frames are logged (§8: never per frame).
@@ -58,12 +60,13 @@ type Ring struct {
 	readers   []*Reader
 	closed    bool
 
-	segmentLog logLimiter
+	// logs lets the rejection summary and the rebase line through at most
+	// once per rejectSummaryInterval each.
+	logs *droplog.Summary
 
 	pending      [ruleCount]uint64 // rejections not yet logged
 	pendingTotal uint64
 	lastErr      error
-	lastLog      time.Time
 
 	appended   atomic.Uint64
 	lastAppend atomic.Int64 // unix nanoseconds of the last accepted frame
@@ -98,6 +101,7 @@ func NewRing(cfg RingConfig, log *slog.Logger) (*Ring, error) {
 		slots: make([]Frame, cfg.MaxFrames),
 		head:  1,
 		tail:  1,
+		logs:  droplog.NewGate(rejectSummaryInterval),
 	}
 	r.def = r.NewTimeline()
 	return r, nil
@@ -142,8 +146,8 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 	}
 	var summary rejectSummary
 	if r.pendingTotal > 0 {
-		if r.lastLog.IsZero() || now.Sub(r.lastLog) >= rejectSummaryInterval {
-			summary = r.takeSummaryLocked(now)
+		if ok, _ := r.logs.Note("rejected"); ok {
+			summary = r.takeSummaryLocked()
 		}
 	}
 	r.mu.Unlock()
@@ -151,7 +155,7 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 		r.logSummary(summary)
 	}
 	if begin.rebased {
-		if n, ok := r.segmentLog.allow(now); ok {
+		if ok, n := r.logs.Note("rebased"); ok {
 			r.log.Info("ring buffer timeline rebased", "new_producer", begin.takeover,
 				"pts_in", f.PTS, "pts", begin.out, "suppressed_since_last_log", n)
 		}
@@ -159,21 +163,30 @@ func (r *Ring) appendOn(t *Timeline, f Frame) (err error) {
 	return err
 }
 
-func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, timelinePlan, error) {
+// checkFrame applies the rules of §7.1 that depend on the frame alone.
+func (r *Ring) checkFrame(f Frame) (rejectRule, error) {
 	n := len(f.Payload)
 	switch {
 	case n == 0:
-		return ruleEmpty, timelinePlan{}, ErrEmptyPayload
+		return ruleEmpty, ErrEmptyPayload
 	case f.Stream != r.cfg.Stream:
-		return ruleWrongStream, timelinePlan{}, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
+		return ruleWrongStream, fmt.Errorf("%w: %s frame on the %s ring", ErrWrongStream, f.Stream, r.cfg.Stream)
 	case r.video && (!f.Codec.IsVideo() || (f.Kind != KindI && f.Kind != KindP)),
 		!r.video && (!f.Codec.IsAudio() || f.Kind != KindAudio),
 		r.cfg.Codec != CodecUnknown && f.Codec != r.cfg.Codec:
-		return ruleKind, timelinePlan{}, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
+		return ruleKind, fmt.Errorf("%w: %s %s on the %s ring", ErrKindMismatch, f.Codec, f.Kind, r.cfg.Stream)
 	case !r.video && n > MaxAudioPayload:
-		return ruleAudioSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
+		return ruleAudioSize, fmt.Errorf("%w: %d bytes", ErrAudioTooLarge, n)
 	case r.video && n > MaxVideoPayload:
-		return ruleVideoSize, timelinePlan{}, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+		return ruleVideoSize, fmt.Errorf("%w: %d bytes", ErrVideoTooLarge, n)
+	}
+	return 0, nil
+}
+
+func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, timelinePlan, error) {
+	n := len(f.Payload)
+	if rule, err := r.checkFrame(f); err != nil {
+		return rule, timelinePlan{}, err
 	}
 	plan, rule, err := r.planLocked(t, f, now)
 	if err != nil {
@@ -329,7 +342,7 @@ func (r *Ring) Close() {
 	}
 	var summary rejectSummary
 	if r.pendingTotal > 0 {
-		summary = r.takeSummaryLocked(time.Now())
+		summary = r.takeSummaryLocked()
 	}
 	r.mu.Unlock()
 	if summary.total > 0 {
@@ -470,12 +483,11 @@ type rejectSummary struct {
 	last   error
 }
 
-func (r *Ring) takeSummaryLocked(now time.Time) rejectSummary {
+func (r *Ring) takeSummaryLocked() rejectSummary {
 	s := rejectSummary{counts: r.pending, total: r.pendingTotal, last: r.lastErr}
 	r.pending = [ruleCount]uint64{}
 	r.pendingTotal = 0
 	r.lastErr = nil
-	r.lastLog = now
 	return s
 }
 

@@ -40,6 +40,8 @@ type SourceSection struct {
 	FPS   int    `yaml:"fps"`
 	Loop  bool   `yaml:"loop"`
 	Codec string `yaml:"codec"`
+	// V4L2 is the capture section of a v4l2 source.
+	V4L2 V4L2Config `yaml:"v4l2"`
 }
 
 // SpeakerSection is where talkback audio is written.
@@ -54,11 +56,11 @@ func DefaultSection() Section {
 		MemoryMB:      DefaultMemoryMB,
 		BufferSeconds: DefaultBufferSeconds,
 		Sources: SourcesSection{
-			Main: SourceSection{Type: SourceFile, Path: "configs/media/main.h264", FPS: defaultFileFPS, Loop: true},
+			Main: SourceSection{Type: SourceFile, Path: "configs/media/main.h264", FPS: defaultFileFPS, Loop: true, V4L2: DefaultV4L2Config()},
 			// fps and loop carry defaults even for sources that are off,
 			// so switching one on only needs type and path.
-			Sub:   SourceSection{Type: SourceNone, FPS: defaultFileFPS, Loop: true},
-			Audio: SourceSection{Type: SourceFile, Path: "configs/media/audio.pcmu", FPS: defaultFileFPS, Loop: true, Codec: "pcmu"},
+			Sub:   SourceSection{Type: SourceNone, FPS: defaultFileFPS, Loop: true, V4L2: DefaultV4L2Config()},
+			Audio: SourceSection{Type: SourceFile, Path: "configs/media/audio.pcmu", FPS: defaultFileFPS, Loop: true, Codec: "pcmu", V4L2: DefaultV4L2Config()},
 		},
 		Speaker: SpeakerSection{Type: SourceFile, Path: "/tmp/ipcd-speaker.pcmu"},
 	}

@@ -177,33 +177,7 @@ func parseH264SPS(rbsp []byte) (SPSInfo, error) {
 	r.skip(8) // constraint_set flags, reserved_zero_2bits
 	level := r.u(8)
 	r.ue() // seq_parameter_set_id
-	chroma := uint64(1)
-	separate := false
-	switch profile {
-	case 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135:
-		chroma = r.ue()
-		if chroma == 3 {
-			separate = r.flag()
-		}
-		r.ue()        // bit_depth_luma_minus8
-		r.ue()        // bit_depth_chroma_minus8
-		r.flag()      // qpprime_y_zero_transform_bypass_flag
-		if r.flag() { // seq_scaling_matrix_present_flag
-			lists := 8
-			if chroma == 3 {
-				lists = 12
-			}
-			for i := range lists {
-				if r.flag() {
-					size := 16
-					if i >= 6 {
-						size = 64
-					}
-					skipScalingList(r, size)
-				}
-			}
-		}
-	}
+	chroma, separate := parseH264Chroma(r, profile)
 	r.ue()          // log2_max_frame_num_minus4
 	switch r.ue() { // pic_order_cnt_type
 	case 0:
@@ -263,6 +237,40 @@ func parseH264SPS(rbsp []byte) (SPSInfo, error) {
 		return SPSInfo{}, err
 	}
 	return SPSInfo{Width: w, Height: h, Profile: int(profile), Level: int(level)}, nil
+}
+
+// parseH264Chroma reads the fields the high profiles add to an SPS and
+// returns chroma_format_idc and separate_colour_plane_flag (1 and false for
+// the other profiles).
+func parseH264Chroma(r *bitReader, profile uint64) (chroma uint64, separate bool) {
+	switch profile {
+	case 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135:
+	default:
+		return 1, false
+	}
+	chroma = r.ue()
+	if chroma == 3 {
+		separate = r.flag()
+	}
+	r.ue()        // bit_depth_luma_minus8
+	r.ue()        // bit_depth_chroma_minus8
+	r.flag()      // qpprime_y_zero_transform_bypass_flag
+	if r.flag() { // seq_scaling_matrix_present_flag
+		lists := 8
+		if chroma == 3 {
+			lists = 12
+		}
+		for i := range lists {
+			if r.flag() {
+				size := 16
+				if i >= 6 {
+					size = 64
+				}
+				skipScalingList(r, size)
+			}
+		}
+	}
+	return chroma, separate
 }
 
 // skipScalingList reads past a scaling_list() of the given size

@@ -22,6 +22,8 @@ import (
 	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ipcd/ipcd/internal/droplog"
 )
 
 const (
@@ -133,8 +135,8 @@ type Client struct {
 
 	// drops summarizes the drop warnings per rule, revs the `Rev MQTT:`
 	// lines beyond revPerSecond; Run reports them periodically.
-	drops *Summary
-	revs  *Summary
+	drops *droplog.Summary
+	revs  *droplog.Summary
 }
 
 // Bounds of the input queue: paho's goroutine only copies a message into
@@ -183,10 +185,10 @@ func NewClient(cfg Config, log *slog.Logger) (*Client, error) {
 	}
 	cfg.Brokers = append([]string(nil), cfg.Brokers...)
 	log = log.With("component", "mqtt")
-	revs := NewSummary(log, slog.LevelDebug, "Rev MQTT: messages not shown", "rule")
+	revs := droplog.New(log, slog.LevelDebug, "Rev MQTT: messages not shown", "rule")
 	revs.Interval, revs.Burst = time.Second, revPerSecond
 	return &Client{
-		drops:       NewSummary(log, slog.LevelWarn, "mqtt message dropped", "rule"),
+		drops:       droplog.New(log, slog.LevelWarn, "mqtt message dropped", "rule"),
 		revs:        revs,
 		cfg:         cfg,
 		topicIn:     in,

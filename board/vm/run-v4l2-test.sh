@@ -3,6 +3,10 @@
 # kernel in qemu (TCG, no KVM needed) and runs v4l2check, a static build of
 # the source with -tags v4l2, once per scenario:
 #   x264         vivid's raw webcam on /dev/video0, encoded with x264
+#   x264-720p    the same at a configured 1280x720, checking that keyframes
+#                come exactly the configured GOP apart
+#   refused      a size vivid does not offer: refused at start, with the
+#                sizes it offers
 #   native-h264  v4l2loopback on /dev/video1 fed configs/media/main.h264,
 #                read natively (the path of a camera that encodes)
 #   native-h265  the same on /dev/video2 with main.h265
@@ -218,6 +222,8 @@ cp "$kdir/modules/"*.ko "$stage/modules/"
 sed 's/^vivid$/vivid n_devs=1 node_types=0x1/' "$kdir/modules/order" >"$stage/modules/order"
 echo "/dev/video0 /dev/vda" >"$stage/etc/nodes"
 echo "-device /dev/video0 -disk /dev/vda -duration 5s ${V4L2VM_ARGS:-}" >"$stage/etc/checks/10-x264"
+echo "-device /dev/video0 -width 1280 -height 720 -keyint 10 -gop-check -duration 5s" >"$stage/etc/checks/12-x264-720p"
+echo "-device /dev/video0 -width 1000 -height 600 -expect-refused 1280x720 -duration 5s" >"$stage/etc/checks/15-refused"
 if [ "$native" = 1 ]; then
 	cp "$kdir/v4l2loopback/v4l2loopback.ko" "$stage/modules/"
 	echo "v4l2loopback devices=2 video_nr=1,2 exclusive_caps=0,0 max_buffers=4" >>"$stage/modules/order"

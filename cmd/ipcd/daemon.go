@@ -11,6 +11,7 @@ import (
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
+	"github.com/ipcd/ipcd/internal/droplog"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -40,7 +41,7 @@ type daemon struct {
 	act chan mqtt.Envelope // protocol 46, served by Run
 	// drops summarizes the warnings of messages the daemon drops or
 	// refuses: one line per rule in full per interval, then counts.
-	drops *mqtt.Summary
+	drops *droplog.Summary
 
 	board   *board.Server // nil without board.socket and board.on_event
 	privacy atomic.Bool   // privacy mode as last set or stored
@@ -52,7 +53,7 @@ type daemon struct {
 
 func newDaemon(cfg config.Config, log *slog.Logger) (*daemon, error) {
 	d := &daemon{cfg: cfg, log: log, buildTime: parseBuildTime(buildTime), act: make(chan mqtt.Envelope, 8),
-		drops:   mqtt.NewSummary(log, slog.LevelWarn, "messages dropped or refused", "rule"),
+		drops:   droplog.New(log, slog.LevelWarn, "messages dropped or refused", "rule"),
 		persist: make(chan struct{}, 1), events: make(chan device.Event, 64)}
 	// Before anything is written: a profile meant for another build must
 	// leave the activation store as it was.

@@ -6,6 +6,11 @@
 // payload of the VM test (board/vm/run-v4l2-test.sh) and needs a build with
 // -tags v4l2.
 //
+// With -gop-check, no late reader joins and the keyframes must come exactly
+// -keyint frames apart. With -expect-refused SIZE, the size asked for must be
+// refused by Open and Run with an error that lists SIZE among the sizes the
+// device offers.
+//
 // With -feed, it also plays the camera: it writes an Annex-B file, one access
 // unit per buffer, to a v4l2loopback output device, and the source reads the
 // capture side natively; every captured frame must then be one of the
@@ -55,6 +60,8 @@ type options struct {
 	codec             media.Codec
 	feed, feedDevice  string
 	maxFeedGaps       int
+	gopCheck          bool
+	expectRefused     string
 }
 
 func run() int {
@@ -76,6 +83,8 @@ func run() int {
 	flag.StringVar(&o.feed, "feed", "", "Annex-B file to play into -feed-device")
 	flag.StringVar(&o.feedDevice, "feed-device", "", "v4l2loopback device whose capture side is -device")
 	flag.IntVar(&o.maxFeedGaps, "max-feed-gaps", 0, "feed access units the capture may miss")
+	flag.BoolVar(&o.gopCheck, "gop-check", false, "no late reader; every keyframe must follow the last by exactly -keyint frames")
+	flag.StringVar(&o.expectRefused, "expect-refused", "", "the size asked for must be refused, with this size among those the device offers")
 	flag.Parse()
 	var err error
 	if o.codec, err = media.ParseCodec(*codec); err != nil || !o.codec.IsVideo() {
@@ -88,7 +97,12 @@ func run() int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	res, err := check(o, log)
+	var res result
+	if o.expectRefused != "" {
+		res, err = checkRefused(o, log)
+	} else {
+		res, err = check(o, log)
+	}
 	fmt.Println(res.line(err))
 	if err != nil {
 		return 1
@@ -120,6 +134,8 @@ type result struct {
 	forcedAfter                int // frames from the join to the forced keyframe
 	feedGaps                   int // feed access units never captured
 	stats                      media.V4L2Stats
+	gop                        int  // frames between keyframes, with -gop-check
+	refused                    bool // with -expect-refused
 }
 
 func (r result) line(err error) string {
@@ -137,8 +153,8 @@ func (r result) line(err error) string {
 		r.frames, r.keyframes, r.fps, r.sps.Width, r.sps.Height, r.sps.Profile, r.sps.Level, r.bytes, r.skipped)
 	fmt.Fprintf(&b, " format=%s native=%v device_fps=%g join_keyframe_ms=%d join_keyframe_after=%d forced=%d",
 		orDash(r.mode.Format), r.mode.Native, r.mode.FPS, r.forcedDelay.Milliseconds(), r.forcedAfter, r.stats.KeyframesForced)
-	fmt.Fprintf(&b, " feed_gaps=%d capture_s=%.2f opens=%d failures=%d dropped=%d",
-		r.feedGaps, r.captureTime.Seconds(), r.stats.Opens, r.stats.Failures, r.stats.Dropped)
+	fmt.Fprintf(&b, " feed_gaps=%d capture_s=%.2f opens=%d failures=%d dropped=%d gop=%d refused=%v",
+		r.feedGaps, r.captureTime.Seconds(), r.stats.Opens, r.stats.Failures, r.stats.Dropped, r.gop, r.refused)
 	if err != nil {
 		fmt.Fprintf(&b, " detail=%q", err.Error())
 	}
@@ -171,9 +187,7 @@ func check(o options, log *slog.Logger) (result, error) {
 	if err != nil {
 		return res, fail("setup", "%w", err)
 	}
-	src, err := media.NewV4L2Source(media.V4L2SourceConfig{
-		Device: o.device, Width: o.width, Height: o.height, FPS: o.fps, KeyframeInterval: o.keyint,
-	}, ring, log)
+	src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: o.device, FPS: o.fps, V4L2Config: media.V4L2Config{Width: o.width, Height: o.height, GOP: o.keyint}}, ring, log)
 	if err != nil {
 		return res, fail("setup", "%w", err)
 	}
@@ -223,6 +237,9 @@ func check(o options, log *slog.Logger) (result, error) {
 	lateDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(lateDone)
+		if o.gopCheck {
+			return // a joining reader may force a keyframe
+		}
 		t := time.NewTimer(o.joinAfter)
 		defer t.Stop()
 		select {
@@ -338,6 +355,10 @@ func check(o options, log *slog.Logger) (result, error) {
 	if res.skipped != 0 {
 		return res, fail("skipped", "the collecting reader skipped %d frames", res.skipped)
 	}
+	if o.gopCheck {
+		res.gop, err = checkGOP(collected, o.keyint)
+		return res, err
+	}
 	// With x264 the ring holds no keyframe when the late reader joins, so
 	// its first frame is one forced for it. A device that encodes keeps its
 	// own GOP (the loopback has no force-keyframe control): the reader may
@@ -417,4 +438,55 @@ func matchFeed(units []media.AccessUnit, got []media.Frame, log *slog.Logger) (g
 		}
 	}
 	return gaps, nil
+}
+
+// checkGOP checks that the keyframes of frames come exactly keyint frames
+// apart, from the first, and returns the interval seen.
+func checkGOP(frames []media.Frame, keyint int) (int, error) {
+	var keys []int
+	for i, f := range frames {
+		if f.Kind == media.KindI {
+			keys = append(keys, i)
+		}
+	}
+	if len(keys) < 3 {
+		return 0, fail("gop", "keyframes at %v in %d frames: too few to measure an interval of %d", keys, len(frames), keyint)
+	}
+	for i := 1; i < len(keys); i++ {
+		if d := keys[i] - keys[i-1]; d != keyint {
+			return d, fail("gop", "keyframes at %v: %d frames apart at %d, want %d", keys, d, keys[i], keyint)
+		}
+	}
+	return keyint, nil
+}
+
+// checkRefused checks that a size the device does not offer is refused at
+// start, by Open and by Run, with an error that lists what the device
+// offers, offered among it.
+func checkRefused(o options, log *slog.Logger) (result, error) {
+	var res result
+	ring, err := media.NewRing(media.RingConfig{Stream: media.StreamMain, Codec: o.codec, MaxBytes: 8 << 20, MaxFrames: o.ringFrames}, log)
+	if err != nil {
+		return res, fail("setup", "%w", err)
+	}
+	defer ring.Close()
+	src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: o.device, FPS: o.fps,
+		V4L2Config: media.V4L2Config{Width: o.width, Height: o.height}}, ring, log)
+	if err != nil {
+		return res, fail("setup", "%w", err)
+	}
+	err = src.Open()
+	if !errors.Is(err, media.ErrV4L2Unsupported) || !strings.Contains(err.Error(), " "+o.expectRefused) {
+		return res, fail("not-refused", "Open: %v; want ErrV4L2Unsupported listing %s", err, o.expectRefused)
+	}
+	log.Info("v4l2check: Open refused the size", "err", err)
+	ctx, cancel := context.WithTimeout(context.Background(), o.seconds)
+	defer cancel()
+	err = src.Run(ctx)
+	res.stats = src.Stats()
+	if !errors.Is(err, media.ErrV4L2Unsupported) {
+		return res, fail("not-refused", "Run: %v; want ErrV4L2Unsupported", err)
+	}
+	res.refused = true
+	return res, nil
 }

@@ -268,6 +268,15 @@ func TestValidateRules(t *testing.T) {
 		}, "media.sources.audio.codec"},
 		{"sub pipe without path", func(c *Config) { c.Media.Sources.Sub.Type = "pipe" }, "media.sources.sub.path"},
 		{"sub unknown type", func(c *Config) { c.Media.Sources.Sub.Type = "rtsp" }, "media.sources.sub.type"},
+		{"v4l2 odd width", func(c *Config) {
+			c.Media.Sources.Main = media.SourceSection{Type: "v4l2", Path: "/dev/video0", FPS: 25, V4L2: media.V4L2Config{Width: 641, Height: 480}}
+		}, "media.sources.main.v4l2"},
+		{"v4l2 pixel format", func(c *Config) {
+			c.Media.Sources.Sub = media.SourceSection{Type: "v4l2", Path: "/dev/video1", FPS: 25, V4L2: media.V4L2Config{Width: 640, Height: 480, PixelFormat: "RGB3"}}
+		}, "media.sources.sub.v4l2"},
+		{"v4l2 gop", func(c *Config) {
+			c.Media.Sources.Main = media.SourceSection{Type: "v4l2", Path: "/dev/video0", FPS: 25, V4L2: media.V4L2Config{Width: 1280, Height: 720, GOP: -1}}
+		}, "media.sources.main.v4l2"},
 		{"metrics on all interfaces", func(c *Config) { c.Metrics.Listen = ":9100" }, "metrics.listen"},
 		{"metrics on a LAN address", func(c *Config) { c.Metrics.Listen = "192.168.1.10:9100" }, "metrics.listen"},
 		{"metrics on a host name", func(c *Config) { c.Metrics.Listen = "camera.local:9100" }, "metrics.listen"},
@@ -488,8 +497,8 @@ media:
 		{URLs: []string{"stun:s:3478"}},
 		{URLs: []string{"turn:t:3478"}, Username: "u", Credential: "p"},
 	}
-	// sub keeps fps and loop defaults; audio's codec null clears it (derived from .pcmu).
-	want.Media.Sources.Sub = media.SourceSection{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true}
+	// sub keeps fps, loop and v4l2 defaults; audio's codec null clears it (derived from .pcmu).
+	want.Media.Sources.Sub = media.SourceSection{Type: "pipe", Path: "/run/sub.fifo", FPS: 25, Loop: true, V4L2: media.DefaultV4L2Config()}
 	want.Media.Sources.Audio.Codec = ""
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got  %+v\nwant %+v", c, want)

@@ -290,6 +290,11 @@ func validateSource(p *problems, key string, s media.SourceSection, video bool) 
 	if video {
 		p.between(key+".fps", s.FPS, 1, 120)
 	}
+	if s.Type == media.SourceV4L2 {
+		if err := s.V4L2.Validate(); err != nil {
+			p.add(key+".v4l2", "%v", err)
+		}
+	}
 	want := "pcmu|pcma"
 	if video {
 		want = "h264|h265"

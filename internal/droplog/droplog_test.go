@@ -1,4 +1,4 @@
-package mqtt
+package droplog
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func TestSummary(t *testing.T) {
 	buf := new(lineBuffer)
 	log := slog.New(slog.NewTextHandler(buf, nil))
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	s := NewSummary(log, slog.LevelWarn, "dropped", "rule")
+	s := New(log, slog.LevelWarn, "dropped", "rule")
 	s.Now = clock.Now
 	s.Burst = 2
 
@@ -78,7 +78,7 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("summary before the interval ended: %q", got)
 	}
 
-	clock.Advance(DefaultSummaryInterval)
+	clock.Advance(DefaultInterval)
 	s.Flush()
 	got := buf.lines("rule=not_json")
 	if len(got) != 1 || !strings.Contains(got[0], "suppressed=998") || !strings.Contains(got[0], "count=1000") || !strings.Contains(got[0], "interval=10s") {
@@ -93,7 +93,7 @@ func TestSummary(t *testing.T) {
 	if !s.Allow("not_json") || !s.Allow("not_json") || s.Allow("not_json") {
 		t.Fatal("new interval does not start with a full burst")
 	}
-	clock.Advance(DefaultSummaryInterval)
+	clock.Advance(DefaultInterval)
 	if !s.Allow("not_json") {
 		t.Fatal("first event of a new interval not in full")
 	}
@@ -104,11 +104,11 @@ func TestSummary(t *testing.T) {
 
 func TestSummaryBoundedKeys(t *testing.T) {
 	buf := new(lineBuffer)
-	s := NewSummary(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
-	for i := range 10 * maxSummaryKeys {
+	s := New(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
+	for i := range 10 * maxKeys {
 		s.Allow(strings.Repeat("k", i%200) + string(rune('a'+i%26)))
 	}
-	if n := len(s.keys); n > maxSummaryKeys+1 {
+	if n := len(s.keys); n > maxKeys+1 {
 		t.Fatalf("%d keys tracked", n)
 	}
 	s.flush(true)
@@ -121,7 +121,7 @@ func TestSummaryBoundedKeys(t *testing.T) {
 // what is left when it ends.
 func TestSummaryRun(t *testing.T) {
 	buf := new(lineBuffer)
-	s := NewSummary(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
+	s := New(slog.New(slog.NewTextHandler(buf, nil)), slog.LevelWarn, "dropped", "rule")
 	s.Interval = 20 * time.Millisecond
 	for range 5 {
 		s.Allow("a")
@@ -143,5 +143,54 @@ func TestSummaryRun(t *testing.T) {
 	<-done
 	if len(buf.lines("rule=b", "suppressed=2", "count=3")) != 1 {
 		t.Fatalf("final flush: %q", buf.lines())
+	}
+}
+
+// TestGate: without a reporter one event per interval passes, and it carries
+// the count of those held back since the last one that passed.
+func TestGate(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	g := NewGate(10 * time.Second)
+	g.Now = clock.Now
+	if full, held := g.Note("closed"); !full || held != 0 {
+		t.Fatalf("first event: full %v held %d", full, held)
+	}
+	for range 3 {
+		if full, _ := g.Note("closed"); full {
+			t.Fatal("a second event within the interval passed")
+		}
+	}
+	if full, held := g.Note("refused"); !full || held != 0 {
+		t.Fatalf("another key: full %v held %d", full, held)
+	}
+	g.Flush() // nothing to report without a reporter; the count stays
+	clock.Advance(10 * time.Second)
+	if full, held := g.Note("closed"); !full || held != 3 {
+		t.Fatalf("after the interval: full %v held %d, want true 3", full, held)
+	}
+	if tot := g.Totals(); tot["closed"] != 5 || tot["refused"] != 1 {
+		t.Fatalf("totals %v", tot)
+	}
+}
+
+// TestCount: events counted without a line of their own use up the
+// interval's full lines and are reported with the rest.
+func TestCount(t *testing.T) {
+	var got []Entry
+	s := NewFunc(func(e Entry) { got = append(got, e) })
+	s.Interval, s.Burst = 0, 2
+	s.Count("queue_full", 4)
+	if s.Allow("queue_full") {
+		t.Fatal("an event after a Count was logged in full")
+	}
+	if !s.Allow("malformed") {
+		t.Fatal("another key lost its full lines")
+	}
+	s.EndInterval()
+	if len(got) != 1 || got[0] != (Entry{Key: "queue_full", Held: 5, Count: 5, Total: 5}) {
+		t.Fatalf("reports %+v", got)
+	}
+	if !s.Allow("queue_full") {
+		t.Fatal("the next interval does not start with full lines")
 	}
 }
