@@ -227,7 +227,7 @@ func DefaultConfig() Config {
 		// The socket is off unless a board profile sets it: a
 		// development machine has no /run/ipcd, and tests run many
 		// daemons side by side.
-		Board: BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
+		Board:  BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
 		Record: record.DefaultConfig(),
 	}
 }
