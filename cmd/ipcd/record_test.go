@@ -8,14 +8,16 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/board"
+	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/media"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
 // TestRecordCardEvents: a card that is missing, then inserted, then
-// removed is a log line with its rule, a RecordStop/RecordStart event on
-// the board socket and the record field of the status; recording resumes
-// on its own.
+// removed and put back is a log line with its rule, a RecordStop/RecordStart
+// event on the board socket and the record field of the status; recording
+// resumes on its own, and the oldest segments go when the recordings reach
+// max_mb. A live session watching all along loses no frame.
 func TestRecordCardEvents(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
@@ -24,8 +26,10 @@ func TestRecordCardEvents(t *testing.T) {
 	cfg.Record.Path = card
 	cfg.Record.SegmentSeconds = 2
 	cfg.Record.MinFreeMB = 0
+	cfg.Record.MaxMB = 1
 	rd := startDaemon(t, cfg)
 	b := dialTestBoard(t, cfg.Board.Socket)
+	w := startWatch(t, newViewer(t, broker), viewer.WatchOptions{})
 	rd.log.waitLog(t, 10*time.Second, "recording stopped", "rule=card_missing")
 	recordStatus := func() map[string]any {
 		r := b.cmd(t, `{"cmd":"status","req":1}`)
@@ -51,6 +55,43 @@ func TestRecordCardEvents(t *testing.T) {
 		t.Errorf("RecordStop detail %q, want the rule first", e.Detail)
 	}
 	rd.log.waitLog(t, 5*time.Second, "recording stopped", "rule=card_")
+
+	// Back in: recording resumes, and at 1 MB the oldest segment goes.
+	if err := os.Mkdir(card, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "recording again", func() bool {
+		n := 0
+		b.mu.Lock()
+		for _, e := range b.events {
+			if e.Event == board.EventRecordStart {
+				n++
+			}
+		}
+		b.mu.Unlock()
+		return n >= 2
+	})
+	waitFor(t, 30*time.Second, "a segment deleted for max_mb", func() bool {
+		d, _ := recordStatus()["deleted"].(float64)
+		return d >= 1
+	})
+	rd.log.waitLog(t, time.Second, "oldest segment deleted", "rule=max_mb")
+	if rec := recordStatus(); rec["state"] != "recording" {
+		t.Errorf("after the deletion: %+v", rec)
+	}
+
+	w.stop()
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	got, _ := w.fl.snapshot()
+	checkContiguous(t, sourceAUs(t), got)
+	if w.res.Skipped != 0 {
+		t.Fatalf("live session skipped %d access units", w.res.Skipped)
+	}
+	if len(got) < 25*5 {
+		t.Fatalf("live session got %d frames", len(got))
+	}
 }
 
 func TestRecordConfig(t *testing.T) {
