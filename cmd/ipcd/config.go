@@ -770,7 +770,7 @@ func (c *Config) validateRecord(p *problems) {
 	}
 	srcs := map[media.Stream]SourceConfig{media.StreamMain: c.Media.Sources.Main, media.StreamSub: c.Media.Sources.Sub, media.StreamAudio: c.Media.Sources.Audio}
 	for _, s := range c.Record.Streams {
-		if t := srcs[s].Type; (t == "" || t == "none") && (s.IsVideo() || s == media.StreamAudio) {
+		if t := srcs[s].Type; t == "" || t == "none" {
 			p.add("record.streams", "records %s, but media.sources.%s.type is none", s, s)
 		}
 	}
