@@ -12,6 +12,7 @@ import (
 	"github.com/ipcd/ipcd/cmd/ipcd/config"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/internal/droplog"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -37,6 +38,7 @@ type daemon struct {
 	client     atomic.Pointer[mqtt.Client]       // the current broker connection
 	running    atomic.Pointer[p2p.Service]       // serving signaling, nil outside Ready
 	media      atomic.Pointer[p2p.Media]         // the rings, nil while no media runs
+	recorder   atomic.Pointer[record.Recorder]   // nil while no media runs or recording is off
 
 	act chan mqtt.Envelope // protocol 46, served by Run
 	// drops summarizes the warnings of messages the daemon drops or
@@ -221,7 +223,7 @@ func (d *daemon) Run(ctx context.Context) error {
 	t.clock = d.start("time sync", func(ctx context.Context) error {
 		return d.clock.Run(ctx, func() { d.post(device.EventTimeSynced) })
 	})
-	if d.cfg.Stream.LowPower {
+	if d.mediaAtBoot() {
 		// The network-independent part of the media service starts at Boot
 		// so the first offer after Ready is answered at once.
 		if err := d.startMedia(ctx, &t); err != nil {
@@ -262,6 +264,7 @@ func (d *daemon) stopAll(t *tasks) {
 	d.stopServing(t)
 	t.media.stop()
 	d.media.Store(nil)
+	d.recorder.Store(nil)
 	t.clock.stop()
 	t.client.stop()
 	t.summary.stop()
@@ -280,10 +283,11 @@ func (d *daemon) apply(ctx context.Context, t *tasks, e device.Event) error {
 		case tr.From == device.StateReady && tr.To != device.StateReady:
 			d.client.Load().SetServing(false)
 			d.stopServing(t)
-			if !d.cfg.Stream.LowPower {
+			if !d.mediaAtBoot() {
 				t.media.stop()
 				t.media, t.m = nil, nil
 				d.media.Store(nil)
+				d.recorder.Store(nil)
 			}
 		}
 	}
@@ -300,6 +304,7 @@ func (d *daemon) startMedia(ctx context.Context, t *tasks) error {
 	t.media = d.start("media", m.run)
 	m.waitStarted(ctx)
 	d.media.Store(&m.media)
+	d.recorder.Store(m.rec)
 	return nil
 }
 

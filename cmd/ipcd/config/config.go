@@ -14,6 +14,7 @@ import (
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/device"
 	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -36,6 +37,7 @@ type Config struct {
 	Media   media.Section     `yaml:"media"`
 	Board   board.Config      `yaml:"board"`
 	Metrics MetricsConfig     `yaml:"metrics"`
+	Record  record.Config     `yaml:"record"`
 }
 
 // Section is what every field of Config is: a section that knows its own

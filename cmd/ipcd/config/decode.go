@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -155,6 +156,11 @@ func setScalar(v reflect.Value, s string) error {
 		}
 		v.SetInt(int64(dur))
 		return nil
+	}
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+			return u.UnmarshalText([]byte(strings.TrimSpace(s)))
+		}
 	}
 	switch v.Kind() {
 	case reflect.String:

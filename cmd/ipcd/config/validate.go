@@ -61,7 +61,25 @@ func (c *Config) Validate() error {
 	c.validateMedia(&p)
 	c.validateBoard(&p)
 	c.validateMetrics(&p)
+	c.validateRecord(&p)
 	return errors.Join(p...)
+}
+
+// validateRecord checks the record section once recording is on; the
+// recorded streams need a source.
+func (c *Config) validateRecord(p *problems) {
+	if c.Record.Path == "" {
+		return
+	}
+	for _, fp := range c.Record.Validate() {
+		p.add("record."+fp.Key, "%s", fp.Reason)
+	}
+	srcs := map[media.Stream]media.SourceSection{media.StreamMain: c.Media.Sources.Main, media.StreamSub: c.Media.Sources.Sub, media.StreamAudio: c.Media.Sources.Audio}
+	for _, s := range c.Record.Streams {
+		if !srcs[s].On() {
+			p.add("record.streams", "records %s, but media.sources.%s.type is none", s, s)
+		}
+	}
 }
 
 func (c *Config) validateDevice(p *problems) {
