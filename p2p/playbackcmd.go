@@ -58,6 +58,8 @@ const (
 	// queryQueue is how many listing requests of a session wait for the
 	// card; more are refused with ResBusy.
 	queryQueue = 4
+	// stopGrace is how long a session lives after playback_stop's reply.
+	stopGrace = 200 * time.Millisecond
 )
 
 // PlaybackDate is the value of the listing queries. Day is 0 for a month.
@@ -246,8 +248,12 @@ func (r *recSession) command(dc *webrtc.DataChannel, c Command) {
 		ev.emit(EventPlaybackUnmute, se.id, 0)
 	case CmdPlaybackStop:
 		ev.emit(EventPlaybackStop, se.id, 0)
+		p.paused.Store(true)
+		p.poke()
 		sendReply(se, dc, reply)
-		se.stop(CloseUser, true)
+		// The session ends once the reply has had time to leave: closing
+		// the peer connection at once would drop it from SCTP's queue.
+		time.AfterFunc(stopGrace, func() { se.stop(CloseUser, true) })
 		return
 	case CmdPlaybackSeek:
 		t, _ := c.SeekTime()
