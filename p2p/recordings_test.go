@@ -713,7 +713,11 @@ func TestPlaybackListing(t *testing.T) {
 	if e := d.waitEvent(t, EventPlaybackQueryDay); e.Value != 20261201 {
 		t.Fatalf("query day event %+v", e)
 	}
+}
 
+// TestPlaybackListingRecordingOff: without recordings the listing is
+// refused with res 9.
+func TestPlaybackListingRecordingOff(t *testing.T) {
 	off := startRecDevice(t, nil, Config{})
 	w := newPBViewer(t)
 	w.offer(t, off.fmDevice, "live-off", nil)
