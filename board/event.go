@@ -10,6 +10,11 @@ const (
 	EventPrivacyOn      = "PrivacyOn"
 	EventPrivacyOff     = "PrivacyOff"
 	EventSourceFailure  = "SourceFailure"
+	// RecordStart: recording to the card started (again); RecordStop: it
+	// stopped, Detail names the rule (card_missing, card_removed,
+	// card_readonly, card_full, card_io) and the error. ipcd retries.
+	EventRecordStart = "RecordStart"
+	EventRecordStop  = "RecordStop"
 )
 
 // Event is one line ipcd writes to every board reader, in order. Seq

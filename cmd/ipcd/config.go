@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/p2p"
 )
 
@@ -44,6 +47,7 @@ type Config struct {
 	Media   MediaConfig   `yaml:"media"`
 	Board   BoardConfig   `yaml:"board"`
 	Metrics MetricsConfig `yaml:"metrics"`
+	Record  record.Config `yaml:"record"`
 }
 
 // MetricsConfig is the optional Prometheus endpoint.
@@ -224,6 +228,7 @@ func DefaultConfig() Config {
 		// development machine has no /run/ipcd, and tests run many
 		// daemons side by side.
 		Board: BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
+		Record: record.DefaultConfig(),
 	}
 }
 
@@ -508,6 +513,11 @@ func setScalar(v reflect.Value, s string) error {
 		v.SetInt(int64(dur))
 		return nil
 	}
+	if v.CanAddr() {
+		if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+			return u.UnmarshalText([]byte(strings.TrimSpace(s)))
+		}
+	}
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(s)
@@ -745,7 +755,25 @@ func (c *Config) Validate() error {
 	c.validateMedia(&p)
 	c.validateBoard(&p)
 	c.validateMetrics(&p)
+	c.validateRecord(&p)
 	return errors.Join(p...)
+}
+
+// validateRecord checks the record section once recording is on; the
+// recorded streams need a source.
+func (c *Config) validateRecord(p *problems) {
+	if c.Record.Path == "" {
+		return
+	}
+	for _, fp := range c.Record.Validate() {
+		p.add("record."+fp.Key, "%s", fp.Reason)
+	}
+	srcs := map[media.Stream]SourceConfig{media.StreamMain: c.Media.Sources.Main, media.StreamSub: c.Media.Sources.Sub, media.StreamAudio: c.Media.Sources.Audio}
+	for _, s := range c.Record.Streams {
+		if t := srcs[s].Type; (t == "" || t == "none") && (s.IsVideo() || s == media.StreamAudio) {
+			p.add("record.streams", "records %s, but media.sources.%s.type is none", s, s)
+		}
+	}
 }
 
 func (c *Config) validateDevice(p *problems) {

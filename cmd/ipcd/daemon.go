@@ -10,6 +10,7 @@ import (
 
 	"github.com/ipcd/ipcd/board"
 	"github.com/ipcd/ipcd/device"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -32,6 +33,7 @@ type daemon struct {
 	client     atomic.Pointer[mqtt.Client]       // the current broker connection
 	running    atomic.Pointer[p2p.Service]       // serving signaling, nil outside Ready
 	media      atomic.Pointer[p2p.Media]         // the rings, nil while no media runs
+	recorder   atomic.Pointer[record.Recorder]   // nil while no media runs or recording is off
 
 	act chan mqtt.Envelope // protocol 46, served by Run
 	// drops summarizes the warnings of messages the daemon drops or
@@ -189,6 +191,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		d.running.Store(nil)
 		mediaTask.stop()
 		d.media.Store(nil)
+		d.recorder.Store(nil)
 		clock.stop()
 		machine.stop()
 		client.stop()
@@ -209,7 +212,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		})
 	})
 
-	if d.cfg.Stream.LowPower {
+	if d.mediaAtBoot() {
 		// The network-independent part of the media service starts at Boot
 		// so the first offer after Ready is answered at once.
 		var err error
@@ -219,6 +222,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		mediaTask = d.start("media", m.run)
 		m.waitStarted(ctx)
 		d.media.Store(&m.media)
+		d.recorder.Store(m.rec)
 	}
 
 	var err error
@@ -253,6 +257,7 @@ func (d *daemon) Run(ctx context.Context) error {
 					mediaTask = d.start("media", m.run)
 					m.waitStarted(ctx)
 					d.media.Store(&m.media)
+					d.recorder.Store(m.rec)
 				}
 				a := d.activation.Load()
 				if a == nil {
@@ -273,10 +278,11 @@ func (d *daemon) Run(ctx context.Context) error {
 				serving.stop()
 				serving = nil
 				d.running.Store(nil)
-				if !d.cfg.Stream.LowPower {
+				if !d.mediaAtBoot() {
 					mediaTask.stop()
 					mediaTask, m = nil, nil
 					d.media.Store(nil)
+					d.recorder.Store(nil)
 				}
 			}
 		}

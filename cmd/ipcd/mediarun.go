@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/p2p"
 )
 
@@ -19,6 +21,7 @@ type mediaRun struct {
 	// speaker is closed when the media stops, after the service that
 	// writes to it.
 	speaker io.Closer
+	rec     *record.Recorder // nil when recording is off
 }
 
 // reportingSource tells the board at once when its source fails to open
@@ -96,17 +99,27 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		return nil, err
 	}
+	rec, err := d.buildRecorder(m)
+	if err != nil {
+		if closer != nil {
+			_ = closer.Close()
+		}
+		return nil, fmt.Errorf("record: %w", err)
+	}
 	sup := media.NewSupervisor(media.SupervisorConfig{}, d.log)
 	for _, s := range sources {
 		sup.Add(s.name, reportingSource{src: s.src, name: s.name, failed: d.sourceFailed})
 	}
-	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer}, nil
+	return &mediaRun{media: m, sources: sup, svc: svc, speaker: closer, rec: rec}, nil
 }
 
 // run feeds the rings until ctx ends. A source that fails is logged and
 // restarted (media.Supervisor).
 func (m *mediaRun) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	runRecorder(ctx, &wg, m.rec)
 	err := m.sources.Run(ctx)
+	wg.Wait()
 	if m.speaker != nil {
 		if cerr := m.speaker.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("speaker: %w", cerr))

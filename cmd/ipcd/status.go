@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ipcd/ipcd/media"
+	"github.com/ipcd/ipcd/media/record"
 	"github.com/ipcd/ipcd/mqtt"
 	"github.com/ipcd/ipcd/p2p"
 )
@@ -24,6 +25,8 @@ type Status struct {
 	// SessionsOmitted is how many sessions were left out to keep the
 	// status message under 8 KB.
 	SessionsOmitted int `json:"sessions_omitted,omitempty"`
+	// Record is the recording to the card; absent when recording is off.
+	Record *record.Status `json:"record,omitempty"`
 }
 
 // SourceHealth is one ring and the source that feeds it.
@@ -117,6 +120,10 @@ func (d *daemon) status(ctx context.Context) Status {
 			})
 		}
 	}
+	if rec := d.recorder.Load(); rec != nil {
+		rs := rec.Status()
+		st.Record = &rs
+	}
 	if svc := d.running.Load(); svc != nil {
 		ss := svc.Sessions(ctx)
 		sort.Slice(ss, func(i, j int) bool { return ss[i].ID < ss[j].ID })
@@ -192,6 +199,9 @@ func statusKey(st Status) string {
 		if s.LastFrameAgeMs < 0 || s.LastFrameAgeMs > 5000 {
 			b.WriteString(":stalled")
 		}
+	}
+	if st.Record != nil {
+		b.WriteString("|record:" + string(st.Record.State) + ":" + string(st.Record.Rule))
 	}
 	for _, s := range st.Sessions {
 		b.WriteString("|" + s.ID + ":" + s.Stream)
