@@ -77,6 +77,13 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		speaker, closer = fs, fs
 	}
+	recs, err := openRecordings(d.cfg.Record.Path, d.log)
+	if err != nil {
+		if closer != nil {
+			_ = closer.Close()
+		}
+		return nil, err
+	}
 	svc, err := p2p.NewService(p2p.Config{
 		MaxClients:         d.cfg.Stream.MaxClients,
 		ICEServers:         iceServers(d.cfg.Stream.ICEServers),
@@ -92,6 +99,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		Speaker:            speaker,
 		Talkback:           talkback,
 		Events:             d.onEvent,
+		Recordings:         recs,
 	}, m, d, d.log)
 	if err != nil {
 		if closer != nil {
