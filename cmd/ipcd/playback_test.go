@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,4 +215,57 @@ func probeDuration(t *testing.T, path string) float64 {
 		t.Fatalf("ffprobe duration %q: %v", out, err)
 	}
 	return d
+}
+
+// BenchmarkPlaybackTTFF measures the time from a playback offer to the
+// first complete keyframe at the viewer: ipcd recording to a temporary
+// card, the offer asking for its first seconds, through the embedded
+// broker over loopback. Run with -benchtime 20x.
+func BenchmarkPlaybackTTFF(b *testing.B) {
+	broker := mqtttest.Embedded(b)
+	cfg := testConfig(broker)
+	cfg.Record.Path = b.TempDir()
+	startDaemon(b, cfg)
+	store, err := record.OpenStore(cfg.Record.Path, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var from time.Time
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rs, _ := store.Ranges(time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		if len(rs) > 0 && rs[0].End.Sub(rs[0].Start) >= 3*time.Second {
+			from = rs[0].Start
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("nothing recorded within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx := context.Background()
+	v, err := viewer.NewClient(ctx, viewer.Config{Broker: broker, DevID: testDevID, P2PPassword: testPassword}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	var ttffs []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		res, err := v.Watch(wctx, viewer.WatchOptions{Duration: time.Millisecond,
+			Replay: &p2p.Replay{IsReplay: 1, StartTime: from.Unix() + 1, EndTime: from.Unix() + 3}})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ttffs = append(ttffs, res.TTFF)
+	}
+	b.StopTimer()
+	slices.Sort(ttffs)
+	pct := func(p float64) float64 {
+		return float64(ttffs[int(p*float64(len(ttffs)-1)+0.5)]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(pct(0.5), "ttff-p50-ms")
+	b.ReportMetric(pct(0.95), "ttff-p95-ms")
 }
