@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-wan test-interop demo bench fmt vet clean demo-check
+.PHONY: all build test test-wan test-interop test-record demo bench fmt vet clean demo-check
 
 all: build
 
@@ -19,6 +19,11 @@ build:
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -timeout 5m -run 'Flood' ./cmd/ipcd/
+
+# SIGKILL of a recording ipcd at 100 random moments (make test runs 8):
+# every segment decodes with ffprobe, at most a second lost per kill.
+test-record:
+	TEST_RECORD_KILL=1 $(GO) test -count=1 -timeout 10m -run 'TestRecordKill' -v ./cmd/ipcd/
 
 # go2rtc's Tuya client against ipcd: its own module (test/interop), run as
 # root since it makes a network namespace; needs mosquitto and ffprobe.

@@ -42,6 +42,9 @@ if [ ! -s "$clip" ]; then
     -b:v 2M -maxrate 2M -bufsize 1M -x264-params keyint=25:min-keyint=25:scenecut=0:repeat-headers=1 -f h264 "$clip"
 fi
 
+# Recording to the card: CPU per Mbit/s and bytes per hour, on the clip.
+RECORD_BENCH_CLIP="$PWD/$clip" go test -run '^$' -bench 'RecordWrite' -benchtime 120x ./media/record/ 2>/dev/null | tee "$work/record.txt" | grep -E '^Benchmark'
+
 IPCD_LOG_LEVEL=info \
 IPCD_MQTT_BROKERS="tcp://127.0.0.1:$port" \
 IPCD_MQTT_EMBEDDED_BROKER="127.0.0.1:$port" \
@@ -113,6 +116,8 @@ printf '%-52s %s\n' "heap per session, live / in use (Go bench)" "$(metric "$wor
 printf '%-52s %s\n' "CPU idle (of one core)" "$(pct "$cpu_idle" 1) %"
 printf '%-52s %s\n' "CPU per viewer, 1 viewer / 5 viewers (of one core)" "$(pct "$cpu_1" 1) % / $(pct "$cpu_5" 5) %"
 printf '%-52s %s\n' "ring append / reader next" "$(metric "$work/media.txt" BenchmarkRingAppend- ns/op) / $(metric "$work/media.txt" BenchmarkReaderNext ns/op) ns/op, $(metric "$work/media.txt" BenchmarkRingAppend- allocs/op) / $(metric "$work/media.txt" BenchmarkReaderNext allocs/op) allocs/op"
+printf '%-52s %s\n' "recording: CPU per Mbit/s recorded (of one core)" "$(metric "$work/record.txt" BenchmarkRecordWrite cpu-%/Mbit/s) %"
+printf '%-52s %s\n' "recording: written per hour at $(metric "$work/record.txt" BenchmarkRecordWrite Mbit/s) Mbit/s" "$(metric "$work/record.txt" BenchmarkRecordWrite MB/h) MB (TS + index overhead $(metric "$work/record.txt" BenchmarkRecordWrite overhead-%) %)"
 printf '%-52s %s\n' "binary size: ipcd linux/amd64 (this build)" "$(size bin/ipcd)"
 printf '%-52s %s\n' "binary size: ipcd linux/arm v7 / arm64 / mipsle" "$(size bin/linux-arm/ipcd) / $(size bin/linux-arm64/ipcd) / $(size bin/linux-mipsle/ipcd)"
 bash scripts/bench-broker.sh

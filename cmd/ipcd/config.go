@@ -227,7 +227,7 @@ func DefaultConfig() Config {
 		// The socket is off unless a board profile sets it: a
 		// development machine has no /run/ipcd, and tests run many
 		// daemons side by side.
-		Board: BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
+		Board:  BoardConfig{QueueSize: 256, HookTimeout: 5 * time.Second},
 		Record: record.DefaultConfig(),
 	}
 }
@@ -770,7 +770,7 @@ func (c *Config) validateRecord(p *problems) {
 	}
 	srcs := map[media.Stream]SourceConfig{media.StreamMain: c.Media.Sources.Main, media.StreamSub: c.Media.Sources.Sub, media.StreamAudio: c.Media.Sources.Audio}
 	for _, s := range c.Record.Streams {
-		if t := srcs[s].Type; (t == "" || t == "none") && (s.IsVideo() || s == media.StreamAudio) {
+		if t := srcs[s].Type; t == "" || t == "none" {
 			p.add("record.streams", "records %s, but media.sources.%s.type is none", s, s)
 		}
 	}

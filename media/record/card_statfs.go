@@ -11,5 +11,5 @@ func freeBytes(path string) (int64, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return 0, err
 	}
-	return int64(st.Bavail) * int64(st.Bsize), nil //nolint:unconvert // Bsize is 32 bits on some targets
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }

@@ -9,6 +9,7 @@ var ErrNoRecording = errors.New("record: no recording")
 // name (see Rule) and retries.
 var (
 	ErrConfig      = errors.New("record: invalid config")
+	ErrNotKeyframe = errors.New("record: a segment must start on a video keyframe")
 	ErrCardMissing = errors.New("record: card path missing")
 	ErrCardRemoved = errors.New("record: card removed while recording")
 	ErrReadOnly    = errors.New("record: card read-only")

@@ -78,7 +78,7 @@ func writeFrames(t testing.TB, root string, frames []media.Frame, segSeconds int
 		if ok {
 			out = append(out, f)
 		}
-		if i%50 == 49 {
+		if i%25 == 24 { // 500 ms of frames: video and audio interleaved
 			if err := w.sync(); err != nil {
 				t.Fatal(err)
 			}

@@ -2,7 +2,6 @@ package record
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -71,7 +70,7 @@ type segWriter struct {
 // directory is created; root itself must exist.
 func createSegment(open openFunc, root string, f media.Frame, audio media.Codec) (*segWriter, error) {
 	if !f.Stream.IsVideo() || f.Kind != media.KindI {
-		return nil, errNotKeyframe
+		return nil, ErrNotKeyframe
 	}
 	start := time.UnixMilli(f.Timestamp)
 	day, stem := segName(start)
@@ -201,7 +200,3 @@ func (w *segWriter) record(typ byte) error {
 	w.pending, w.synced, w.dirty = w.pending[:0], off, false
 	return nil
 }
-
-// errNotKeyframe means a segment was asked to start on a frame that is not a
-// video keyframe.
-var errNotKeyframe = fmt.Errorf("%w: segment must start on a video keyframe", ErrConfig)

@@ -205,3 +205,42 @@ func TestExportDecodes(t *testing.T) {
 		t.Errorf("cancelled export: %v", err)
 	}
 }
+
+func TestH265RoundTrip(t *testing.T) {
+	v, err := media.ReadAccessUnits("../../configs/media/main.h265")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frames []media.Frame
+	for i, u := range v[:100] {
+		k := media.KindP
+		if u.Key {
+			k = media.KindI
+		}
+		frames = append(frames, media.Frame{Stream: media.StreamMain, Kind: k, Codec: media.CodecH265, PTS: int64(i) * 40000, Timestamp: t0.UnixMilli() + int64(i)*40, Payload: u.Payload})
+	}
+	root := mustMkdir(t)
+	rec := writeFrames(t, root, frames, 60)
+	segs, _ := filepathGlob(root)
+	if len(segs) != 1 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	if n, _ := ffprobe(t, segs[0]+segExt); n != len(rec) {
+		t.Fatalf("ffprobe decodes %d H.265 frames, want %d", n, len(rec))
+	}
+	s, _ := OpenStore(root, nil)
+	p, err := s.Open(t0, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := range rec {
+		f, err := p.Next()
+		if err != nil || f.Codec != media.CodecH265 || !bytes.Equal(f.Payload, rec[i].Payload) {
+			t.Fatalf("frame %d: %s %v, want the recorded H.265 access unit", i, f.Codec, err)
+		}
+	}
+	if _, err := p.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the last frame: %v", err)
+	}
+}
