@@ -143,6 +143,51 @@ func TestPlaybackFromCard(t *testing.T) {
 		t.Fatalf("ranges: %+v, the card has %v", ranges, card)
 	}
 
+	// A seek inside the window: the video goes on from the card's keyframe
+	// at or before the time sought, byte for byte.
+	to := span.Start.Truncate(time.Second).Add(9*time.Second + 500*time.Millisecond)
+	after := storeVideo(t, store, time.Unix(to.Unix(), 0), time.Unix(to.Unix()+2, 0))
+	var seekRes p2p.CommandReply
+	var sought [][]byte
+	seeking := false
+	res, err = v.Watch(ctx, viewer.WatchOptions{
+		Replay:      &p2p.Replay{IsReplay: 1, StartTime: span.Start.Unix() + 1, EndTime: span.Start.Unix() + 13},
+		Duration:    6 * time.Second,
+		DataChannel: true,
+		OnVideo: func(au []byte, _ bool) {
+			mu.Lock()
+			if seeking {
+				sought = append(sought, au)
+			}
+			mu.Unlock()
+		},
+		OnControl: func(ctx context.Context, ctl *viewer.ControlChannel) {
+			time.Sleep(time.Second) // a second of playback first: a pace, not a sync
+			mu.Lock()
+			seeking = true
+			mu.Unlock()
+			seekRes, _ = ctl.Do(ctx, p2p.CmdPlaybackSeek, to.Unix())
+		},
+	})
+	if err != nil || seekRes.Res != p2p.ResOK {
+		t.Fatalf("seek session: %v, seek reply %+v", err, seekRes)
+	}
+	k := -1
+	for i, au := range sought {
+		if bytes.Equal(au, after[0].Payload) {
+			k = i
+			break
+		}
+	}
+	if k < 0 || len(sought)-k < 25 {
+		t.Fatalf("after the seek: the card's keyframe at %d not received (%d frames after the request)", after[0].Timestamp, len(sought))
+	}
+	for i := range 25 {
+		if !bytes.Equal(sought[k+i], after[i].Payload) {
+			t.Fatalf("frame %d after the seek differs from the card's", i)
+		}
+	}
+
 	// Download 5 s: one TS file of about 5 s (from the keyframe before).
 	dir := t.TempDir()
 	file := filepath.Join(dir, "range.ts")
