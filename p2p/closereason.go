@@ -35,6 +35,9 @@ func (r CloseReason) Code() int {
 	case CloseCodec:
 		return -101
 	}
+	if c, _, ok := recordingReason(r); ok {
+		return c
+	}
 	return -100
 }
 
@@ -56,6 +59,9 @@ func (r CloseReason) String() string {
 		return "alloc resource failed"
 	case CloseCodec:
 		return "no common codec"
+	}
+	if _, t, ok := recordingReason(r); ok {
+		return t
 	}
 	return "unknown"
 }

@@ -46,6 +46,9 @@ type CommandReply struct {
 	Res     int    `json:"res"`
 	Value   *int   `json:"value,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Days and Ranges answer the playback listing queries.
+	Days   []int       `json:"days,omitempty"`
+	Ranges []TimeRange `json:"ranges,omitempty"`
 }
 
 // DecodeCommand decodes a control channel message. On error the Command
@@ -72,6 +75,9 @@ func DecodeCommand(data []byte) (Command, error) {
 			return c, err
 		}
 	default:
+		if isRecordingCmd(c.Cmd) {
+			return c, c.checkRecordingCmd()
+		}
 		return c, fmt.Errorf("%w: cmd %q", ErrUnknownCommand, c.Cmd)
 	}
 	return c, nil
@@ -138,7 +144,7 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 		}
 	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
-		if dc.Label() != ControlLabel && dc.Label() != FMP4Label {
+		if dc.Label() != ControlLabel && dc.Label() != FMP4Label && dc.Label() != DownloadLabel {
 			se.log.Info("ignore data channel", "label", dc.Label())
 			return
 		}
@@ -155,11 +161,19 @@ func (se *session) hook(ctx context.Context, pc *webrtc.PeerConnection) sessionH
 
 // command serves one control channel message and answers it.
 func (se *session) command(m dcMessage) {
-	if m.dc.Label() == FMP4Label {
+	switch m.dc.Label() {
+	case FMP4Label:
 		se.fmp4Message(m)
+		return
+	case DownloadLabel:
+		se.rec.downloadMessage(m)
 		return
 	}
 	c, err := DecodeCommand(m.data)
+	if err == nil && isRecordingCmd(c.Cmd) {
+		se.rec.command(m.dc, c)
+		return
+	}
 	r := CommandReply{Req: c.Req}
 	if err != nil {
 		r.Res, r.Message = ResBadRequest, err.Error()
@@ -167,7 +181,11 @@ func (se *session) command(m dcMessage) {
 		r = se.do(c)
 	}
 	if r.Res != ResOK {
-		se.log.Warn("control command refused", "cmd", c.Cmd, "req", c.Req, "res", r.Res, "reason", r.Message)
+		rule := RuleBadCommand
+		if err == nil {
+			rule = RuleCommandRefused
+		}
+		se.svc.drops.warn(se.log, rule, "control command refused", "cmd", c.Cmd, "req", c.Req, "res", r.Res, "reason", r.Message)
 	} else {
 		se.log.Debug("control command", "cmd", c.Cmd, "req", c.Req)
 	}

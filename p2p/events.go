@@ -61,7 +61,7 @@ func (t EventType) String() string {
 	case EventPrivacyOff:
 		return "PrivacyOff"
 	}
-	return "Unknown"
+	return recordingEventName(t)
 }
 
 // SourceWebRTC is the source type of every event this service raises.

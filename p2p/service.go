@@ -54,6 +54,13 @@ type Config struct {
 	// runs, up to EventQueue events wait and later ones are dropped.
 	Events     func(Event)
 	EventQueue int
+	// Recordings, when set, is the card's recordings: offers with
+	// replay.is_replay 1 play them, the control channel lists them and
+	// the download channel exports them. nil means recording is off.
+	Recordings Recordings
+	// Location is the time zone of the recordings listing (days of a
+	// month, ranges of a day); nil means the local zone.
+	Location *time.Location
 	// Net, when set, is the network pion gathers and connects on instead
 	// of the host's: a virtual network (pion's vnet) in tests of NAT,
 	// delay and loss. NetworkInterfaces still filters its interfaces.

@@ -98,6 +98,8 @@ type session struct {
 	talk  talkStats // talkback counters
 
 	fm atomic.Pointer[fmp4Stream] // set in fmp4Stream mode (SPEC §6.3)
+
+	rec *recSession // playback, listing and download; set by serve
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
@@ -163,6 +165,7 @@ func (se *session) run(parent context.Context) {
 		}
 	}
 	wg.Wait()
+	se.rec.close()
 	// After the talkback writer has written its tail.
 	se.releaseSpeaker()
 	st := se.stats()
@@ -176,6 +179,12 @@ func (se *session) run(parent context.Context) {
 // must be told.
 func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, bool) {
 	cfg := &se.svc.cfg
+	se.rec = se.newRecSession(ctx, wg)
+	if se.offer.Replay.On() {
+		if r, ok := se.openReplay(); !ok {
+			return r, true
+		}
+	}
 	se.svc.pcs.Add(1)
 	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
 	if err != nil {
@@ -228,6 +237,9 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		want = media.StreamSub
 	}
 	stream, ring := pickStream(want, se.svc.media, offered)
+	if se.rec.play != nil {
+		stream, ring = se.playbackRing(stream, ring, offered)
+	}
 	if ring == nil {
 		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
 			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub), "refused_formats", offered.refused)
@@ -331,6 +343,10 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					if p := se.rec.play; p != nil {
+						se.sendPlayback(ctx, p, video, audio)
+						return
+					}
 					se.sendMedia(ctx, wg, ring, video, audio)
 				}()
 			case webrtc.PeerConnectionStateFailed:

@@ -103,6 +103,9 @@ type Offer struct {
 	Token             []ICEServer     `json:"token,omitempty"`
 	TCPToken          json.RawMessage `json:"tcp_token,omitempty"`
 	DataChannelEnable bool            `json:"datachannel_enable"`
+	// Replay, with is_replay 1, asks for the card's recording instead of
+	// the live stream.
+	Replay *Replay `json:"replay,omitempty"`
 	// NoStreamType is set by DecodeOffer when the offer names no
 	// stream_type; the device then sends its default stream.
 	NoStreamType bool `json:"-"`
@@ -167,6 +170,9 @@ func DecodeOffer(msg json.RawMessage) (Offer, error) {
 	}
 	if o.StreamType != 0 && o.StreamType != 1 {
 		return Offer{}, fmt.Errorf("%w: msg.stream_type must be 0 or 1, got %d", ErrMalformed, o.StreamType)
+	}
+	if err := o.Replay.check(); err != nil {
+		return Offer{}, err
 	}
 	return o, nil
 }

@@ -20,6 +20,8 @@ export CGO_ENABLED=0
 echo "== Go benchmarks"
 go test -run '^$' -bench 'RingAppend$|ReaderNext|PipeIngest|FeedIngest' -benchmem -count=1 ./media/ | tee "$work/media.txt" | grep -E '^Benchmark'
 go test -run '^$' -bench 'TTFF' -benchtime 20x ./cmd/ipcd/ 2>/dev/null | tee "$work/ttff.txt" | grep -E '^Benchmark'
+# BenchmarkTTFF above matches BenchmarkPlaybackTTFF too: a playback offer of
+# the card's first seconds (ipcd recording to a temporary directory).
 go test -run '^$' -bench 'SessionHeap' -benchtime 1x ./cmd/ipcd/ 2>/dev/null | tee "$work/heap.txt" | grep -E '^Benchmark'
 go test -run '^$' -bench 'StartToReady' -benchtime 10x ./cmd/ipcd/ 2>/dev/null | tee "$work/ready.txt" | grep -E '^Benchmark'
 # Time to first frame over pion's virtual WAN: 25 ms each way, up to 5 ms
@@ -103,6 +105,7 @@ printf '%-52s %s\n' "metric" "value"
 printf '%-52s %s\n' "time to first frame, 20 sequential, p50 / p95" "$(jget "$work/seq.json" sequential p50) / $(jget "$work/seq.json" sequential p95) ms"
 printf '%-52s %s\n' "time to first frame, 5 concurrent, p50 / p95" "$(jget "$work/viewers5.json" concurrent p50) / $(jget "$work/viewers5.json" concurrent p95) ms"
 printf '%-52s %s\n' "time to first frame in-process (Go bench), p50 / p95" "$(metric "$work/ttff.txt" BenchmarkTTFF ttff-p50-ms) / $(metric "$work/ttff.txt" BenchmarkTTFF ttff-p95-ms) ms"
+printf '%-52s %s\n' "playback offer to first frame (Go bench), p50 / p95" "$(metric "$work/ttff.txt" BenchmarkPlaybackTTFF ttff-p50-ms) / $(metric "$work/ttff.txt" BenchmarkPlaybackTTFF ttff-p95-ms) ms"
 printf '%-52s %s\n' "process start to Ready (system clock)" "$ready_ms ms"
 printf '%-52s %s\n' "start to Ready in-process: system / NTP on loopback" "$(metric "$work/ready.txt" 'BenchmarkStartToReady/system' ms/ready) / $(metric "$work/ready.txt" 'BenchmarkStartToReady/ntp' ms/ready) ms"
 printf '%-52s %s\n' "RSS idle" "$(mb "$rss_idle") MB ($rss_idle_split)"

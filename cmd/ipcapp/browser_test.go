@@ -23,6 +23,7 @@ import (
 
 	"github.com/ipcd/ipcd/cmd/ipcapp/viewer"
 	"github.com/ipcd/ipcd/mqtt/mqtttest"
+	"github.com/ipcd/ipcd/p2p"
 )
 
 // chromiumSwitches are the boolean switches of a headless browser with a
@@ -413,5 +414,92 @@ func TestBrowserViewer(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("console:\n%s", console)
+	}
+}
+
+// TestBrowserPlayback: the page lists the day's recordings on its
+// timeline over the control channel, and a click on a recorded moment
+// plays the card from there in a new session.
+func TestBrowserPlayback(t *testing.T) {
+	path := chromium(t)
+	store := recordCard(t, 6*time.Second)
+	tcpURL, wsURL := mqtttest.EmbeddedWS(t)
+	var mu sync.Mutex
+	var events []p2p.Event
+	startDeviceWith(t, tcpURL, "main.h264", "", p2p.Config{Recordings: cardRecordings{store}, Events: func(e p2p.Event) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}})
+	rs, err := store.Ranges(time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil || len(rs) == 0 {
+		t.Fatalf("card: %v %v", rs, err)
+	}
+	url := startWeb(t, webConfig{Broker: wsURL, DevID: testDevID, P2PPassword: testPassword,
+		TopicIn: topic(viewer.DefaultTopicIn, testDevID), TopicOut: topic(viewer.DefaultTopicOut, testDevID), Stream: "main"})
+	ctx, console := newBrowser(t, path)
+	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPage(t, ctx, console, 20*time.Second, "live frames", func(s pageState) bool { return s.Frames >= 10 })
+	liveSession := st.Session
+
+	day := rs[0].Start.Local().Format("2006-01-02")
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("day"), day)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("list"))); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	deadline := time.Now().Add(10 * time.Second)
+	for n == 0 {
+		if n, err = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#bar .range').length`)); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recorded span drawn on the timeline\nconsole:\n%s", console)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Click the bar where the recording is: the page plays the span.
+	type point struct {
+		X float64 `json:"x"`
+		Y float64 `json:"y"`
+	}
+	js := fmt.Sprintf(`(() => { const bar = document.getElementById('bar'); bar.scrollIntoView({block: 'center'});
+	  const r = bar.getBoundingClientRect();
+	  const d = new Date(%d * 1000); const mid = new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime() / 1000;
+	  return {x: r.left + r.width * (%d - mid) / 86400, y: r.top + r.height / 2}; })()`, rs[0].Start.Unix(), rs[0].Start.Unix()+2)
+	pos, err := chromedp.Run(ctx, chromedp.Evaluate[point](js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hit, _ := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(() => { const e = document.elementFromPoint(%f, %f); return e ? e.id + '.' + e.className + ' ' + JSON.stringify(document.getElementById('bar').getBoundingClientRect()) : 'none'; })()`, pos.X, pos.Y)))
+	t.Logf("click at %+v on %s", pos, hit)
+	if err := chromedp.Do(ctx, chromedp.MouseClickXY(pos.X, pos.Y)); err != nil {
+		t.Fatal(err)
+	}
+	st = waitPage(t, ctx, console, 20*time.Second, "playback frames", func(s pageState) bool {
+		return s.Session != liveSession && s.Frames >= 10 && strings.HasPrefix(s.Status, "Playback: ")
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	started := false
+	for _, e := range events {
+		if e.Type == p2p.EventPlaybackStart && e.SessionID == st.Session {
+			started = true
+			if d := int64(e.Value) - rs[0].Start.Unix(); d < -300 || d > 300 {
+				t.Errorf("the page played from %d, the recording is at %d", e.Value, rs[0].Start.Unix())
+			}
+		}
+	}
+	if !started {
+		t.Errorf("no PlaybackStart for the page's session %s", st.Session)
+	}
+	for _, bad := range []string{"exception:", "Content Security Policy", "Refused to"} {
+		if console.contains(bad) {
+			t.Errorf("the page logged %q:\n%s", bad, console)
+		}
 	}
 }

@@ -64,7 +64,7 @@ func startDeviceWith(t *testing.T, broker, main, sub string, extra p2p.Config) {
 
 	pub := &bridge{}
 	svc, err := p2p.NewService(p2p.Config{NetworkInterfaces: loopbackInterfaces(t), LoopbackCandidates: true,
-		Speaker: extra.Speaker, Events: extra.Events}, m, pub, log)
+		Speaker: extra.Speaker, Events: extra.Events, Recordings: extra.Recordings}, m, pub, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runWeb(ctx, args[1:], stdout, stderr)
 	case "talk":
 		return runTalk(ctx, args[1:], stdout, stderr)
+	case "recordings":
+		return runRecordings(ctx, args[1:], stdout, stderr)
+	case "playback":
+		return runPlayback(ctx, args[1:], stdout, stderr)
+	case "download":
+		return runDownload(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(args[1:], os.Stdin, stdout, stderr)
 	case "-version", "--version", "version":
@@ -72,6 +78,12 @@ commands:
   live      watch the live stream once, save it and print its stats;
             -switch-to asks the device to change streams mid-session
   talk      send a raw PCMU file to the camera's speaker (talkback)
+  recordings  list the card's recordings: -day YYYY-MM-DD prints the
+            recorded time ranges of a day, -month YYYY-MM the days
+  playback  play the card's recording from -start for -seconds and save
+            it like live (-out FILE, -speed 1|2|4|8)
+  download  save a recorded range -start..-end as one MPEG-TS file
+            (-out FILE.ts) over the download data channel
   bench     time sequential sessions, then concurrent viewers
   web       serve the browser viewer: the page talks to the broker over
             MQTT-over-WebSocket and plays the camera with live stats

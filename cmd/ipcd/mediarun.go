@@ -73,6 +73,13 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		}
 		speaker, closer = fs, fs
 	}
+	recs, err := openRecordings(d.cfg.Record.Path, d.log)
+	if err != nil {
+		if closer != nil {
+			_ = closer.Close()
+		}
+		return nil, err
+	}
 	svc, err := p2p.NewService(p2p.Config{
 		MaxClients:         d.cfg.Stream.MaxClients,
 		ICEServers:         d.cfg.Stream.ICEServerList(),
@@ -88,6 +95,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		Speaker:            speaker,
 		Talkback:           talkback,
 		Events:             d.onEvent,
+		Recordings:         recs,
 	}, m, d, d.log)
 	if err != nil {
 		if closer != nil {

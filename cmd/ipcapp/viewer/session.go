@@ -48,6 +48,7 @@ type session struct {
 	tracks     chan *webrtc.TrackRemote
 	states     chan webrtc.PeerConnectionState
 	dcOpen     chan struct{}
+	dlOpen     chan *DownloadChannel
 	errs       chan error // the fmp4Stream channel failed
 	firstFrame chan struct{}
 	firstOnce  sync.Once
@@ -94,6 +95,7 @@ func newSession(c *Client, api *webrtc.API, opt WatchOptions, streamType int) *s
 		tracks:     make(chan *webrtc.TrackRemote, 2),
 		states:     make(chan webrtc.PeerConnectionState, 8),
 		dcOpen:     make(chan struct{}, 1),
+		dlOpen:     make(chan *DownloadChannel, 1),
 		errs:       make(chan error, 1),
 		firstFrame: make(chan struct{}),
 	}
@@ -172,6 +174,11 @@ func (s *session) setup() error {
 			s.ctl.route(m.Data, s.opt.OnControlReply)
 		})
 		s.dc = dc
+	}
+	if s.opt.OnDownload != nil {
+		if err := s.openDownload(); err != nil {
+			return err
+		}
 	}
 	if s.opt.DataChannelMedia {
 		if err := s.openFMP4(); err != nil {

@@ -83,6 +83,14 @@ type WatchOptions struct {
 	// receives replies that no ControlChannel.Do call waits for.
 	OnControl      func(ctx context.Context, ctl *ControlChannel)
 	OnControlReply func(p2p.CommandReply)
+
+	// Replay asks for the card's recording of a time range instead of the
+	// live stream (the offer's replay member). The device refuses with
+	// close reason 15 (no recording) or 16 (recording off).
+	Replay *p2p.Replay
+	// OnDownload opens the "download" data channel and is called once it
+	// is open, on its own goroutine; ctx ends when the session does.
+	OnDownload func(ctx context.Context, dl *DownloadChannel)
 }
 
 // Result describes a finished session.
@@ -215,6 +223,7 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 		Auth:              s.opt.Auth,
 		Token:             s.c.cfg.ICEServers,
 		DataChannelEnable: s.opt.DataChannelMedia,
+		Replay:            s.opt.Replay,
 	})
 	if err != nil {
 		return err
@@ -267,6 +276,8 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 				s.readers.Go(func() { f(s.bg, s.ctl) })
 			}
 			s.startTalk()
+		case dl := <-s.dlOpen:
+			s.readers.Go(func() { s.opt.OnDownload(s.bg, dl) })
 		case <-firstFrame:
 			firstFrame = nil
 			noMedia.Stop()

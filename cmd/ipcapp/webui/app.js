@@ -23,9 +23,12 @@
     '-106': 'The camera closed the session.',
     '-108': 'Session timeout: the camera heard nothing from this browser for too long (no media path between them?).',
     '-114': 'The camera has no media memory left for another viewer (alloc resource failed). Try again when a viewer leaves.',
+    '-115': 'Nothing is recorded on the camera\'s card at that moment.',
+    '-116': 'The camera does not record (record.path is empty in its configuration).',
   };
   // close_reason to code, for a disconnect that carries no code.
-  const REASON_CODES = {1: -101, 2: -102, 4: -104, 5: -105, 8: -108, 9: -106, 14: -114};
+  const REASON_CODES = {1: -101, 2: -102, 4: -104, 5: -105, 8: -108, 9: -106, 14: -114, 15: -115, 16: -116};
+  const DAY_S = 86400;
   const CLOSE_USER = 9;
 
   const $ = (id) => document.getElementById(id);
@@ -38,6 +41,10 @@
     sub: $('sub'),
     mute: $('mute'),
     connect: $('connect'),
+    day: $('day'),
+    list: $('list'),
+    golive: $('golive'),
+    bar: $('bar'),
     st: {},
   };
   for (const k of ['state', 'stream', 'resolution', 'fps', 'bitrate', 'ttff', 'frames', 'lost',
@@ -54,6 +61,8 @@
     stream: 'main',
     controls: new Map(), // tid -> pending 312 request, oldest first
     stats: null,
+    ranges: [],          // the listed day's recordings, unix seconds
+    dayStart: 0,         // unix seconds of the listed day's midnight, local
   };
 
   // ---------------------------------------------------------------- helpers
@@ -184,9 +193,13 @@
   // ------------------------------------------------------------ the session
 
   class Session {
-    constructor(stream) {
+    constructor(stream, replay) {
       this.id = randomHex(8);
       this.stream = stream;
+      this.replay = replay || null; // {is_replay, start_time, end_time}: play the card
+      this.dc = null;               // the control channel
+      this.dcReq = 100;
+      this.dcWaits = new Map();     // req -> pending control command
       this.pc = null;
       this.mid = null;
       this.media = new MediaStream();
@@ -230,9 +243,9 @@
     return c.mimeType.toLowerCase() !== 'video/h264' || /packetization-mode=1/.test(c.sdpFmtpLine || '');
   }
 
-  async function startSession(stream) {
+  async function startSession(stream, replay) {
     if (app.session) endSession(app.session, true);
-    const s = new Session(stream);
+    const s = new Session(stream, replay);
     app.session = s;
     app.stream = stream;
     app.stats = null;
@@ -240,7 +253,8 @@
     renderStats(null);
     ui.st.session.textContent = s.id;
     ui.st.stream.textContent = stream;
-    setStatus('info', `Calling ${app.cfg.dev_id} for the ${stream} stream…`);
+    setStatus('info', replay ? `Calling ${app.cfg.dev_id} for its recording at ${clock(replay.start_time)}…`
+      : `Calling ${app.cfg.dev_id} for the ${stream} stream…`);
 
     let auth;
     try {
@@ -266,6 +280,7 @@
       const video = pc.addTransceiver('video', {direction: 'recvonly'});
       preferCodecs(audio, 'audio', ['audio/PCMU', 'audio/PCMA'], () => true);
       preferCodecs(video, 'video', ['video/H264', 'video/H265'], keepVideo);
+      openControl(s, pc);
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       if (s.closed) return;
@@ -278,6 +293,7 @@
         auth,
         datachannel_enable: false,
       };
+      if (s.replay) msg.replay = s.replay;
       if (app.cfg.ice_servers && app.cfg.ice_servers.length) msg.token = app.cfg.ice_servers;
       publish(302, {header: header(s, 'offer'), msg});
       s.offered = true;
@@ -369,7 +385,12 @@
     if (s.closed || s.firstFrameAt) return;
     s.firstFrameAt = performance.now();
     ui.st.ttff.textContent = `${Math.round(s.firstFrameAt - s.offerAt)} ms`;
-    setStatus('ok', `Live: ${app.cfg.dev_id}, ${s.stream} stream.`);
+    setStatus('ok', liveText(s));
+  }
+
+  function liveText(s) {
+    if (s.replay) return `Playback: ${app.cfg.dev_id}, recorded at ${clock(s.replay.start_time)}.`;
+    return `Live: ${app.cfg.dev_id}, ${s.stream} stream.`;
   }
 
   function onConnectionState(s) {
@@ -383,7 +404,7 @@
     } else if (st === 'disconnected') {
       setStatus('warn', 'The media path is interrupted; waiting for it to recover…');
     } else if (st === 'connected' && s.firstFrameAt) {
-      setStatus('ok', `Live: ${app.cfg.dev_id}, ${s.stream} stream.`);
+      setStatus('ok', liveText(s));
     }
   }
 
@@ -463,6 +484,11 @@
       publish(302, {header: header(s, 'disconnect'), msg: {mode: 'webrtc', close_reason: CLOSE_USER}});
     }
     if (s.pc) s.pc.close();
+    for (const [, w] of s.dcWaits) {
+      clearTimeout(w.timer);
+      w.resolve(null);
+    }
+    s.dcWaits.clear();
     for (const [tid, w] of app.controls) {
       if (w.sessionid === s.id) {
         clearTimeout(w.timer);
@@ -546,6 +572,124 @@
       : `no 312 reply; reconnecting with the ${to} stream`);
     startSession(to);
   }
+
+  // ---------------------------------------------- control channel, recordings
+
+  // openControl opens the "control" data channel the playback commands and
+  // the recordings listing go over (docs/protocol.md).
+  function openControl(s, pc) {
+    const dc = pc.createDataChannel('control');
+    s.dc = dc;
+    dc.onopen = () => renderButtons();
+    dc.onmessage = (e) => {
+      let r;
+      try {
+        r = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      const w = s.dcWaits.get(r.req);
+      if (!w) return;
+      s.dcWaits.delete(r.req);
+      clearTimeout(w.timer);
+      w.resolve(r);
+    };
+  }
+
+  // command sends a control channel command and resolves with its reply,
+  // or null when none came in time.
+  function command(s, cmd, value) {
+    return new Promise((resolve) => {
+      if (!s.dc || s.dc.readyState !== 'open') {
+        resolve(null);
+        return;
+      }
+      const req = ++s.dcReq;
+      const timer = setTimeout(() => {
+        s.dcWaits.delete(req);
+        resolve(null);
+      }, CONTROL_TIMEOUT_MS);
+      s.dcWaits.set(req, {resolve, timer});
+      const m = {cmd, req};
+      if (value !== undefined) m.value = value;
+      s.dc.send(JSON.stringify(m));
+    });
+  }
+
+  function clock(unix) {
+    return new Date(unix * 1000).toLocaleTimeString([], {hour: '2-digit', minute: '2-digit', second: '2-digit'});
+  }
+
+  // listDay asks the camera which spans of the day in the date field are
+  // recorded and draws them on the 24-hour bar.
+  async function listDay() {
+    const s = live();
+    const day = ui.day.value;
+    const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(day);
+    if (!s || !m) {
+      setStatus('warn', s ? 'Pick a day first.' : 'Connect first: the listing goes over a session.');
+      return;
+    }
+    const r = await command(s, 'playback_query_day', {year: Number(m[1]), month: Number(m[2]), day: Number(m[3])});
+    if (!r) {
+      setStatus('warn', 'The camera did not answer the recordings query.');
+      return;
+    }
+    if (r.res !== 0) {
+      setStatus('warn', r.res === 9 ? REFUSALS['-116'] : `The camera refused the listing: ${r.message || 'res ' + r.res}`);
+      return;
+    }
+    app.dayStart = new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3])).getTime() / 1000;
+    app.ranges = r.ranges || [];
+    drawRanges();
+    const total = app.ranges.reduce((n, x) => n + (x.end - x.start), 0);
+    log('info', `${app.ranges.length} recorded span(s) on ${day}, ${Math.round(total)} s`);
+    if (!app.ranges.length) setStatus('info', `Nothing recorded on ${day}.`);
+  }
+
+  function drawRanges() {
+    ui.bar.replaceChildren();
+    for (const x of app.ranges) {
+      const el = document.createElement('div');
+      el.className = 'range';
+      const from = Math.max(0, (x.start - app.dayStart) / DAY_S);
+      const to = Math.min(1, (x.end - app.dayStart) / DAY_S);
+      el.style.left = `${from * 100}%`;
+      // At least a visible sliver, however short the span.
+      el.style.width = `max(3px, ${(to - from) * 100}%)`;
+      el.title = `${clock(x.start)} – ${clock(x.end)}`;
+      ui.bar.appendChild(el);
+    }
+  }
+
+  // playAt plays the recording from unix time t: inside a listed span from
+  // t, else from the start of the nearest span.
+  function playAt(t) {
+    let best = null;
+    let bestGap = Infinity;
+    for (const x of app.ranges) {
+      const gap = t < x.start ? x.start - t : (t >= x.end ? t - x.end : 0);
+      if (gap < bestGap) {
+        best = x;
+        bestGap = gap;
+      }
+    }
+    if (!best) {
+      setStatus('warn', 'List a day with recordings first.');
+      return;
+    }
+    const start = Math.floor(bestGap === 0 ? t : best.start);
+    const end = Math.max(start + 1, Math.floor(best.end));
+    startSession(app.stream, {is_replay: 1, start_time: start, end_time: end});
+  }
+
+  ui.list.addEventListener('click', () => listDay());
+  ui.golive.addEventListener('click', () => startSession(app.stream));
+  ui.bar.addEventListener('click', (e) => {
+    const rect = ui.bar.getBoundingClientRect();
+    const f = Math.min(1, Math.max(0, (e.clientX - rect.left) / rect.width));
+    playAt(app.dayStart + f * DAY_S);
+  });
 
   // ------------------------------------------------------------------ stats
 
@@ -664,6 +808,8 @@
     ui.mute.textContent = ui.video.muted ? 'Unmute' : 'Mute';
     ui.connect.disabled = !app.ready;
     ui.connect.textContent = s ? 'Disconnect' : 'Connect';
+    ui.list.disabled = !s;
+    ui.golive.disabled = !app.ready || !(s && s.replay);
   }
 
   ui.main.addEventListener('click', () => switchStream('main'));
@@ -702,6 +848,12 @@
     get from() {
       return app.from;
     },
+    get ranges() {
+      return app.ranges;
+    },
+    get replay() {
+      return app.session ? app.session.replay : null;
+    },
     switchStream,
   };
 
@@ -718,6 +870,8 @@
     app.cfg = cfg;
     app.from = cfg.from || `ipcweb-${randomHex(4)}`;
     app.stream = cfg.stream === 'sub' ? 'sub' : 'main';
+    const now = new Date();
+    ui.day.value = `${now.getFullYear()}-${String(now.getMonth() + 1).padStart(2, '0')}-${String(now.getDate()).padStart(2, '0')}`;
     ui.device.textContent = `${cfg.dev_id} via ${cfg.broker}`;
     renderButtons();
     if (typeof mqtt === 'undefined') {
