@@ -62,7 +62,7 @@ func (in *ingester) readPath(ctx context.Context) error {
 					p.log.Warn("pipe source cannot open its input; retrying", "err", err)
 					warned = true
 				}
-				if !pipeWait(ctx, pipeOpenRetry) {
+				if sleepCtx(ctx, pipeOpenRetry) != nil {
 					return nil
 				}
 				continue
@@ -92,7 +92,7 @@ func (in *ingester) readPath(ctx context.Context) error {
 			f = nil
 		}
 		// With no writer, a read returns EOF at once rather than waiting.
-		if !pipeWait(ctx, pipeWriterPoll) {
+		if sleepCtx(ctx, pipeWriterPoll) != nil {
 			return nil
 		}
 	}
@@ -133,15 +133,4 @@ func openStdin() *os.File {
 		return f
 	}
 	return os.Stdin
-}
-
-func pipeWait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -196,7 +196,7 @@ func (s *V4L2Source) Run(ctx context.Context) error {
 			s.log.Warn("v4l2 capture failed; retrying", "err", err, "retry_in", v4l2Retry)
 			quiet = true
 		}
-		if !pipeWait(ctx, v4l2Retry) {
+		if sleepCtx(ctx, v4l2Retry) != nil {
 			return nil
 		}
 	}
