@@ -90,7 +90,7 @@ func (se *session) openReplay() (CloseReason, bool) {
 		p.lead = append(p.lead, f)
 		if f.Codec.IsVideo() {
 			p.codec = f.Codec
-			log.Info("playback start", "codec", f.Codec.String(), "from", time.UnixMilli(f.Timestamp).UTC().Format(time.RFC3339Nano))
+			log.Info("playback start", "codec", f.Codec.String(), "first_frame_at", time.UnixMilli(f.Timestamp).UTC().Format(time.RFC3339Nano))
 			se.svc.events.emitDetail(EventPlaybackStart, se.id, int(start.Unix()), start.UTC().Format(time.RFC3339))
 			return 0, true
 		}
