@@ -48,12 +48,112 @@ import (
 // under 2 s. A fixed delay, or exponential backoff without jitter, moves
 // every client in step: all 100 reconnect within the few milliseconds a
 // connect takes, so 100 share one window and the spread is far below 300 ms.
+// fleetUp is one client's report that it is connected.
+type fleetUp struct {
+	i  int
+	at time.Time
+}
+
+// fleet is a set of clients on one broker that report their ups and downs.
+type fleet struct {
+	n      int
+	ups    chan fleetUp
+	downs  chan int
+	queues []queue
+	topics []string
+	stop   func()
+}
+
+func startFleet(t *testing.T, url string, n int, backoff mqtt.BackoffConfig, log *slog.Logger) *fleet {
+	t.Helper()
+	// Buffered well past what the test causes, so OnUp and OnDown never block.
+	f := &fleet{n: n, ups: make(chan fleetUp, 8*n), downs: make(chan int, 8*n), queues: make([]queue, n), topics: make([]string, n)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	f.stop = sync.OnceFunc(func() {
+		cancel()
+		wg.Wait()
+	})
+	t.Cleanup(f.stop)
+	for i := range n {
+		cfg := deviceConfig(url, fmt.Sprintf("fleet%03d", i))
+		cfg.StatusTopic = "smart/device/status/{id}"
+		cfg.Backoff = backoff
+		cfg.OnUp = func() { f.ups <- fleetUp{i, time.Now()} }
+		cfg.OnDown = func(error) { f.downs <- i }
+		c, err := mqtt.NewClient(cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.queues[i] = make(queue, 1)
+		c.Route(46, f.queues[i].deliver)
+		f.topics[i] = c.TopicIn()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(ctx); err != nil {
+				t.Errorf("client %d: Run: %v", i, err)
+			}
+		}()
+	}
+	return f
+}
+
+// waitAll waits until every client has reported, keeping the first
+// report of each that next accepts.
+func (f *fleet) waitAll(t *testing.T, what string, deadline time.Duration, next func() (int, bool)) {
+	t.Helper()
+	seen := make([]bool, f.n)
+	timeout := time.After(deadline)
+	for n := 0; n < f.n; {
+		select {
+		case <-timeout:
+			t.Fatalf("%s: %d of %d clients after %v", what, n, f.n, deadline)
+		default:
+		}
+		if i, ok := next(); ok && !seen[i] {
+			seen[i] = true
+			n++
+		}
+	}
+}
+
+func (f *fleet) recvUp(timeout time.Duration) (fleetUp, bool) {
+	select {
+	case u := <-f.ups:
+		return u, true
+	case <-time.After(timeout):
+		return fleetUp{}, false
+	}
+}
+
+func (f *fleet) recvDown(timeout time.Duration) (int, bool) {
+	select {
+	case i := <-f.downs:
+		return i, true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// busiestWindow is the most reconnects within one window.
+func busiestWindow(back []time.Duration, window time.Duration) int {
+	busiest := 0
+	for lo, hi := 0, 0; hi < len(back); hi++ {
+		for back[hi]-back[lo] >= window {
+			lo++
+		}
+		busiest = max(busiest, hi-lo+1)
+	}
+	return busiest
+}
+
 func TestFleetReconnect(t *testing.T) {
 	const (
-		fleet       = 100
+		fleetSize   = 100
 		outage      = time.Second
 		window      = 100 * time.Millisecond
-		maxInWindow = fleet / 4
+		maxInWindow = fleetSize / 4
 		minSpread   = 300 * time.Millisecond
 	)
 	backoff := mqtt.BackoffConfig{Base: time.Second, Cap: 4 * time.Second}
@@ -66,94 +166,23 @@ func TestFleetReconnect(t *testing.T) {
 			t.Logf("client logs:\n%s", logs)
 		}
 	})
-
-	type up struct {
-		i  int
-		at time.Time
-	}
-	// Buffered well past what the test causes, so OnUp and OnDown never block.
-	ups := make(chan up, 8*fleet)
-	downs := make(chan int, 8*fleet)
-	queues := make([]queue, fleet)
-	topics := make([]string, fleet)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	stopFleet := sync.OnceFunc(func() {
-		cancel()
-		wg.Wait()
-	})
-	t.Cleanup(stopFleet)
-	for i := range fleet {
-		cfg := deviceConfig(srv.URL(), fmt.Sprintf("fleet%03d", i))
-		cfg.StatusTopic = "smart/device/status/{id}"
-		cfg.Backoff = backoff
-		cfg.OnUp = func() { ups <- up{i, time.Now()} }
-		cfg.OnDown = func(error) { downs <- i }
-		c, err := mqtt.NewClient(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		queues[i] = make(queue, 1)
-		c.Route(46, queues[i].deliver)
-		topics[i] = c.TopicIn()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(ctx); err != nil {
-				t.Errorf("client %d: Run: %v", i, err)
-			}
-		}()
-	}
-
-	// waitAll waits until every client has reported, keeping the first
-	// report of each that accept takes.
-	waitAll := func(what string, deadline time.Duration, next func() (int, bool)) {
-		t.Helper()
-		seen := make([]bool, fleet)
-		timeout := time.After(deadline)
-		for n := 0; n < fleet; {
-			select {
-			case <-timeout:
-				t.Fatalf("%s: %d of %d clients after %v", what, n, fleet, deadline)
-			default:
-			}
-			if i, ok := next(); ok && !seen[i] {
-				seen[i] = true
-				n++
-			}
-		}
-	}
-	recv := func(timeout time.Duration) (up, bool) {
-		select {
-		case u := <-ups:
-			return u, true
-		case <-time.After(timeout):
-			return up{}, false
-		}
-	}
-	waitAll("connected", 2*waitTimeout, func() (int, bool) {
-		u, ok := recv(10 * time.Millisecond)
+	f := startFleet(t, srv.URL(), fleetSize, backoff, log)
+	f.waitAll(t, "connected", 2*waitTimeout, func() (int, bool) {
+		u, ok := f.recvUp(10 * time.Millisecond)
 		return u.i, ok
 	})
 
 	srv.Stop()
 	stopped := time.Now()
-	waitAll("lost the broker", waitTimeout, func() (int, bool) {
-		select {
-		case i := <-downs:
-			return i, true
-		case <-time.After(10 * time.Millisecond):
-			return 0, false
-		}
-	})
+	f.waitAll(t, "lost the broker", waitTimeout, func() (int, bool) { return f.recvDown(10 * time.Millisecond) })
 	time.Sleep(outage - time.Since(stopped))
 	restart := time.Now()
 	srv.Start()
 	listening := time.Since(restart)
 
-	back := make([]time.Duration, fleet)
-	waitAll("reconnected", backoff.Cap+2*waitTimeout, func() (int, bool) {
-		u, ok := recv(10 * time.Millisecond)
+	back := make([]time.Duration, fleetSize)
+	f.waitAll(t, "reconnected", backoff.Cap+2*waitTimeout, func() (int, bool) {
+		u, ok := f.recvUp(10 * time.Millisecond)
 		// An attempt that caught the dying broker before it stopped
 		// accepting is not a reconnect.
 		if !ok || u.at.Before(restart) {
@@ -163,18 +192,12 @@ func TestFleetReconnect(t *testing.T) {
 		return u.i, true
 	})
 	slices.Sort(back)
-	busiest := 0
-	for lo, hi := 0, 0; hi < fleet; hi++ {
-		for back[hi]-back[lo] >= window {
-			lo++
-		}
-		busiest = max(busiest, hi-lo+1)
-	}
-	spread := back[fleet-1] - back[0]
+	busiest := busiestWindow(back, window)
+	spread := back[fleetSize-1] - back[0]
 	t.Logf("%d clients, backoff base %v cap %v, outage %v (mosquitto listening %v after Start): reconnect offsets from restart min %v p50 %v p90 %v max %v, spread %v, busiest %v window %d clients",
-		fleet, backoff.Base, backoff.Cap, restart.Sub(stopped).Round(time.Millisecond), listening.Round(time.Millisecond),
-		back[0].Round(time.Millisecond), back[fleet/2].Round(time.Millisecond), back[fleet*9/10].Round(time.Millisecond),
-		back[fleet-1].Round(time.Millisecond), spread.Round(time.Millisecond), window, busiest)
+		fleetSize, backoff.Base, backoff.Cap, restart.Sub(stopped).Round(time.Millisecond), listening.Round(time.Millisecond),
+		back[0].Round(time.Millisecond), back[fleetSize/2].Round(time.Millisecond), back[fleetSize*9/10].Round(time.Millisecond),
+		back[fleetSize-1].Round(time.Millisecond), spread.Round(time.Millisecond), window, busiest)
 	if spread < minSpread {
 		t.Errorf("reconnects spread over %v, want at least %v: the fleet reconnects in step", spread, minSpread)
 	}
@@ -182,19 +205,32 @@ func TestFleetReconnect(t *testing.T) {
 		t.Errorf("%d clients reconnected within one %v window, want at most %d", busiest, window, maxInWindow)
 	}
 
-	// Every client is subscribed again: a message to each topic_in arrives.
 	relay := cloud(t, srv.URL())
+	f.checkSubscribed(t, relay)
+	f.checkOnline(t, relay)
+	f.stop()
+	relay.Disconnect(250)
+	check()
+}
+
+// checkSubscribed: every client is subscribed again: a message to each
+// topic_in arrives.
+func (f *fleet) checkSubscribed(t *testing.T, relay paho.Client) {
+	t.Helper()
 	now := time.Now().Unix()
-	for i, topic := range topics {
+	for i, topic := range f.topics {
 		publishRaw(t, relay, topic, fmt.Appendf(nil, `{"protocol":46,"pv":"2.2","t":%d,"data":{"n":%d}}`, now, i))
 	}
-	for i, q := range queues {
+	for i, q := range f.queues {
 		jsonEqual(t, q.next(t), fmt.Sprintf(`{"n":%d}`, i))
 	}
+}
 
-	// And every one announced itself online to the restarted broker, which
-	// lost the retained statuses with its memory.
-	online := make(chan string, fleet)
+// checkOnline: every client announced itself online to the restarted
+// broker, which lost the retained statuses with its memory.
+func (f *fleet) checkOnline(t *testing.T, relay paho.Client) {
+	t.Helper()
+	online := make(chan string, f.n)
 	tok := relay.Subscribe("smart/device/status/+", 1, func(_ paho.Client, m paho.Message) {
 		var p mqtt.Presence
 		if m.Retained() && json.Unmarshal(m.Payload(), &p) == nil && p.Online {
@@ -205,16 +241,12 @@ func TestFleetReconnect(t *testing.T) {
 		t.Fatalf("status subscribe: %v", tok.Error())
 	}
 	seen := make(map[string]bool)
-	for len(seen) < fleet {
+	for len(seen) < f.n {
 		select {
 		case id := <-online:
 			seen[id] = true
 		case <-time.After(waitTimeout):
-			t.Fatalf("%d of %d clients retained online after the restart", len(seen), fleet)
+			t.Fatalf("%d of %d clients retained online after the restart", len(seen), f.n)
 		}
 	}
-
-	stopFleet()
-	relay.Disconnect(250)
-	check()
 }
