@@ -75,40 +75,7 @@ func TestLive(t *testing.T) {
 			}
 			t.Logf("%s: ttff=%s video=%d audio=%d fps=%.1f", b.Name, res.TTFF, res.VideoFrames, res.AudioFrames, res.FPS)
 
-			// What the device published: each message under 8 KB of JSON,
-			// an answer without candidates or extensions the offer did not
-			// ask for, and candidates in the a=candidate form with an end.
-			var answers, cands, ends int
-			for _, m := range out.all() {
-				if len(m) >= 8192 {
-					t.Errorf("a published message of %d bytes", len(m))
-				}
-				var env struct {
-					Data p2p.Message `json:"data"`
-				}
-				if err := json.Unmarshal(m, &env); err != nil || env.Data.Header.SessionID != res.SessionID {
-					continue
-				}
-				switch env.Data.Header.Type {
-				case p2p.TypeAnswer:
-					answers++
-					a, err := p2p.DecodeAnswer(env.Data.Msg)
-					if err != nil || strings.Contains(a.SDP, "a=candidate") || strings.Contains(a.SDP, "a=extmap:") {
-						t.Errorf("answer: %v; it must carry no candidates and no extmap lines:\n%s", err, a.SDP)
-					}
-				case p2p.TypeCandidate:
-					c, _ := p2p.DecodeCandidate(env.Data.Msg)
-					if c.Candidate == "" {
-						ends++
-					} else if !strings.HasPrefix(c.Candidate, "a=candidate:") || !strings.HasSuffix(c.Candidate, "\r\n") {
-						t.Errorf("candidate %q is not in the a=candidate:...\\r\\n form", c.Candidate)
-					}
-					cands++
-				}
-			}
-			if answers != 1 || cands < 2 || ends != 1 {
-				t.Errorf("published %d answers, %d candidates, %d end markers; want 1, >= 2, 1", answers, cands, ends)
-			}
+			checkPublished(t, out, res.SessionID)
 
 			// The log lines field engineers search for.
 			for _, words := range [][]string{
@@ -126,6 +93,45 @@ func TestLive(t *testing.T) {
 				t.Error("the P2P password appears in the log")
 			}
 		})
+	}
+}
+
+// checkPublished checks what the device published for a session: each
+// message under 8 KB of JSON, an answer without candidates or extensions
+// the offer did not ask for, and candidates in the a=candidate form with
+// an end.
+func checkPublished(t *testing.T, out *topicLog, sessionID string) {
+	t.Helper()
+	var answers, cands, ends int
+	for _, m := range out.all() {
+		if len(m) >= 8192 {
+			t.Errorf("a published message of %d bytes", len(m))
+		}
+		var env struct {
+			Data p2p.Message `json:"data"`
+		}
+		if err := json.Unmarshal(m, &env); err != nil || env.Data.Header.SessionID != sessionID {
+			continue
+		}
+		switch env.Data.Header.Type {
+		case p2p.TypeAnswer:
+			answers++
+			a, err := p2p.DecodeAnswer(env.Data.Msg)
+			if err != nil || strings.Contains(a.SDP, "a=candidate") || strings.Contains(a.SDP, "a=extmap:") {
+				t.Errorf("answer: %v; it must carry no candidates and no extmap lines:\n%s", err, a.SDP)
+			}
+		case p2p.TypeCandidate:
+			c, _ := p2p.DecodeCandidate(env.Data.Msg)
+			if c.Candidate == "" {
+				ends++
+			} else if !strings.HasPrefix(c.Candidate, "a=candidate:") || !strings.HasSuffix(c.Candidate, "\r\n") {
+				t.Errorf("candidate %q is not in the a=candidate:...\\r\\n form", c.Candidate)
+			}
+			cands++
+		}
+	}
+	if answers != 1 || cands < 2 || ends != 1 {
+		t.Errorf("published %d answers, %d candidates, %d end markers; want 1, >= 2, 1", answers, cands, ends)
 	}
 }
 

@@ -119,27 +119,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	w2 := startWatch(t, v, viewer.WatchOptions{SessionID: "status2"})
 	waitFor(t, 15*time.Second, "two sessions streaming", func() bool { return w1.fl.count() > 5 && w2.fl.count() > 5 })
 
-	var last Status
-	var size int
-	waitFor(t, 10*time.Second, "a status with both sessions streaming", func() bool {
-		msgs := status.all()
-		for i := len(msgs) - 1; i >= 0; i-- {
-			var m struct {
-				Online bool   `json:"online"`
-				Health Status `json:"health"`
-			}
-			if json.Unmarshal(msgs[i], &m) != nil || !m.Online {
-				continue
-			}
-			last, size = m.Health, len(msgs[i])
-			ok := len(last.Sessions) == 2
-			for _, s := range last.Sessions {
-				ok = ok && s.VideoFrames > 0
-			}
-			return ok
-		}
-		return false
-	})
+	last, size := waitStatusStreaming(t, status, 2)
 	if size >= mqtt.MaxStatus {
 		t.Fatalf("status of %d bytes", size)
 	}
@@ -158,6 +138,43 @@ func TestStatusAndMetrics(t *testing.T) {
 	}
 	t.Logf("status message %d bytes with 2 sessions", size)
 
+	checkMetricsMatchStatus(t, rd, sock)
+	w1.stop()
+	w2.stop()
+}
+
+// waitStatusStreaming waits for the newest online status to list n
+// sessions that all send video, and returns it with its size.
+func waitStatusStreaming(t *testing.T, status *topicLog, n int) (Status, int) {
+	t.Helper()
+	var last Status
+	var size int
+	waitFor(t, 10*time.Second, "a status with both sessions streaming", func() bool {
+		msgs := status.all()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			var m struct {
+				Online bool   `json:"online"`
+				Health Status `json:"health"`
+			}
+			if json.Unmarshal(msgs[i], &m) != nil || !m.Online {
+				continue
+			}
+			last, size = m.Health, len(msgs[i])
+			ok := len(last.Sessions) == n
+			for _, s := range last.Sessions {
+				ok = ok && s.VideoFrames > 0
+			}
+			return ok
+		}
+		return false
+	})
+	return last, size
+}
+
+// checkMetricsMatchStatus: a scrape gives the figures of the status taken
+// around it.
+func checkMetricsMatchStatus(t *testing.T, rd *runningDaemon, sock string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	before := rd.d.status(ctx)
@@ -195,8 +212,6 @@ func TestStatusAndMetrics(t *testing.T) {
 	if _, ok := m["go_goroutines"]; !ok {
 		t.Error("no process metrics")
 	}
-	w1.stop()
-	w2.stop()
 }
 
 // TestMetricsRequests: the endpoint answers what is not a GET of /metrics
