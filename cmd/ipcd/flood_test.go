@@ -37,50 +37,9 @@ func TestSignalingFlood(t *testing.T) {
 	w := startWatch(t, live, viewer.WatchOptions{})
 	waitFor(t, 15*time.Second, "the live session", func() bool { return w.fl.count() > 5 })
 
-	answers := map[string]time.Time{}
-	var amu sync.Mutex
-	sub := rawClient(t, broker, "answers")
-	if tok := sub.Subscribe(topicOut, 1, func(_ paho.Client, m paho.Message) {
-		var env struct {
-			Data p2p.Message `json:"data"`
-		}
-		if json.Unmarshal(m.Payload(), &env) == nil && env.Data.Header.Type == p2p.TypeAnswer {
-			amu.Lock()
-			answers[env.Data.Header.SessionID] = time.Now()
-			amu.Unlock()
-		}
-	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-
-	sdp := offerSDP(t)
-	flooder := rawClient(t, broker, "flooder")
-	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
+	answerAt := watchAnswers(t, broker, topicOut)
 	const rate, seconds = 5000, 10
-	stop := make(chan struct{})
-	var sent int
-	var sentNow atomic.Int64
-	floodDone := make(chan struct{})
-	go func() {
-		defer close(floodDone)
-		start := time.Now()
-		for sent < rate*seconds {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			// Paced in batches: the flooder keeps to the rate on average.
-			if ahead := time.Duration(sent)*time.Second/rate - time.Since(start); ahead > 0 {
-				time.Sleep(ahead)
-			}
-			h := p2p.Header{Type: p2p.TypeOffer, From: "flooder", To: testDevID, SessionID: fmt.Sprintf("f%d", sent)}
-			flooder.Publish(topicIn, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
-			sent++
-			sentNow.Store(int64(sent))
-		}
-	}()
-	t.Cleanup(func() { close(stop); <-floodDone })
+	f := startFlood(t, broker, topicIn, offerSDP(t), rate*seconds, rate)
 
 	app := newViewerFrom(t, broker, "legit")
 	time.Sleep(time.Second) // the flood is on
@@ -92,12 +51,10 @@ func TestSignalingFlood(t *testing.T) {
 			BeforeOffer: func() error { offered = time.Now(); return nil }})
 		cancel()
 		if err != nil {
-			t.Fatalf("legit offer %d: %v; %d sent by the flooder; mqtt %+v; drops %v", i, err, sentNow.Load(),
+			t.Fatalf("legit offer %d: %v; %d sent by the flooder; mqtt %+v; drops %v", i, err, f.sentNow.Load(),
 				rd.d.client.Load().Stats(), rd.d.running.Load().Drops())
 		}
-		amu.Lock()
-		at, ok := answers[id]
-		amu.Unlock()
+		at, ok := answerAt(id)
 		if !ok {
 			t.Fatalf("legit offer %d: no answer seen on %s", i, topicOut)
 		}
@@ -107,7 +64,8 @@ func TestSignalingFlood(t *testing.T) {
 			t.Logf("legit offer %d answered in %s", i, d.Round(time.Microsecond))
 		}
 	}
-	<-floodDone
+	<-f.done
+	sent := f.sent
 	elapsed := seconds * time.Second
 	t.Logf("flood: %d bad offers sent (%d/s); device refused %d, rate limited %d, queue drops %d",
 		sent, sent/seconds, rd.d.running.Load().Drops()[p2p.RuleAuthFailed],
@@ -128,4 +86,66 @@ func TestSignalingFlood(t *testing.T) {
 		t.Fatalf("the flood wrote %d bytes of warn log, want under 100 KB", warn)
 	}
 	t.Logf("warn log of the flood: %d bytes", warn)
+}
+
+// watchAnswers records when each session's answer is published on topic.
+func watchAnswers(t *testing.T, broker, topic string) func(session string) (time.Time, bool) {
+	t.Helper()
+	answers := map[string]time.Time{}
+	var mu sync.Mutex
+	sub := rawClient(t, broker, "answers")
+	if tok := sub.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+		var env struct {
+			Data p2p.Message `json:"data"`
+		}
+		if json.Unmarshal(m.Payload(), &env) == nil && env.Data.Header.Type == p2p.TypeAnswer {
+			mu.Lock()
+			answers[env.Data.Header.SessionID] = time.Now()
+			mu.Unlock()
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return func(session string) (time.Time, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		at, ok := answers[session]
+		return at, ok
+	}
+}
+
+// flood publishes offers with a bad token from one app at a steady rate.
+type flood struct {
+	sent    int // read after done is closed
+	sentNow atomic.Int64
+	done    chan struct{}
+}
+
+func startFlood(t *testing.T, broker, topic, sdp string, total, rate int) *flood {
+	t.Helper()
+	flooder := rawClient(t, broker, "flooder")
+	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
+	f := &flood{done: make(chan struct{})}
+	stop := make(chan struct{})
+	go func() {
+		defer close(f.done)
+		start := time.Now()
+		for f.sent < total {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// Paced in batches: the flooder keeps to the rate on average.
+			if ahead := time.Duration(f.sent)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+			h := p2p.Header{Type: p2p.TypeOffer, From: "flooder", To: testDevID, SessionID: fmt.Sprintf("f%d", f.sent)}
+			flooder.Publish(topic, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
+			f.sent++
+			f.sentNow.Store(int64(f.sent))
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-f.done })
+	return f
 }
