@@ -1,14 +1,19 @@
 package board_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipcd/ipcd/cmd/ipcd/config"
 )
@@ -232,5 +237,101 @@ func TestBuildTags(t *testing.T) {
 		if got := buildTags(cmd); !slices.Equal(got, want) {
 			t.Errorf("%s: %v, want %v", cmd, got, want)
 		}
+	}
+}
+
+// freeAddr returns a loopback address no one listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestDemoProfileStarts builds ipcd as docs/boards.md says for the demo
+// profile and runs it with the profile from the repository root, as the
+// board does from /usr/share/ipcd: it must reach Ready (listen ok). Only
+// the ports and the paths it writes are moved, so that runs side by side
+// do not collide.
+func TestDemoProfileStarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon")
+	}
+	doc, err := os.ReadFile(boardsDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	found := false
+	for _, m := range installRow.FindAllStringSubmatch(string(doc), -1) {
+		if m[1] == "profiles/demo.yaml" {
+			tags, found = buildTags(m[2]), true
+		}
+	}
+	if !found {
+		t.Fatalf("%s has no row for the demo profile", boardsDoc)
+	}
+	profile, err := filepath.Abs("profiles/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ipcd")
+	build := exec.Command("go", "build", "-tags", strings.Join(tags, " "), "-o", bin, "../cmd/ipcd")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %q: %v\n%s", tags, err, out)
+	}
+	broker := freeAddr(t)
+	cmd := exec.Command(bin, "-config", profile)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(),
+		"IPCD_MQTT_EMBEDDED_BROKER="+broker,
+		"IPCD_MQTT_EMBEDDED_BROKER_WS="+freeAddr(t),
+		"IPCD_MQTT_BROKERS=tcp://"+broker,
+		"IPCD_DEVICE_STORE="+filepath.Join(dir, "state.json"),
+		"IPCD_MEDIA_SPEAKER_PATH="+filepath.Join(dir, "speaker.pcmu"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := make(chan bool, 1)
+	var log strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if !sent && strings.Contains(sc.Text(), "listen ok") {
+				up <- true
+				sent = true
+			}
+		}
+		if !sent {
+			up <- false
+		}
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			_ = cmd.Wait()
+			t.Fatalf("ipcd built with tags %q exited before Ready with the demo profile:\n%s", tags, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("ipcd built with tags %q not Ready within 30 s with the demo profile", tags)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ipcd after SIGTERM: %v", err)
 	}
 }
