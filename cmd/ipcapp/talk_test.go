@@ -136,32 +136,13 @@ func TestControlChannel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	var mu sync.Mutex
-	var frames, keys int
-	var afterStop, firstKeyAfterStart = -1, false
-	var bad []p2p.CommandReply
+	n := &ctlCounts{afterStop: -1}
 	sctx, stop := context.WithCancel(ctx)
 	_, err = c.Watch(sctx, viewer.WatchOptions{
-		SessionID:   "ctl",
-		DataChannel: true,
-		OnVideo: func(_ []byte, key bool) {
-			mu.Lock()
-			frames++
-			if afterStop >= 0 && frames == afterStop+1 {
-				firstKeyAfterStart = key
-			}
-			if key {
-				keys++
-			}
-			mu.Unlock()
-		},
-		OnControlReply: func(r p2p.CommandReply) {
-			mu.Lock()
-			if r.Res != 0 {
-				bad = append(bad, r)
-			}
-			mu.Unlock()
-		},
+		SessionID:      "ctl",
+		DataChannel:    true,
+		OnVideo:        n.onVideo,
+		OnControlReply: n.onReply,
 		OnControl: func(cctx context.Context, ctl *viewer.ControlChannel) {
 			defer stop()
 			do := func(cmd string, v any, wantRes int) p2p.CommandReply {
@@ -175,17 +156,7 @@ func TestControlChannel(t *testing.T) {
 				t.Errorf("clarity_query value %v, want 0", r.Value)
 			}
 			do(p2p.CmdSpeakerStart, nil, 0)
-			// A second session asks for the speaker on its control channel.
-			_, err := c.Watch(cctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
-				OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
-					r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
-					if err != nil || r.Res != p2p.ResSpeakerInUse {
-						t.Errorf("second speaker_start: %+v, %v; want res 10", r, err)
-					}
-				}, Duration: 500 * time.Millisecond})
-			if err != nil {
-				t.Errorf("second session: %v", err)
-			}
+			secondSpeakerRefused(t, cctx, c)
 			if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
 				t.Error(err)
 			}
@@ -193,18 +164,7 @@ func TestControlChannel(t *testing.T) {
 				t.Error(err)
 			}
 			time.Sleep(300 * time.Millisecond) // frames flow
-			do(p2p.CmdVideoStop, nil, 0)
-			time.Sleep(200 * time.Millisecond) // in flight
-			mu.Lock()
-			n := frames
-			mu.Unlock()
-			time.Sleep(600 * time.Millisecond)
-			mu.Lock()
-			if frames != n {
-				t.Errorf("%d video frames arrived after video_stop", frames-n)
-			}
-			afterStop = frames
-			mu.Unlock()
+			n.stopVideo(t, func() { do(p2p.CmdVideoStop, nil, 0) })
 			do(p2p.CmdVideoStart, nil, 0)
 			do(p2p.CmdClaritySet, 1, 0)
 			do(p2p.CmdClaritySet, 7, 1)
@@ -215,12 +175,12 @@ func TestControlChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if frames <= afterStop || !firstKeyAfterStart {
-		t.Errorf("after video_start: %d frames (had %d), first is key: %v", frames, afterStop, firstKeyAfterStart)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.frames <= n.afterStop || !n.firstKeyAfterStart {
+		t.Errorf("after video_start: %d frames (had %d), first is key: %v", n.frames, n.afterStop, n.firstKeyAfterStart)
 	}
-	if len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
+	if bad := n.bad; len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
 		t.Errorf("bad commands answered %+v, want req 77 res 1 and res 1", bad)
 	}
 	wantEv := []p2p.EventType{p2p.EventLiveVideoStart, p2p.EventLiveAudioStart, p2p.EventLiveVideoClarityQuery,
@@ -231,6 +191,67 @@ func TestControlChannel(t *testing.T) {
 	}
 	if ev := events.of("ctl2"); slices.Contains(ev, p2p.EventSpeakerStart) {
 		t.Errorf("second session got the speaker: %v", ev)
+	}
+}
+
+// ctlCounts is what TestControlChannel's session received.
+type ctlCounts struct {
+	mu                 sync.Mutex
+	frames, keys       int
+	afterStop          int // frames when video_stop had settled; -1 before
+	firstKeyAfterStart bool
+	bad                []p2p.CommandReply
+}
+
+func (n *ctlCounts) onVideo(_ []byte, key bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frames++
+	if n.afterStop >= 0 && n.frames == n.afterStop+1 {
+		n.firstKeyAfterStart = key
+	}
+	if key {
+		n.keys++
+	}
+}
+
+func (n *ctlCounts) onReply(r p2p.CommandReply) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r.Res != 0 {
+		n.bad = append(n.bad, r)
+	}
+}
+
+// stopVideo sends video_stop and checks that no frame arrives after the
+// ones in flight.
+func (n *ctlCounts) stopVideo(t *testing.T, send func()) {
+	send()
+	time.Sleep(200 * time.Millisecond) // in flight
+	n.mu.Lock()
+	before := n.frames
+	n.mu.Unlock()
+	time.Sleep(600 * time.Millisecond)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.frames != before {
+		t.Errorf("%d video frames arrived after video_stop", n.frames-before)
+	}
+	n.afterStop = n.frames
+}
+
+// secondSpeakerRefused: a second session asks for the speaker on its
+// control channel and is refused with res 10.
+func secondSpeakerRefused(t *testing.T, ctx context.Context, c *viewer.Client) {
+	_, err := c.Watch(ctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
+		OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
+			r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
+			if err != nil || r.Res != p2p.ResSpeakerInUse {
+				t.Errorf("second speaker_start: %+v, %v; want res 10", r, err)
+			}
+		}, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Errorf("second session: %v", err)
 	}
 }
 
