@@ -89,6 +89,16 @@ func TestSwitchStream(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
+	checkSwitched(t, video, main, sub, requestedAt, wr.res.Codec)
+	_ = c.Close()
+	dev.close()
+	checkNoLeaks(t, before)
+}
+
+// checkSwitched: the video is the main stream's up to a sub keyframe
+// after the request, then the sub stream's, at each stream's size.
+func checkSwitched(t *testing.T, video [][]byte, main, sub *fakeStream, requestedAt int, codec string) {
+	t.Helper()
 	at := -1
 	for i, au := range video {
 		if !bytes.Equal(au, main.aus[i]) {
@@ -114,13 +124,10 @@ func TestSwitchStream(t *testing.T) {
 		i    int
 		w, h int
 	}{{0, 640, 360}, {at, 320, 180}} {
-		if w, h, ok := VideoSize(video[tt.i], wr.res.Codec); !ok || w != tt.w || h != tt.h {
+		if w, h, ok := VideoSize(video[tt.i], codec); !ok || w != tt.w || h != tt.h {
 			t.Errorf("access unit %d is %dx%d %v, want %dx%d", tt.i, w, h, ok, tt.w, tt.h)
 		}
 	}
-	_ = c.Close()
-	dev.close()
-	checkNoLeaks(t, before)
 }
 
 // watchUntilFrame starts a session and returns once video flows; the
