@@ -326,44 +326,10 @@ func mimeOf(c videoCodec) string {
 
 func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 	h := offerMsg.Header
-	inbox := fs.inbox
-	offer, err := p2p.DecodeOffer(offerMsg.Msg)
-	if err != nil {
-		d.t.Errorf("fake device: bad offer: %v", err)
-		return
-	}
-	select {
-	case d.offers <- offer:
-	default:
-	}
-	if d.opts.silent {
-		return
-	}
-	if d.opts.decoy {
-		decoy := h.Reply(p2p.TypeDisconnect)
-		decoy.To = "someone-else"
-		d.publish(decoy, p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: 4, Code: -104, Message: "not for you"})
-	}
-	if err := p2p.VerifyAuth(offer.Auth, fakePassword, fakeDevID, h.From, time.Now()); err != nil {
-		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC,
-			CloseReason: int(p2p.CloseAuth), Code: p2p.CloseAuth.Code(), Message: p2p.CloseAuth.String()})
-		return
-	}
-	if d.opts.refuse != nil {
-		d.publish(h.Reply(p2p.TypeDisconnect), *d.opts.refuse)
-		return
-	}
-	cur := d.pick(offer)
+	offer, cur := d.admit(offerMsg)
 	if cur == nil {
-		r := p2p.CloseCodec
-		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
 		return
 	}
-	select {
-	case d.picked <- cur.name:
-	default:
-	}
-
 	ctx, cancel := context.WithCancel(d.ctx)
 	pc, err := d.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -379,24 +345,107 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 		}
 		sender.Wait()
 	}()
-	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd")
-	if err != nil {
-		d.t.Error(err)
+	p, ok := d.peer(ctx, pc, cur)
+	if !ok || !d.answer(pc, h, offer, p.cands) {
 		return
 	}
-	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd")
-	if err != nil {
-		d.t.Error(err)
-		return
-	}
-	for _, tr := range []webrtc.TrackLocal{audio, video} {
-		if _, err := pc.AddTrack(tr); err != nil {
-			d.t.Error(err)
+	tooMany := make(chan struct{})
+	switches := make(chan *fakeStream, 1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case line := <-p.cands:
+			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
+		case m := <-fs.inbox:
+			if !d.fromApp(pc, m) {
+				return
+			}
+		case req := <-fs.requests:
+			cur = d.request(req, h, cur, switches)
+		case <-p.connected:
+			first := cur
+			sender.Go(func() { d.stream(ctx, p.video, p.audio, first, switches, tooMany) })
+		case <-tooMany:
+			r := p2p.CloseTimeout
+			d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
 			return
 		}
 	}
-	cands := make(chan string, 16)
-	connected := make(chan struct{}, 1)
+}
+
+// admit decides an offer like ipcd: it is refused (nil stream) for its
+// auth, by the options, or for its codecs; else it gets the stream it
+// will be sent.
+func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
+	h := offerMsg.Header
+	offer, err := p2p.DecodeOffer(offerMsg.Msg)
+	if err != nil {
+		d.t.Errorf("fake device: bad offer: %v", err)
+		return offer, nil
+	}
+	select {
+	case d.offers <- offer:
+	default:
+	}
+	if d.opts.silent {
+		return offer, nil
+	}
+	if d.opts.decoy {
+		decoy := h.Reply(p2p.TypeDisconnect)
+		decoy.To = "someone-else"
+		d.publish(decoy, p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: 4, Code: -104, Message: "not for you"})
+	}
+	if err := p2p.VerifyAuth(offer.Auth, fakePassword, fakeDevID, h.From, time.Now()); err != nil {
+		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC,
+			CloseReason: int(p2p.CloseAuth), Code: p2p.CloseAuth.Code(), Message: p2p.CloseAuth.String()})
+		return offer, nil
+	}
+	if d.opts.refuse != nil {
+		d.publish(h.Reply(p2p.TypeDisconnect), *d.opts.refuse)
+		return offer, nil
+	}
+	cur := d.pick(offer)
+	if cur == nil {
+		r := p2p.CloseCodec
+		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+		return offer, nil
+	}
+	select {
+	case d.picked <- cur.name:
+	default:
+	}
+	return offer, cur
+}
+
+// fakePeer is a session's tracks and the events of its peer connection.
+type fakePeer struct {
+	video, audio *webrtc.TrackLocalStaticSample
+	cands        chan string
+	connected    chan struct{}
+}
+
+// peer adds the tracks and turns the peer connection's callbacks into
+// channel sends.
+func (d *fakeDevice) peer(ctx context.Context, pc *webrtc.PeerConnection, cur *fakeStream) (fakePeer, bool) {
+	var p fakePeer
+	var err error
+	if p.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd"); err != nil {
+		d.t.Error(err)
+		return p, false
+	}
+	if p.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd"); err != nil {
+		d.t.Error(err)
+		return p, false
+	}
+	for _, tr := range []webrtc.TrackLocal{p.audio, p.video} {
+		if _, err := pc.AddTrack(tr); err != nil {
+			d.t.Error(err)
+			return p, false
+		}
+	}
+	p.cands = make(chan string, 16)
+	p.connected = make(chan struct{}, 1)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		line := ""
 		if c != nil {
@@ -406,14 +455,14 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 			}
 		}
 		select {
-		case cands <- line:
+		case p.cands <- line:
 		case <-ctx.Done():
 		}
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateConnected {
 			select {
-			case connected <- struct{}{}:
+			case p.connected <- struct{}{}:
 			default:
 			}
 		}
@@ -426,18 +475,23 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 			}
 		})
 	})
+	return p, true
+}
+
+// answer answers the offer, after the candidates when the options say so.
+func (d *fakeDevice) answer(pc *webrtc.PeerConnection, h p2p.Header, offer p2p.Offer, cands chan string) bool {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
 		d.t.Errorf("fake device: set offer: %v", err)
-		return
+		return false
 	}
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
 		d.t.Error(err)
-		return
+		return false
 	}
 	if err := pc.SetLocalDescription(answer); err != nil {
 		d.t.Error(err)
-		return
+		return false
 	}
 	answerMsg := p2p.Answer{Mode: p2p.ModeWebRTC, SDP: answer.SDP, Token: offer.Token, TCPToken: offer.TCPToken}
 	if d.opts.candidatesFirst {
@@ -449,51 +503,44 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 		}
 	}
 	d.publish(h.Reply(p2p.TypeAnswer), answerMsg)
+	return true
+}
 
-	tooMany := make(chan struct{})
-	switches := make(chan *fakeStream, 1)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case line := <-cands:
-			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
-		case m := <-inbox:
-			switch m.Header.Type {
-			case p2p.TypeCandidate:
-				c, err := p2p.DecodeCandidate(m.Msg)
-				if err != nil {
-					d.t.Errorf("fake device: candidate: %v", err)
-					continue
-				}
-				if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
-					if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
-						d.t.Errorf("fake device: add candidate %q: %v", line, err)
-					}
-				}
-			case p2p.TypeDisconnect:
-				return
-			}
-		case req := <-fs.requests:
-			code, msg := d.resolution(req, h, cur)
-			if code == p2p.ResOK {
-				cur = d.streams[[]string{"main", "sub"}[req.value]]
-				select {
-				case <-switches: // the newest request wins
-				default:
-				}
-				switches <- cur
-			}
-			d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
-		case <-connected:
-			first := cur
-			sender.Go(func() { d.stream(ctx, video, audio, first, switches, tooMany) })
-		case <-tooMany:
-			r := p2p.CloseTimeout
-			d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
-			return
+// fromApp takes a 302 message of the session's app; false when it ends
+// the session.
+func (d *fakeDevice) fromApp(pc *webrtc.PeerConnection, m p2p.Message) bool {
+	switch m.Header.Type {
+	case p2p.TypeCandidate:
+		c, err := p2p.DecodeCandidate(m.Msg)
+		if err != nil {
+			d.t.Errorf("fake device: candidate: %v", err)
+			return true
 		}
+		if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
+			if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+				d.t.Errorf("fake device: add candidate %q: %v", line, err)
+			}
+		}
+	case p2p.TypeDisconnect:
+		return false
 	}
+	return true
+}
+
+// request answers a 312 request and returns the stream the session sends
+// from now on.
+func (d *fakeDevice) request(req controlRequest, h p2p.Header, cur *fakeStream, switches chan *fakeStream) *fakeStream {
+	code, msg := d.resolution(req, h, cur)
+	if code == p2p.ResOK {
+		cur = d.streams[[]string{"main", "sub"}[req.value]]
+		select {
+		case <-switches: // the newest request wins
+		default:
+		}
+		switches <- cur
+	}
+	d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
+	return cur
 }
 
 // resolution decides a 312 request for a session that sends cur, with
