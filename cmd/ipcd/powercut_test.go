@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,10 +23,7 @@ func TestPowerCut(t *testing.T) {
 		cycles = 20
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ipcd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build ipcd: %v: %s", err, out)
-	}
+	bin := buildIPCD(t, dir)
 	broker := mqtttest.Embedded(t)
 	app := newAppSide(t, broker)
 	config, store := powerCutConfig(t, dir, broker)
@@ -43,7 +37,7 @@ func TestPowerCut(t *testing.T) {
 		if before {
 			want = "listen ok"
 		}
-		cmd := startUntil(t, i, bin, config, want)
+		cmd := startProcess(t, bin, config, nil, want, 10*time.Second).cmd
 		now := time.Now().Unix()
 		if before {
 			app.publish(testDevID, now, map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, now)})
@@ -120,41 +114,4 @@ func powerCutState(t *testing.T, store string) (activated bool) {
 		t.Fatalf("store holds an activation nobody sent: %+v", a.DevID)
 	}
 	return ok
-}
-
-// startUntil starts the daemon binary and waits for a log line with want.
-func startUntil(t *testing.T, cycle int, bin, config, want string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(bin, "-config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	up := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			if !sent && strings.Contains(sc.Text(), want) {
-				up <- true
-				sent = true
-			}
-		}
-		if !sent {
-			up <- false
-		}
-	}()
-	select {
-	case ok := <-up:
-		if !ok {
-			t.Fatalf("cycle %d: ipcd exited before %q", cycle, want)
-		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("cycle %d: ipcd not up within 10 s", cycle)
-	}
-	return cmd
 }
