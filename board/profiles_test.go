@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/ipcd/ipcd/cmd/ipcd/config"
@@ -165,72 +162,5 @@ func TestProfileMistakesRefused(t *testing.T) {
 				t.Fatalf("err %v, want one for %s", err, tt.key)
 			}
 		})
-	}
-}
-
-// boardsDoc is the page that tells how to build and install each profile.
-const boardsDoc = "../docs/boards.md"
-
-// installRow matches a row of the install table of docs/boards.md:
-// | `board/profiles/NAME.yaml` | needs | `build command` |
-var installRow = regexp.MustCompile("(?m)^\\| `board/(profiles/[a-z0-9-]+\\.yaml)` \\|[^|]*\\| `([^`]+)` \\|$")
-
-// buildTags returns the build tags a documented build command uses: those
-// of go build's -tags, or of make cross's CROSS_TAGS (default nobroker).
-func buildTags(cmd string) []string {
-	if m := regexp.MustCompile(`-tags "([^"]*)"|-tags (\S+)`).FindStringSubmatch(cmd); m != nil {
-		return strings.Fields(m[1] + m[2])
-	}
-	if strings.HasPrefix(cmd, "make cross") {
-		if m := regexp.MustCompile(`CROSS_TAGS=("[^"]*"|\S*)`).FindStringSubmatch(cmd); m != nil {
-			return strings.Fields(strings.Trim(m[1], `"`))
-		}
-		return []string{"nobroker"}
-	}
-	return nil
-}
-
-// TestProfilesMatchDocumentedBuild: every profile has a row in the install
-// table of docs/boards.md, and the binary that row builds has every feature
-// the profile uses, judged by its build tags.
-func TestProfilesMatchDocumentedBuild(t *testing.T) {
-	doc, err := os.ReadFile(boardsDoc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := map[string]string{}
-	for _, m := range installRow.FindAllStringSubmatch(string(doc), -1) {
-		rows[m[1]] = m[2]
-	}
-	for _, path := range profiles(t) {
-		name := "profiles/" + filepath.Base(path)
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			cmd, ok := rows[name]
-			if !ok {
-				t.Fatalf("%s has no row for board/%s", boardsDoc, name)
-			}
-			tags := buildTags(cmd)
-			cfg := readProfile(t, path)
-			for _, n := range cfg.Needs() {
-				tag, without := strings.CutPrefix(n.Feature.BuildTag(), "!")
-				if slices.Contains(tags, tag) == without {
-					t.Errorf("%s uses %s (%s), but the documented build %q has tags %v", name, n.Feature, n.Key, cmd, tags)
-				}
-			}
-		})
-	}
-}
-
-func TestBuildTags(t *testing.T) {
-	for cmd, want := range map[string][]string{
-		"make cross":                            {"nobroker"},
-		"make cross CROSS_TAGS= CROSS_MAX=1":    nil,
-		`make cross CROSS_TAGS="nobroker x"`:    {"nobroker", "x"},
-		`go build -tags "nobroker v4l2" -o a .`: {"nobroker", "v4l2"},
-		"go build -tags v4l2 ./cmd/ipcd":        {"v4l2"},
-	} {
-		if got := buildTags(cmd); !slices.Equal(got, want) {
-			t.Errorf("%s: %v, want %v", cmd, got, want)
-		}
 	}
 }

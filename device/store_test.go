@@ -447,6 +447,100 @@ func TestStoreWriterProcess(t *testing.T) {
 	t.Fatal("writer was not killed")
 }
 
+// writerProc is a TestStoreWriterProcess child, killed by the test.
+type writerProc struct {
+	cmd      *exec.Cmd
+	stderr   bytes.Buffer
+	lastDone chan int
+	other    []string
+}
+
+// startWriter starts a writer at operation next and waits until it is
+// ready.
+func startWriter(t *testing.T, k int, dir string, next int) *writerProc {
+	t.Helper()
+	w := &writerProc{lastDone: make(chan int, 1)}
+	w.cmd = exec.Command(os.Args[0], "-test.run=^TestStoreWriterProcess$", "-test.count=1")
+	w.cmd.Env = append(os.Environ(), writerDirEnv+"="+dir, writerStartEnv+"="+strconv.Itoa(next))
+	w.cmd.Stderr = &w.stderr
+	stdout, err := w.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		last := -1
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "ready":
+				close(ready)
+			case strings.HasPrefix(line, "done "):
+				n, err := strconv.Atoi(strings.TrimPrefix(line, "done "))
+				if err == nil {
+					last = n
+					continue
+				}
+				fallthrough
+			default:
+				w.other = append(w.other, line)
+			}
+		}
+		w.lastDone <- last
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		_ = w.cmd.Process.Kill()
+		<-w.lastDone
+		_ = w.cmd.Wait()
+		t.Fatalf("kill %d: writer not ready; output %q; stderr:\n%s", k, w.other, w.stderr.String())
+	}
+	return w
+}
+
+// kill kills the writer and returns the last operation it completed, -1
+// for none.
+func (w *writerProc) kill(t *testing.T, k int) int {
+	t.Helper()
+	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	last := <-w.lastDone
+	err := w.cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("kill %d: writer ended by itself (%v); output %q; stderr:\n%s", k, err, w.other, w.stderr.String())
+	}
+	return last
+}
+
+// loadAfterKill loads the store a kill left: readable without a warning,
+// with an intact backup.
+func loadAfterKill(t *testing.T, k, last int, path string) (Activation, bool) {
+	t.Helper()
+	log, logs := newCaptureLogger()
+	s, err := OpenStore(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.Load()
+	if err != nil {
+		t.Fatalf("kill %d (after op %d): Load: %v", k, last, err)
+	}
+	if w := logs.lines("level=WARN"); len(w) > 0 {
+		t.Fatalf("kill %d: a process crash left the main file unusable: %q", k, w)
+	}
+	if _, err := readRecord(path + ".bak"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("kill %d: backup damaged: %v", k, err)
+	}
+	return got, ok
+}
+
 func TestStorePowerCut(t *testing.T) {
 	kills := 200
 	if testing.Short() {
@@ -508,98 +602,4 @@ func TestStorePowerCut(t *testing.T) {
 	if totalOps == 0 {
 		t.Fatal("no operation ever completed: the kill window is too short to test anything")
 	}
-}
-
-// powerCutWriter is a TestStoreWriterProcess child running the store's
-// operations from a given index until it is killed.
-type powerCutWriter struct {
-	cmd      *exec.Cmd
-	stderr   bytes.Buffer
-	lastDone chan int
-	other    []string
-}
-
-// startWriter starts the child and waits until it has opened the store.
-func startWriter(t *testing.T, k int, dir string, next int) *powerCutWriter {
-	t.Helper()
-	w := &powerCutWriter{lastDone: make(chan int, 1)}
-	w.cmd = exec.Command(os.Args[0], "-test.run=^TestStoreWriterProcess$", "-test.count=1")
-	w.cmd.Env = append(os.Environ(), writerDirEnv+"="+dir, writerStartEnv+"="+strconv.Itoa(next))
-	w.cmd.Stderr = &w.stderr
-	stdout, err := w.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		last := -1
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "ready":
-				close(ready)
-			case strings.HasPrefix(line, "done "):
-				n, err := strconv.Atoi(strings.TrimPrefix(line, "done "))
-				if err == nil {
-					last = n
-					continue
-				}
-				fallthrough
-			default:
-				w.other = append(w.other, line)
-			}
-		}
-		w.lastDone <- last
-	}()
-	select {
-	case <-ready:
-	case <-time.After(10 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.lastDone
-		_ = w.cmd.Wait()
-		t.Fatalf("kill %d: writer not ready; output %q; stderr:\n%s", k, w.other, w.stderr.String())
-	}
-	return w
-}
-
-// kill SIGKILLs the child and returns the index of the last operation it
-// reported done, -1 if none.
-func (w *powerCutWriter) kill(t *testing.T, k int) int {
-	t.Helper()
-	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	last := <-w.lastDone
-	err := w.cmd.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("kill %d: writer ended by itself (%v); output %q; stderr:\n%s", k, err, w.other, w.stderr.String())
-	}
-	return last
-}
-
-// loadAfterKill opens the store a killed writer left and checks that
-// neither the main file nor the backup was damaged.
-func loadAfterKill(t *testing.T, k, last int, path string) (Activation, bool) {
-	t.Helper()
-	log, logs := newCaptureLogger()
-	s, err := OpenStore(path, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, ok, err := s.Load()
-	if err != nil {
-		t.Fatalf("kill %d (after op %d): Load: %v", k, last, err)
-	}
-	if w := logs.lines("level=WARN"); len(w) > 0 {
-		t.Fatalf("kill %d: a process crash left the main file unusable: %q", k, w)
-	}
-	if _, err := readRecord(path + ".bak"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("kill %d: backup damaged: %v", k, err)
-	}
-	return got, ok
 }

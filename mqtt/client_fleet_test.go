@@ -48,70 +48,15 @@ import (
 // under 2 s. A fixed delay, or exponential backoff without jitter, moves
 // every client in step: all 100 reconnect within the few milliseconds a
 // connect takes, so 100 share one window and the spread is far below 300 ms.
-func TestFleetReconnect(t *testing.T) {
-	const (
-		size        = 100
-		outage      = time.Second
-		window      = 100 * time.Millisecond
-		maxInWindow = size / 4
-		minSpread   = 300 * time.Millisecond
-	)
-	backoff := mqtt.BackoffConfig{Base: time.Second, Cap: 4 * time.Second}
-
-	srv := mqtttest.StartMosquitto(t)
-	check := goroutines(t)
-	f := startFleet(t, srv.URL(), size, backoff)
-	f.waitAll("connected", 2*waitTimeout, func() (int, bool) {
-		u, ok := f.recv(10 * time.Millisecond)
-		return u.i, ok
-	})
-
-	srv.Stop()
-	stopped := time.Now()
-	f.waitAll("lost the broker", waitTimeout, func() (int, bool) {
-		select {
-		case i := <-f.downs:
-			return i, true
-		case <-time.After(10 * time.Millisecond):
-			return 0, false
-		}
-	})
-	time.Sleep(outage - time.Since(stopped))
-	restart := time.Now()
-	srv.Start()
-	listening := time.Since(restart)
-
-	back := f.reconnectOffsets(restart, backoff.Cap+2*waitTimeout)
-	busiest := busiestWindow(back, window)
-	spread := back[size-1] - back[0]
-	t.Logf("%d clients, backoff base %v cap %v, outage %v (mosquitto listening %v after Start): reconnect offsets from restart min %v p50 %v p90 %v max %v, spread %v, busiest %v window %d clients",
-		size, backoff.Base, backoff.Cap, restart.Sub(stopped).Round(time.Millisecond), listening.Round(time.Millisecond),
-		back[0].Round(time.Millisecond), back[size/2].Round(time.Millisecond), back[size*9/10].Round(time.Millisecond),
-		back[size-1].Round(time.Millisecond), spread.Round(time.Millisecond), window, busiest)
-	if spread < minSpread {
-		t.Errorf("reconnects spread over %v, want at least %v: the fleet reconnects in step", spread, minSpread)
-	}
-	if busiest > maxInWindow {
-		t.Errorf("%d clients reconnected within one %v window, want at most %d", busiest, window, maxInWindow)
-	}
-
-	relay := cloud(t, srv.URL())
-	f.checkSubscribed(relay)
-	f.checkOnline(relay)
-	f.stop()
-	relay.Disconnect(250)
-	check()
-}
-
+// fleetUp is one client's report that it is connected.
 type fleetUp struct {
 	i  int
 	at time.Time
 }
 
-// fleet is a set of device clients run against one broker.
+// fleet is a set of clients on one broker that report their ups and downs.
 type fleet struct {
-	t      *testing.T
-	size   int
+	n      int
 	ups    chan fleetUp
 	downs  chan int
 	queues []queue
@@ -119,23 +64,10 @@ type fleet struct {
 	stop   func()
 }
 
-func startFleet(t *testing.T, broker string, size int, backoff mqtt.BackoffConfig) *fleet {
+func startFleet(t *testing.T, url string, n int, backoff mqtt.BackoffConfig, log *slog.Logger) *fleet {
 	t.Helper()
-	log, logs := newLogger(slog.LevelWarn)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("client logs:\n%s", logs)
-		}
-	})
 	// Buffered well past what the test causes, so OnUp and OnDown never block.
-	f := &fleet{
-		t:      t,
-		size:   size,
-		ups:    make(chan fleetUp, 8*size),
-		downs:  make(chan int, 8*size),
-		queues: make([]queue, size),
-		topics: make([]string, size),
-	}
+	f := &fleet{n: n, ups: make(chan fleetUp, 8*n), downs: make(chan int, 8*n), queues: make([]queue, n), topics: make([]string, n)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	f.stop = sync.OnceFunc(func() {
@@ -143,8 +75,8 @@ func startFleet(t *testing.T, broker string, size int, backoff mqtt.BackoffConfi
 		wg.Wait()
 	})
 	t.Cleanup(f.stop)
-	for i := range size {
-		cfg := deviceConfig(broker, fmt.Sprintf("fleet%03d", i))
+	for i := range n {
+		cfg := deviceConfig(url, fmt.Sprintf("fleet%03d", i))
 		cfg.StatusTopic = "smart/device/status/{id}"
 		cfg.Backoff = backoff
 		cfg.OnUp = func() { f.ups <- fleetUp{i, time.Now()} }
@@ -169,14 +101,14 @@ func startFleet(t *testing.T, broker string, size int, backoff mqtt.BackoffConfi
 
 // waitAll waits until every client has reported, keeping the first
 // report of each that next accepts.
-func (f *fleet) waitAll(what string, deadline time.Duration, next func() (int, bool)) {
-	f.t.Helper()
-	seen := make([]bool, f.size)
+func (f *fleet) waitAll(t *testing.T, what string, deadline time.Duration, next func() (int, bool)) {
+	t.Helper()
+	seen := make([]bool, f.n)
 	timeout := time.After(deadline)
-	for n := 0; n < f.size; {
+	for n := 0; n < f.n; {
 		select {
 		case <-timeout:
-			f.t.Fatalf("%s: %d of %d clients after %v", what, n, f.size, deadline)
+			t.Fatalf("%s: %d of %d clients after %v", what, n, f.n, deadline)
 		default:
 		}
 		if i, ok := next(); ok && !seen[i] {
@@ -186,7 +118,7 @@ func (f *fleet) waitAll(what string, deadline time.Duration, next func() (int, b
 	}
 }
 
-func (f *fleet) recv(timeout time.Duration) (fleetUp, bool) {
+func (f *fleet) recvUp(timeout time.Duration) (fleetUp, bool) {
 	select {
 	case u := <-f.ups:
 		return u, true
@@ -195,12 +127,62 @@ func (f *fleet) recv(timeout time.Duration) (fleetUp, bool) {
 	}
 }
 
-// reconnectOffsets waits for every client to come back after restart and
-// returns, sorted, how long after restart each did.
-func (f *fleet) reconnectOffsets(restart time.Time, deadline time.Duration) []time.Duration {
-	back := make([]time.Duration, f.size)
-	f.waitAll("reconnected", deadline, func() (int, bool) {
-		u, ok := f.recv(10 * time.Millisecond)
+func (f *fleet) recvDown(timeout time.Duration) (int, bool) {
+	select {
+	case i := <-f.downs:
+		return i, true
+	case <-time.After(timeout):
+		return 0, false
+	}
+}
+
+// busiestWindow is the most reconnects within one window.
+func busiestWindow(back []time.Duration, window time.Duration) int {
+	busiest := 0
+	for lo, hi := 0, 0; hi < len(back); hi++ {
+		for back[hi]-back[lo] >= window {
+			lo++
+		}
+		busiest = max(busiest, hi-lo+1)
+	}
+	return busiest
+}
+
+func TestFleetReconnect(t *testing.T) {
+	const (
+		fleetSize   = 100
+		outage      = time.Second
+		window      = 100 * time.Millisecond
+		maxInWindow = fleetSize / 4
+		minSpread   = 300 * time.Millisecond
+	)
+	backoff := mqtt.BackoffConfig{Base: time.Second, Cap: 4 * time.Second}
+
+	srv := mqtttest.StartMosquitto(t)
+	check := goroutines(t)
+	log, logs := newLogger(slog.LevelWarn)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("client logs:\n%s", logs)
+		}
+	})
+	f := startFleet(t, srv.URL(), fleetSize, backoff, log)
+	f.waitAll(t, "connected", 2*waitTimeout, func() (int, bool) {
+		u, ok := f.recvUp(10 * time.Millisecond)
+		return u.i, ok
+	})
+
+	srv.Stop()
+	stopped := time.Now()
+	f.waitAll(t, "lost the broker", waitTimeout, func() (int, bool) { return f.recvDown(10 * time.Millisecond) })
+	time.Sleep(outage - time.Since(stopped))
+	restart := time.Now()
+	srv.Start()
+	listening := time.Since(restart)
+
+	back := make([]time.Duration, fleetSize)
+	f.waitAll(t, "reconnected", backoff.Cap+2*waitTimeout, func() (int, bool) {
+		u, ok := f.recvUp(10 * time.Millisecond)
 		// An attempt that caught the dying broker before it stopped
 		// accepting is not a reconnect.
 		if !ok || u.at.Before(restart) {
@@ -210,39 +192,45 @@ func (f *fleet) reconnectOffsets(restart time.Time, deadline time.Duration) []ti
 		return u.i, true
 	})
 	slices.Sort(back)
-	return back
-}
-
-// busiestWindow is the most sorted offsets that fall within one window.
-func busiestWindow(sorted []time.Duration, window time.Duration) int {
-	busiest := 0
-	for lo, hi := 0, 0; hi < len(sorted); hi++ {
-		for sorted[hi]-sorted[lo] >= window {
-			lo++
-		}
-		busiest = max(busiest, hi-lo+1)
+	busiest := busiestWindow(back, window)
+	spread := back[fleetSize-1] - back[0]
+	t.Logf("%d clients, backoff base %v cap %v, outage %v (mosquitto listening %v after Start): reconnect offsets from restart min %v p50 %v p90 %v max %v, spread %v, busiest %v window %d clients",
+		fleetSize, backoff.Base, backoff.Cap, restart.Sub(stopped).Round(time.Millisecond), listening.Round(time.Millisecond),
+		back[0].Round(time.Millisecond), back[fleetSize/2].Round(time.Millisecond), back[fleetSize*9/10].Round(time.Millisecond),
+		back[fleetSize-1].Round(time.Millisecond), spread.Round(time.Millisecond), window, busiest)
+	if spread < minSpread {
+		t.Errorf("reconnects spread over %v, want at least %v: the fleet reconnects in step", spread, minSpread)
 	}
-	return busiest
+	if busiest > maxInWindow {
+		t.Errorf("%d clients reconnected within one %v window, want at most %d", busiest, window, maxInWindow)
+	}
+
+	relay := cloud(t, srv.URL())
+	f.checkSubscribed(t, relay)
+	f.checkOnline(t, relay)
+	f.stop()
+	relay.Disconnect(250)
+	check()
 }
 
-// checkSubscribed: every client is subscribed again, a message to each
+// checkSubscribed: every client is subscribed again: a message to each
 // topic_in arrives.
-func (f *fleet) checkSubscribed(relay paho.Client) {
-	f.t.Helper()
+func (f *fleet) checkSubscribed(t *testing.T, relay paho.Client) {
+	t.Helper()
 	now := time.Now().Unix()
 	for i, topic := range f.topics {
-		publishRaw(f.t, relay, topic, fmt.Appendf(nil, `{"protocol":46,"pv":"2.2","t":%d,"data":{"n":%d}}`, now, i))
+		publishRaw(t, relay, topic, fmt.Appendf(nil, `{"protocol":46,"pv":"2.2","t":%d,"data":{"n":%d}}`, now, i))
 	}
 	for i, q := range f.queues {
-		jsonEqual(f.t, q.next(f.t), fmt.Sprintf(`{"n":%d}`, i))
+		jsonEqual(t, q.next(t), fmt.Sprintf(`{"n":%d}`, i))
 	}
 }
 
 // checkOnline: every client announced itself online to the restarted
 // broker, which lost the retained statuses with its memory.
-func (f *fleet) checkOnline(relay paho.Client) {
-	f.t.Helper()
-	online := make(chan string, f.size)
+func (f *fleet) checkOnline(t *testing.T, relay paho.Client) {
+	t.Helper()
+	online := make(chan string, f.n)
 	tok := relay.Subscribe("smart/device/status/+", 1, func(_ paho.Client, m paho.Message) {
 		var p mqtt.Presence
 		if m.Retained() && json.Unmarshal(m.Payload(), &p) == nil && p.Online {
@@ -250,15 +238,15 @@ func (f *fleet) checkOnline(relay paho.Client) {
 		}
 	})
 	if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
-		f.t.Fatalf("status subscribe: %v", tok.Error())
+		t.Fatalf("status subscribe: %v", tok.Error())
 	}
 	seen := make(map[string]bool)
-	for len(seen) < f.size {
+	for len(seen) < f.n {
 		select {
 		case id := <-online:
 			seen[id] = true
 		case <-time.After(waitTimeout):
-			f.t.Fatalf("%d of %d clients retained online after the restart", len(seen), f.size)
+			t.Fatalf("%d of %d clients retained online after the restart", len(seen), f.n)
 		}
 	}
 }

@@ -296,6 +296,57 @@ func TestPictureCheck(t *testing.T) {
 	}
 }
 
+// checkMainPanel checks the stats panel while the main stream plays.
+func checkMainPanel(t *testing.T, st pageState) {
+	t.Helper()
+	for _, c := range []struct{ name, got, prefix string }{
+		{"video codec", st.VideoCodec, "H264"},
+		{"audio codec", st.AudioCodec, "PCMU"},
+		{"status", st.Status, "Live: " + testDevID},
+	} {
+		if !strings.HasPrefix(c.got, c.prefix) {
+			t.Errorf("%s %q, want it to start with %q", c.name, c.got, c.prefix)
+		}
+	}
+	// Chromium gathers no loopback candidates, so on loopback it learns its
+	// own address from the device's answers to its checks: prflx.
+	if !strings.HasPrefix(st.Candidate, "host (") && !strings.HasPrefix(st.Candidate, "prflx (") {
+		t.Errorf("candidate %q, want a direct (host or prflx) pair", st.Candidate)
+	}
+	if !strings.HasSuffix(st.TTFF, " ms") {
+		t.Errorf("time to first frame %q, want a number of ms", st.TTFF)
+	}
+}
+
+// checkScreenshots saves the page and the video element as artifacts and
+// checks that the video shows the test pattern.
+func checkScreenshots(t *testing.T, ctx context.Context) {
+	t.Helper()
+	page, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	video, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID("video")))
+	if err != nil {
+		t.Fatalf("screenshot of the video: %v", err)
+	}
+	dir := artifactDir(t)
+	for name, b := range map[string][]byte{"browser-viewer.png": page, "browser-viewer-video.png": video} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", p)
+	}
+	img, err := png.Decode(bytes.NewReader(video))
+	if err != nil {
+		t.Fatalf("video screenshot: %v", err)
+	}
+	if err := pictureCheck(img); err != nil {
+		t.Errorf("the video element does not show the test pattern: %v", err)
+	}
+}
+
 // TestBrowserViewer opens the page in headless chromium against the real
 // media stream service: it must play the main stream (>= 50 frames
 // decoded at 640x360), show its stats, switch to the sub stream over
@@ -329,47 +380,8 @@ func TestBrowserViewer(t *testing.T) {
 	})
 	t.Logf("main stream: %d frames %dx%d; panel: fps %s, bitrate %s, first frame %s, candidate %s, video %s, audio %s",
 		st.Frames, st.Width, st.Height, st.FPS, st.Bitrate, st.TTFF, st.Candidate, st.VideoCodec, st.AudioCodec)
-	for _, c := range []struct{ name, got, prefix string }{
-		{"video codec", st.VideoCodec, "H264"},
-		{"audio codec", st.AudioCodec, "PCMU"},
-		{"status", st.Status, "Live: " + testDevID},
-	} {
-		if !strings.HasPrefix(c.got, c.prefix) {
-			t.Errorf("%s %q, want it to start with %q", c.name, c.got, c.prefix)
-		}
-	}
-	// Chromium gathers no loopback candidates, so on loopback it learns its
-	// own address from the device's answers to its checks: prflx.
-	if !strings.HasPrefix(st.Candidate, "host (") && !strings.HasPrefix(st.Candidate, "prflx (") {
-		t.Errorf("candidate %q, want a direct (host or prflx) pair", st.Candidate)
-	}
-	if !strings.HasSuffix(st.TTFF, " ms") {
-		t.Errorf("time to first frame %q, want a number of ms", st.TTFF)
-	}
-
-	page, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	video, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID("video")))
-	if err != nil {
-		t.Fatalf("screenshot of the video: %v", err)
-	}
-	dir := artifactDir(t)
-	for name, b := range map[string][]byte{"browser-viewer.png": page, "browser-viewer-video.png": video} {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot: %s", p)
-	}
-	img, err := png.Decode(bytes.NewReader(video))
-	if err != nil {
-		t.Fatalf("video screenshot: %v", err)
-	}
-	if err := pictureCheck(img); err != nil {
-		t.Errorf("the video element does not show the test pattern: %v", err)
-	}
+	checkMainPanel(t, st)
+	checkScreenshots(t, ctx)
 
 	// Protocol-312 switch: same session, the sub stream's picture size.
 	session := st.Session

@@ -136,27 +136,51 @@ func TestControlChannel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
+	n := &ctlCounts{afterStop: -1}
 	sctx, stop := context.WithCancel(ctx)
-	s := &controlScript{t: t, c: c, afterStop: -1}
 	_, err = c.Watch(sctx, viewer.WatchOptions{
 		SessionID:      "ctl",
 		DataChannel:    true,
-		OnVideo:        s.onVideo,
-		OnControlReply: s.onReply,
+		OnVideo:        n.onVideo,
+		OnControlReply: n.onReply,
 		OnControl: func(cctx context.Context, ctl *viewer.ControlChannel) {
 			defer stop()
-			s.run(cctx, ctl)
+			do := func(cmd string, v any, wantRes int) p2p.CommandReply {
+				r, err := ctl.Do(cctx, cmd, v)
+				if err != nil || r.Res != wantRes {
+					t.Errorf("%s: %+v, %v; want res %d", cmd, r, err, wantRes)
+				}
+				return r
+			}
+			if r := do(p2p.CmdClarityQuery, nil, 0); r.Value == nil || *r.Value != 0 {
+				t.Errorf("clarity_query value %v, want 0", r.Value)
+			}
+			do(p2p.CmdSpeakerStart, nil, 0)
+			secondSpeakerRefused(t, cctx, c)
+			if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
+				t.Error(err)
+			}
+			if err := ctl.SendRaw(`{not json`); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(300 * time.Millisecond) // frames flow
+			n.stopVideo(t, func() { do(p2p.CmdVideoStop, nil, 0) })
+			do(p2p.CmdVideoStart, nil, 0)
+			do(p2p.CmdClaritySet, 1, 0)
+			do(p2p.CmdClaritySet, 7, 1)
+			do(p2p.CmdSpeakerStop, nil, 0)
+			time.Sleep(2500 * time.Millisecond) // a GOP
 		},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.frames <= s.afterStop || !s.firstKeyAfterStart {
-		t.Errorf("after video_start: %d frames (had %d), first is key: %v", s.frames, s.afterStop, s.firstKeyAfterStart)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.frames <= n.afterStop || !n.firstKeyAfterStart {
+		t.Errorf("after video_start: %d frames (had %d), first is key: %v", n.frames, n.afterStop, n.firstKeyAfterStart)
 	}
-	if bad := s.bad; len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
+	if bad := n.bad; len(bad) != 2 || bad[0].Req != 77 || bad[0].Res != 1 || bad[1].Res != 1 || bad[0].Message == "" {
 		t.Errorf("bad commands answered %+v, want req 77 res 1 and res 1", bad)
 	}
 	wantEv := []p2p.EventType{p2p.EventLiveVideoStart, p2p.EventLiveAudioStart, p2p.EventLiveVideoClarityQuery,
@@ -170,55 +194,56 @@ func TestControlChannel(t *testing.T) {
 	}
 }
 
-// controlScript is TestControlChannel's viewer: it counts the video and the
-// refused commands, and runs the commands over the control channel.
-type controlScript struct {
-	t *testing.T
-	c *viewer.Client
-
+// ctlCounts is what TestControlChannel's session received.
+type ctlCounts struct {
 	mu                 sync.Mutex
 	frames, keys       int
-	afterStop          int
+	afterStop          int // frames when video_stop had settled; -1 before
 	firstKeyAfterStart bool
 	bad                []p2p.CommandReply
 }
 
-func (s *controlScript) onVideo(_ []byte, key bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.frames++
-	if s.afterStop >= 0 && s.frames == s.afterStop+1 {
-		s.firstKeyAfterStart = key
+func (n *ctlCounts) onVideo(_ []byte, key bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.frames++
+	if n.afterStop >= 0 && n.frames == n.afterStop+1 {
+		n.firstKeyAfterStart = key
 	}
 	if key {
-		s.keys++
+		n.keys++
 	}
 }
 
-func (s *controlScript) onReply(r p2p.CommandReply) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (n *ctlCounts) onReply(r p2p.CommandReply) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if r.Res != 0 {
-		s.bad = append(s.bad, r)
+		n.bad = append(n.bad, r)
 	}
 }
 
-func (s *controlScript) do(ctx context.Context, ctl *viewer.ControlChannel, cmd string, v any, wantRes int) p2p.CommandReply {
-	r, err := ctl.Do(ctx, cmd, v)
-	if err != nil || r.Res != wantRes {
-		s.t.Errorf("%s: %+v, %v; want res %d", cmd, r, err, wantRes)
+// stopVideo sends video_stop and checks that no frame arrives after the
+// ones in flight.
+func (n *ctlCounts) stopVideo(t *testing.T, send func()) {
+	send()
+	time.Sleep(200 * time.Millisecond) // in flight
+	n.mu.Lock()
+	before := n.frames
+	n.mu.Unlock()
+	time.Sleep(600 * time.Millisecond)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.frames != before {
+		t.Errorf("%d video frames arrived after video_stop", n.frames-before)
 	}
-	return r
+	n.afterStop = n.frames
 }
 
-func (s *controlScript) run(ctx context.Context, ctl *viewer.ControlChannel) {
-	t := s.t
-	if r := s.do(ctx, ctl, p2p.CmdClarityQuery, nil, 0); r.Value == nil || *r.Value != 0 {
-		t.Errorf("clarity_query value %v, want 0", r.Value)
-	}
-	s.do(ctx, ctl, p2p.CmdSpeakerStart, nil, 0)
-	// A second session asks for the speaker on its control channel.
-	_, err := s.c.Watch(ctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
+// secondSpeakerRefused: a second session asks for the speaker on its
+// control channel and is refused with res 10.
+func secondSpeakerRefused(t *testing.T, ctx context.Context, c *viewer.Client) {
+	_, err := c.Watch(ctx, viewer.WatchOptions{SessionID: "ctl2", DataChannel: true,
 		OnControl: func(c2 context.Context, ctl2 *viewer.ControlChannel) {
 			r, err := ctl2.Do(c2, p2p.CmdSpeakerStart, nil)
 			if err != nil || r.Res != p2p.ResSpeakerInUse {
@@ -228,30 +253,6 @@ func (s *controlScript) run(ctx context.Context, ctl *viewer.ControlChannel) {
 	if err != nil {
 		t.Errorf("second session: %v", err)
 	}
-	if err := ctl.SendRaw(`{"cmd":"fly","req":77}`); err != nil {
-		t.Error(err)
-	}
-	if err := ctl.SendRaw(`{not json`); err != nil {
-		t.Error(err)
-	}
-	time.Sleep(300 * time.Millisecond) // frames flow
-	s.do(ctx, ctl, p2p.CmdVideoStop, nil, 0)
-	time.Sleep(200 * time.Millisecond) // in flight
-	s.mu.Lock()
-	n := s.frames
-	s.mu.Unlock()
-	time.Sleep(600 * time.Millisecond)
-	s.mu.Lock()
-	if s.frames != n {
-		t.Errorf("%d video frames arrived after video_stop", s.frames-n)
-	}
-	s.afterStop = s.frames
-	s.mu.Unlock()
-	s.do(ctx, ctl, p2p.CmdVideoStart, nil, 0)
-	s.do(ctx, ctl, p2p.CmdClaritySet, 1, 0)
-	s.do(ctx, ctl, p2p.CmdClaritySet, 7, 1)
-	s.do(ctx, ctl, p2p.CmdSpeakerStop, nil, 0)
-	time.Sleep(2500 * time.Millisecond) // a GOP
 }
 
 // TestTalkCommandWithoutSpeaker: ipcapp talk -no-speaker sends the file

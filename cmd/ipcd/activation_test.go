@@ -69,20 +69,8 @@ func TestActivationReplayAndAlteration(t *testing.T) {
 	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingActivation")
 
 	t1 := time.Now().Unix()
-	captured := activateMsg(t1, nil)
-	app.publish(testUUID, t1, captured)
-	if ack := app.ack(device.TypeActivateAck); ack.Result != 0 {
-		t.Fatalf("activate ack %+v", ack)
-	}
-	waitServing(t, rd)
 	t2 := t1 + 1
-	resetMsg := map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, t2)}
-	app.publish(testDevID, t2, resetMsg)
-	if ack := app.ack(device.TypeResetAck); ack.Result != 0 {
-		t.Fatalf("reset ack %+v", ack)
-	}
-	rd.log.waitLog(t, 5*time.Second, "msg=state", "from=Ready", "state=WaitingActivation")
-	waitListening(t, rd, testUUID)
+	captured, resetMsg := activateThenReset(t, rd, app, t1, t2)
 
 	// Power cycle: the t of the reset is on flash with the wiped record.
 	rd.stop()
@@ -144,15 +132,42 @@ func TestActivationReplayAndAlteration(t *testing.T) {
 	}
 
 	// A captured reset replayed is refused too and leaves the activation.
-	before := len(rd.log.lines("level=WARN", "reset refused", "rule=replayed"))
+	checkResetReplayRefused(t, rd, app, cfg.Device.Store, t2, resetMsg)
+}
+
+// activateThenReset activates the device with a message sent at t1 and
+// resets it with one sent at t2; it returns both messages, to replay.
+func activateThenReset(t *testing.T, rd *runningDaemon, app *appSide, t1, t2 int64) (device.ActivateMsg, map[string]any) {
+	t.Helper()
+	captured := activateMsg(t1, nil)
+	app.publish(testUUID, t1, captured)
+	if ack := app.ack(device.TypeActivateAck); ack.Result != 0 {
+		t.Fatalf("activate ack %+v", ack)
+	}
+	waitServing(t, rd)
+	resetMsg := map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, t2)}
 	app.publish(testDevID, t2, resetMsg)
+	if ack := app.ack(device.TypeResetAck); ack.Result != 0 {
+		t.Fatalf("reset ack %+v", ack)
+	}
+	rd.log.waitLog(t, 5*time.Second, "msg=state", "from=Ready", "state=WaitingActivation")
+	waitListening(t, rd, testUUID)
+	return captured, resetMsg
+}
+
+// checkResetReplayRefused replays a reset sent at t: it is refused, logged
+// and leaves the activation and Ready.
+func checkResetReplayRefused(t *testing.T, rd *runningDaemon, app *appSide, store string, tr int64, resetMsg map[string]any) {
+	t.Helper()
+	before := len(rd.log.lines("level=WARN", "reset refused", "rule=replayed"))
+	app.publish(testDevID, tr, resetMsg)
 	if ack := app.ack(device.TypeResetAck); ack.Result != -1 {
 		t.Fatalf("replayed reset ack %+v", ack)
 	}
 	waitFor(t, 2*time.Second, "replayed reset logged", func() bool {
 		return len(rd.log.lines("level=WARN", "reset refused", "rule=replayed")) > before
 	})
-	if _, ok, _ := storedState(t, cfg.Device.Store); !ok || rd.d.life.State() != device.StateReady {
+	if _, ok, _ := storedState(t, store); !ok || rd.d.life.State() != device.StateReady {
 		t.Fatalf("replayed reset wiped the activation (state %s)", rd.d.life.State())
 	}
 }

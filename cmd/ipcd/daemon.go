@@ -219,7 +219,9 @@ func (d *daemon) Run(ctx context.Context) error {
 		t.broker = d.start("embedded broker", d.broker.Run)
 		d.log.Info("embedded broker listening", "tcp", d.cfg.MQTT.EmbeddedBroker, "ws", d.cfg.MQTT.EmbeddedBrokerWS)
 	}
-	d.apply(ctx, &t, device.EventStart)
+	if err := d.apply(ctx, &t, device.EventStart); err != nil {
+		return err
+	}
 	t.clock = d.start("time sync", func(ctx context.Context) error {
 		return d.clock.Run(ctx, func() { d.post(device.EventTimeSynced) })
 	})

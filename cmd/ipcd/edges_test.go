@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -197,10 +196,7 @@ func processRSS(t testing.TB, pid int) int64 {
 func startIPCD(t *testing.T, broker string) *exec.Cmd {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ipcd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build ipcd: %v: %s", err, out)
-	}
+	bin := buildIPCD(t, dir)
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -225,51 +221,9 @@ media:
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	up := make(chan bool, 1)
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			if !sent && strings.Contains(sc.Text(), "listen ok") {
-				up <- true
-				sent = true
-			}
-		}
-		if !sent {
-			up <- false
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		<-logDone
-	})
-	select {
-	case ok := <-up:
-		if !ok {
-			t.Fatal("ipcd exited before listen ok")
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("ipcd not up within 15 s")
-	}
-	return cmd
+	p := startProcess(t, bin, config, nil, "listen ok", 15*time.Second)
+	t.Cleanup(func() { _ = p.stop() })
+	return p.cmd
 }
 
 // TestCandidateFlood: an app that sends 10,000 candidates on a live session

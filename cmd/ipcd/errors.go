@@ -2,9 +2,6 @@ package main
 
 import "errors"
 
-// errBadRequest: the metrics endpoint could not read a request's head.
-var errBadRequest = errors.New("bad request")
-
 // errStatusTooLarge: the status does not fit in a message even with no
 // session listed.
 var errStatusTooLarge = errors.New("status: too large even without sessions")
@@ -16,6 +13,4 @@ type rule string
 const (
 	// ruleNotReady: signaling arrived outside Ready (SPEC §3).
 	ruleNotReady rule = "not_ready"
-	// ruleMalformedRequest: the metrics endpoint could not read a request.
-	ruleMalformedRequest rule = "malformed"
 )

@@ -37,9 +37,9 @@ func TestSignalingFlood(t *testing.T) {
 	w := startWatch(t, live, viewer.WatchOptions{})
 	waitFor(t, 15*time.Second, "the live session", func() bool { return w.fl.count() > 5 })
 
-	answers := watchAnswers(t, broker, topicOut)
+	answerAt := watchAnswers(t, broker, topicOut)
 	const rate, seconds = 5000, 10
-	f := startFlood(t, broker, topicIn, rate, seconds)
+	f := startFlood(t, broker, topicIn, offerSDP(t), rate*seconds, rate)
 
 	app := newViewerFrom(t, broker, "legit")
 	time.Sleep(time.Second) // the flood is on
@@ -54,7 +54,7 @@ func TestSignalingFlood(t *testing.T) {
 			t.Fatalf("legit offer %d: %v; %d sent by the flooder; mqtt %+v; drops %v", i, err, f.sentNow.Load(),
 				rd.d.client.Load().Stats(), rd.d.running.Load().Drops())
 		}
-		at, ok := answers.at(id)
+		at, ok := answerAt(id)
 		if !ok {
 			t.Fatalf("legit offer %d: no answer seen on %s", i, topicOut)
 		}
@@ -65,12 +65,13 @@ func TestSignalingFlood(t *testing.T) {
 		}
 	}
 	<-f.done
+	sent := f.sent
 	elapsed := seconds * time.Second
 	t.Logf("flood: %d bad offers sent (%d/s); device refused %d, rate limited %d, queue drops %d",
-		f.sent, f.sent/seconds, rd.d.running.Load().Drops()[p2p.RuleAuthFailed],
+		sent, sent/seconds, rd.d.running.Load().Drops()[p2p.RuleAuthFailed],
 		rd.d.running.Load().Drops()[p2p.RuleRefusalRateLimited], rd.d.running.Load().Dropped())
-	if f.sent < rate*seconds {
-		t.Fatalf("the flooder sent %d offers in %s, want %d", f.sent, elapsed, rate*seconds)
+	if sent < rate*seconds {
+		t.Fatalf("the flooder sent %d offers in %s, want %d", sent, elapsed, rate*seconds)
 	}
 	n := w.fl.count()
 	waitFor(t, 5*time.Second, "the live session after the flood", func() bool { return w.fl.count() > n+10 })
@@ -87,56 +88,49 @@ func TestSignalingFlood(t *testing.T) {
 	t.Logf("warn log of the flood: %d bytes", warn)
 }
 
-// answerTimes records when the device published each session's answer.
-type answerTimes struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func watchAnswers(t *testing.T, broker, topicOut string) *answerTimes {
+// watchAnswers records when each session's answer is published on topic.
+func watchAnswers(t *testing.T, broker, topic string) func(session string) (time.Time, bool) {
 	t.Helper()
-	a := &answerTimes{m: map[string]time.Time{}}
+	answers := map[string]time.Time{}
+	var mu sync.Mutex
 	sub := rawClient(t, broker, "answers")
-	if tok := sub.Subscribe(topicOut, 1, func(_ paho.Client, m paho.Message) {
+	if tok := sub.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
 		var env struct {
 			Data p2p.Message `json:"data"`
 		}
 		if json.Unmarshal(m.Payload(), &env) == nil && env.Data.Header.Type == p2p.TypeAnswer {
-			a.mu.Lock()
-			a.m[env.Data.Header.SessionID] = time.Now()
-			a.mu.Unlock()
+			mu.Lock()
+			answers[env.Data.Header.SessionID] = time.Now()
+			mu.Unlock()
 		}
 	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
-	return a
+	return func(session string) (time.Time, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		at, ok := answers[session]
+		return at, ok
+	}
 }
 
-func (a *answerTimes) at(sessionID string) (time.Time, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	at, ok := a.m[sessionID]
-	return at, ok
-}
-
-// flood is one app publishing offers with a wrong auth at a steady rate.
+// flood publishes offers with a bad token from one app at a steady rate.
 type flood struct {
-	sent    int // read after done
+	sent    int // read after done is closed
 	sentNow atomic.Int64
 	done    chan struct{}
 }
 
-func startFlood(t *testing.T, broker, topicIn string, rate, seconds int) *flood {
+func startFlood(t *testing.T, broker, topic, sdp string, total, rate int) *flood {
 	t.Helper()
-	sdp := offerSDP(t)
 	flooder := rawClient(t, broker, "flooder")
 	bad := p2p.SignAuth("ad000000", testDevID, "flooder", time.Now().Add(time.Hour).Unix())
-	stop := make(chan struct{})
 	f := &flood{done: make(chan struct{})}
+	stop := make(chan struct{})
 	go func() {
 		defer close(f.done)
 		start := time.Now()
-		for f.sent < rate*seconds {
+		for f.sent < total {
 			select {
 			case <-stop:
 				return
@@ -147,7 +141,7 @@ func startFlood(t *testing.T, broker, topicIn string, rate, seconds int) *flood 
 				time.Sleep(ahead)
 			}
 			h := p2p.Header{Type: p2p.TypeOffer, From: "flooder", To: testDevID, SessionID: fmt.Sprintf("f%d", f.sent)}
-			flooder.Publish(topicIn, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
+			flooder.Publish(topic, 0, false, offerEnvelope(t, h, p2p.Offer{Mode: p2p.ModeWebRTC, SDP: sdp, Auth: bad}))
 			f.sent++
 			f.sentNow.Store(int64(f.sent))
 		}

@@ -34,13 +34,21 @@ func TestLive(t *testing.T) {
 			v := newViewer(t, broker)
 
 			var fl frameLog
-			var audio audioCount
+			var audio int
+			var amu sync.Mutex
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := v.Watch(ctx, viewer.WatchOptions{
 				Duration: 3 * time.Second,
 				OnVideo:  fl.onVideo,
-				OnAudio:  func(f []byte) { audio.add(t, f) },
+				OnAudio: func(f []byte) {
+					amu.Lock()
+					defer amu.Unlock()
+					if len(f) != 320 {
+						t.Errorf("audio frame of %d bytes, want 320", len(f))
+					}
+					audio++
+				},
 			})
 			if err != nil {
 				t.Fatalf("Watch: %v", err)
@@ -57,48 +65,45 @@ func TestLive(t *testing.T) {
 			if len(got) < 70 {
 				t.Fatalf("received %d access units in 3 s, want >= 70", len(got))
 			}
-			if n := audio.get(); n < 50 {
-				t.Errorf("received %d audio frames in 3 s, want >= 50", n)
+			amu.Lock()
+			if audio < 50 {
+				t.Errorf("received %d audio frames in 3 s, want >= 50", audio)
 			}
+			amu.Unlock()
 			if res.CandidateType != "host" {
 				t.Errorf("candidate type %q, want host", res.CandidateType)
 			}
 			t.Logf("%s: ttff=%s video=%d audio=%d fps=%.1f", b.Name, res.TTFF, res.VideoFrames, res.AudioFrames, res.FPS)
-			checkPublished(t, out.all(), res.SessionID)
-			checkLiveLog(t, rd, res.SessionID)
+
+			checkPublished(t, out, res.SessionID)
+
+			// The log lines field engineers search for.
+			for _, words := range [][]string{
+				{"Rev MQTT:", `protocol\":302`},
+				{"Send MQTT Msg.P:302", "type=answer", "sessionid=" + res.SessionID},
+				{"Send MQTT Msg.P:302", "type=candidate"},
+				{"get p2p passwd = ad****(len 8)"},
+				{"listen ok"},
+			} {
+				if len(rd.log.lines(words...)) == 0 {
+					t.Errorf("log has no line with %q", words)
+				}
+			}
+			if strings.Contains(rd.log.String(), testPassword) {
+				t.Error("the P2P password appears in the log")
+			}
 		})
 	}
-}
-
-// audioCount counts a viewer's audio frames, each 320 bytes.
-type audioCount struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (a *audioCount) add(t *testing.T, f []byte) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(f) != 320 {
-		t.Errorf("audio frame of %d bytes, want 320", len(f))
-	}
-	a.n++
-}
-
-func (a *audioCount) get() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.n
 }
 
 // checkPublished checks what the device published for a session: each
 // message under 8 KB of JSON, an answer without candidates or extensions
 // the offer did not ask for, and candidates in the a=candidate form with
 // an end.
-func checkPublished(t *testing.T, published [][]byte, sessionID string) {
+func checkPublished(t *testing.T, out *topicLog, sessionID string) {
 	t.Helper()
 	var answers, cands, ends int
-	for _, m := range published {
+	for _, m := range out.all() {
 		if len(m) >= 8192 {
 			t.Errorf("a published message of %d bytes", len(m))
 		}
@@ -127,26 +132,6 @@ func checkPublished(t *testing.T, published [][]byte, sessionID string) {
 	}
 	if answers != 1 || cands < 2 || ends != 1 {
 		t.Errorf("published %d answers, %d candidates, %d end markers; want 1, >= 2, 1", answers, cands, ends)
-	}
-}
-
-// checkLiveLog looks for the log lines field engineers search for, and
-// for the P2P password, which must not be there.
-func checkLiveLog(t *testing.T, rd *runningDaemon, sessionID string) {
-	t.Helper()
-	for _, words := range [][]string{
-		{"Rev MQTT:", `protocol\":302`},
-		{"Send MQTT Msg.P:302", "type=answer", "sessionid=" + sessionID},
-		{"Send MQTT Msg.P:302", "type=candidate"},
-		{"get p2p passwd = ad****(len 8)"},
-		{"listen ok"},
-	} {
-		if len(rd.log.lines(words...)) == 0 {
-			t.Errorf("log has no line with %q", words)
-		}
-	}
-	if strings.Contains(rd.log.String(), testPassword) {
-		t.Error("the P2P password appears in the log")
 	}
 }
 

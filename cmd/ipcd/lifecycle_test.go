@@ -156,9 +156,7 @@ func TestActivationLifecycle(t *testing.T) {
 		}
 	}
 	rd.waitKeyframes(t, 1)
-	wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
-	res, err := v.Watch(wctx, viewer.WatchOptions{Duration: 500 * time.Millisecond})
-	wcancel()
+	res, err := watchFor(v, 500*time.Millisecond)
 	if err != nil || res.VideoFrames == 0 {
 		t.Fatalf("live after activation: %v (%d frames)", err, res.VideoFrames)
 	}
@@ -170,10 +168,7 @@ func TestActivationLifecycle(t *testing.T) {
 	rd2.log.waitLog(t, 5*time.Second, "listen ok")
 	t.Logf("restart to Ready: %s", time.Since(start).Round(time.Millisecond))
 	rd2.waitKeyframes(t, 1)
-	wctx, wcancel = context.WithTimeout(context.Background(), 15*time.Second)
-	_, err = v.Watch(wctx, viewer.WatchOptions{Duration: 300 * time.Millisecond})
-	wcancel()
-	if err != nil {
+	if _, err := watchFor(v, 300*time.Millisecond); err != nil {
 		t.Fatalf("live after restart: %v", err)
 	}
 
@@ -201,8 +196,20 @@ func TestActivationLifecycle(t *testing.T) {
 		t.Fatalf("store after reset: activated=%v err=%v", ok, err)
 	}
 
-	// Nothing secret in any log line, at debug level.
-	for _, l := range []*logBuffer{rd.log, rd2.log} {
+	checkNoSecrets(t, rd.log, rd2.log)
+}
+
+// watchFor watches the live stream for d after its first frame.
+func watchFor(v *viewer.Client, d time.Duration) (viewer.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return v.Watch(ctx, viewer.WatchOptions{Duration: d})
+}
+
+// checkNoSecrets: nothing secret in any log line, at debug level.
+func checkNoSecrets(t *testing.T, logs ...*logBuffer) {
+	t.Helper()
+	for _, l := range logs {
 		for _, secret := range []string{testPassword, testLocal, testAuthKey, "mqtt-secret-pw"} {
 			if strings.Contains(l.String(), secret) {
 				t.Errorf("a secret (%s...) appears in the log", secret[:2])

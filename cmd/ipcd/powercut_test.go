@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,88 +23,21 @@ func TestPowerCut(t *testing.T) {
 		cycles = 20
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ipcd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build ipcd: %v: %s", err, out)
-	}
+	bin := buildIPCD(t, dir)
 	broker := mqtttest.Embedded(t)
 	app := newAppSide(t, broker)
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := filepath.Join(dir, "state.json")
-	config := filepath.Join(dir, "ipcd.yaml")
-	yaml := fmt.Sprintf(`log: {level: info}
-device: {uuid: %s, authkey: %s, store: %s}
-mqtt: {brokers: [%q], client_id: ipcd-powercut, status_topic: ""}
-time: {source: system}
-stream: {network_interfaces: [lo], loopback_candidates: true}
-media:
-  sources:
-    main: {type: file, path: %s, fps: 25, loop: true}
-    audio: {type: file, path: %s, codec: pcmu}
-`, testUUID, testAuthKey, store, broker, filepath.Join(root, "configs/media/main.h264"), filepath.Join(root, "configs/media/audio.pcmu"))
-	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	loadState := func() (activated bool) {
-		t.Helper()
-		s, err := device.OpenStore(store, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, ok, err := s.Load()
-		if err != nil {
-			t.Fatalf("store unreadable after a kill: %v", err)
-		}
-		if ok && (a.DevID != testDevID || a.P2PPassword != testPassword || a.LocalKey != testLocal) {
-			t.Fatalf("store holds an activation nobody sent: %+v", a.DevID)
-		}
-		return ok
-	}
+	config, store := powerCutConfig(t, dir, broker)
 
 	changed := 0
 	var window time.Duration
 	for i := range cycles {
-		before := loadState()
-		cmd := exec.Command(bin, "-config", config)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		before := powerCutState(t, store)
 		// Wait until ipcd listens on the topic the operation goes to.
 		want := "state=WaitingActivation"
 		if before {
 			want = "listen ok"
 		}
-		up := make(chan bool, 1)
-		go func() {
-			sc := bufio.NewScanner(stderr)
-			sent := false
-			for sc.Scan() {
-				if !sent && strings.Contains(sc.Text(), want) {
-					up <- true
-					sent = true
-				}
-			}
-			if !sent {
-				up <- false
-			}
-		}()
-		select {
-		case ok := <-up:
-			if !ok {
-				t.Fatalf("cycle %d: ipcd exited before %q", i, want)
-			}
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("cycle %d: ipcd not up within 10 s", i)
-		}
+		cmd := startProcess(t, bin, config, nil, want, 10*time.Second).cmd
 		now := time.Now().Unix()
 		if before {
 			app.publish(testDevID, now, map[string]any{"type": "reset", "dev_id": testDevID, "sign": device.SignReset(testDevID, testLocal, now)})
@@ -133,7 +63,7 @@ media:
 		for len(app.out) > 0 {
 			<-app.out
 		}
-		if after := loadState(); after != before {
+		if after := powerCutState(t, store); after != before {
 			changed++
 		}
 	}
@@ -141,4 +71,47 @@ media:
 	if changed == 0 || changed == cycles {
 		t.Fatalf("every kill landed on the same side (%d of %d changed): the kill window misses the write", changed, cycles)
 	}
+}
+
+// powerCutConfig writes the configuration of the power-cut daemon.
+func powerCutConfig(t *testing.T, dir, broker string) (config, store string) {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store = filepath.Join(dir, "state.json")
+	config = filepath.Join(dir, "ipcd.yaml")
+	yaml := fmt.Sprintf(`log: {level: info}
+device: {uuid: %s, authkey: %s, store: %s}
+mqtt: {brokers: [%q], client_id: ipcd-powercut, status_topic: ""}
+time: {source: system}
+stream: {network_interfaces: [lo], loopback_candidates: true}
+media:
+  sources:
+    main: {type: file, path: %s, fps: 25, loop: true}
+    audio: {type: file, path: %s, codec: pcmu}
+`, testUUID, testAuthKey, store, broker, filepath.Join(root, "configs/media/main.h264"), filepath.Join(root, "configs/media/audio.pcmu"))
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config, store
+}
+
+// powerCutState loads the store after a kill: readable, and holding no
+// activation but the one sent.
+func powerCutState(t *testing.T, store string) (activated bool) {
+	t.Helper()
+	s, err := device.OpenStore(store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ok, err := s.Load()
+	if err != nil {
+		t.Fatalf("store unreadable after a kill: %v", err)
+	}
+	if ok && (a.DevID != testDevID || a.P2PPassword != testPassword || a.LocalKey != testLocal) {
+		t.Fatalf("store holds an activation nobody sent: %+v", a.DevID)
+	}
+	return ok
 }

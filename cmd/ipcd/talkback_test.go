@@ -156,48 +156,6 @@ func TestTalkbackAutoSecondTalker(t *testing.T) {
 	rd.log.waitLog(t, time.Second, "talkback ended", "session=second", "not_holder=8000")
 }
 
-// stallingFIFO makes the board's audio process: a FIFO it opens, then
-// stops reading. A one-page pipe makes the stall come after half a second
-// of audio.
-func stallingFIFO(t *testing.T) (string, *os.File) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "speaker.fifo")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, r.Fd(), syscall.F_SETPIPE_SZ, 4096); errno != 0 {
-		t.Fatalf("F_SETPIPE_SZ: %v", errno)
-	}
-	return path, r
-}
-
-// readResumed reads the stalled FIFO again: after what the pipe and the
-// queues held, new audio of the talker's keeps coming.
-func readResumed(t *testing.T, r *os.File, talk []byte) []byte {
-	t.Helper()
-	const buffered = 4096 + 25*320 + 4000 // pipe, sink queue, jitter buffer
-	var got []byte
-	buf := make([]byte, 4096)
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < buffered+8000 && time.Now().Before(deadline) {
-		_ = r.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		n, _ := r.Read(buf)
-		got = append(got, buf[:n]...)
-	}
-	if len(got) < buffered+8000 {
-		t.Fatalf("after the reader resumed: %d bytes, want more than %d", len(got), buffered+8000)
-	}
-	if tail := got[len(got)-1600:]; !bytes.Contains(talk, tail) {
-		t.Fatal("the audio after the resume is not the talker's")
-	}
-	return got
-}
-
 // TestTalkbackStalledFIFO: the speaker is a FIFO whose reader stops
 // reading while an app talks. Signaling goes on (an offer is answered, a
 // 312 speaker request from another session gets 10 at once, another
@@ -207,7 +165,9 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
-	path, r := stallingFIFO(t)
+	// The board's audio process: it opens the FIFO, then stops reading. A
+	// one-page pipe makes the stall come after half a second of audio.
+	path, r := onePageFIFO(t)
 	cfg.Media.Speaker = media.SpeakerSection{Type: "file", Path: path}
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
@@ -250,8 +210,16 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 		t.Fatalf("while stalled: %+v", stalled)
 	}
 
-	// The reader resumes: new audio keeps coming.
-	got := readResumed(t, r, talk)
+	// The reader resumes: after what the pipe and the queues held, new
+	// audio keeps coming.
+	const buffered = 4096 + 25*320 + 4000 // pipe, sink queue, jitter buffer
+	got := readFor(r, buffered+8000, 10*time.Second)
+	if len(got) < buffered+8000 {
+		t.Fatalf("after the reader resumed: %d bytes, want more than %d", len(got), buffered+8000)
+	}
+	if tail := got[len(got)-1600:]; !bytes.Contains(talk, tail) {
+		t.Fatal("the audio after the resume is not the talker's")
+	}
 	rd.log.waitLog(t, time.Second, "speaker sink resumed")
 	after := rd.talkback(t)
 	if after.Written <= stalled.Written {
@@ -261,4 +229,36 @@ func TestTalkbackStalledFIFO(t *testing.T) {
 	talker.stop()
 	other.stop()
 	rd.log.waitLog(t, 5*time.Second, "talkback ended", "session=talker")
+}
+
+// readFor reads from r until it has want bytes or d has passed.
+func readFor(r *os.File, want int, d time.Duration) []byte {
+	var got []byte
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(d)
+	for len(got) < want && time.Now().Before(deadline) {
+		_ = r.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _ := r.Read(buf)
+		got = append(got, buf[:n]...)
+	}
+	return got
+}
+
+// onePageFIFO makes a FIFO of one page and opens its read end, which the
+// test closes when it ends.
+func onePageFIFO(t *testing.T) (string, *os.File) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "speaker.fifo")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, r.Fd(), syscall.F_SETPIPE_SZ, 4096); errno != 0 {
+		t.Fatalf("F_SETPIPE_SZ: %v", errno)
+	}
+	return path, r
 }

@@ -23,10 +23,35 @@ func TestSwitchStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
+	main, sub := dev.streams["main"], dev.streams["sub"]
+	const switchAt = 5 // frames received before the request
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	w := &switchWatcher{main: dev.streams["main"], reached: make(chan struct{}), stop: stop}
-	opt := WatchOptions{SessionID: "switch-" + randomHex(4), OnVideo: w.onVideo}
+	var (
+		mu       sync.Mutex
+		video    [][]byte
+		reached  = make(chan struct{})
+		switched int // frames received when the first non-main one came
+	)
+	opt := WatchOptions{
+		SessionID: "switch-" + randomHex(4),
+		OnVideo: func(au []byte, _ bool) {
+			mu.Lock()
+			video = append(video, au)
+			n := len(video)
+			if switched == 0 && !bytes.Equal(au, main.aus[(n-1)%len(main.aus)]) {
+				switched = n
+			}
+			sw := switched
+			mu.Unlock()
+			switch {
+			case n == switchAt:
+				close(reached)
+			case sw > 0 && n == sw+5:
+				stop() // a few frames of the new stream are enough
+			}
+		},
+	}
 	type watchResult struct {
 		res Result
 		err error
@@ -37,13 +62,13 @@ func TestSwitchStream(t *testing.T) {
 		done <- watchResult{res, err}
 	}()
 	select {
-	case <-w.reached:
+	case <-reached:
 	case <-ctx.Done():
 		t.Fatal("no video")
 	}
-	w.mu.Lock()
-	requestedAt := len(w.video)
-	w.mu.Unlock()
+	mu.Lock()
+	requestedAt := len(video)
+	mu.Unlock()
 	code, msg, err := c.SwitchStream(ctx, opt.SessionID, "sub")
 	if err != nil || code != p2p.ResOK || msg != "" {
 		t.Fatalf("SwitchStream = %d %q %v, want 0", code, msg, err)
@@ -61,48 +86,17 @@ func TestSwitchStream(t *testing.T) {
 	if h.Type != p2p.ControlResolution || h.From != c.From() || h.To != fakeDevID || h.SessionID != opt.SessionID || h.TID == "" || req.value != 1 {
 		t.Errorf("device got %+v cmdValue %d, want a resolution request with cmdValue 1 for the session", h, req.value)
 	}
-	w.mu.Lock()
-	checkSwitched(t, w.video, w.main, dev.streams["sub"], requestedAt, wr.res.Codec)
-	w.mu.Unlock()
+
+	mu.Lock()
+	defer mu.Unlock()
+	checkSwitched(t, video, main, sub, requestedAt, wr.res.Codec)
 	_ = c.Close()
 	dev.close()
 	checkNoLeaks(t, before)
 }
 
-// switchAt is how many frames TestSwitchStream receives before its request.
-const switchAt = 5
-
-// switchWatcher collects a switching session's video and ends it a few
-// frames after the first one that is not the main stream's.
-type switchWatcher struct {
-	main    *fakeStream
-	reached chan struct{}
-	stop    func()
-
-	mu       sync.Mutex
-	video    [][]byte
-	switched int // frames received when the first non-main one came
-}
-
-func (w *switchWatcher) onVideo(au []byte, _ bool) {
-	w.mu.Lock()
-	w.video = append(w.video, au)
-	n := len(w.video)
-	if w.switched == 0 && !bytes.Equal(au, w.main.aus[(n-1)%len(w.main.aus)]) {
-		w.switched = n
-	}
-	sw := w.switched
-	w.mu.Unlock()
-	switch {
-	case n == switchAt:
-		close(w.reached)
-	case sw > 0 && n == sw+5:
-		w.stop() // a few frames of the new stream are enough
-	}
-}
-
-// checkSwitched checks that video is the main stream up to a sub keyframe
-// after frame requestedAt, then the sub stream, with nothing lost.
+// checkSwitched: the video is the main stream's up to a sub keyframe
+// after the request, then the sub stream's, at each stream's size.
 func checkSwitched(t *testing.T, video [][]byte, main, sub *fakeStream, requestedAt int, codec string) {
 	t.Helper()
 	at := -1

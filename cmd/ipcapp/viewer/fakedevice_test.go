@@ -3,7 +3,6 @@ package viewer
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -332,28 +331,52 @@ func (d *fakeDevice) session(offerMsg p2p.Message, fs fakeSession) {
 		return
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	fp, err := d.newFakePeer(ctx, cur)
+	pc, err := d.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		d.t.Error(err)
 		cancel()
 		return
 	}
+	var sender sync.WaitGroup
 	defer func() {
 		cancel()
-		if err := fp.pc.GracefulClose(); err != nil {
+		if err := pc.GracefulClose(); err != nil {
 			d.t.Error(err)
 		}
-		fp.sender.Wait()
+		sender.Wait()
 	}()
-	if err := d.answer(h, offer, fp); err != nil {
-		d.t.Errorf("fake device: %v", err)
+	p, ok := d.peer(ctx, pc, cur)
+	if !ok || !d.answer(pc, h, offer, p.cands) {
 		return
 	}
-	d.serveSession(ctx, h, fs, fp, cur)
+	tooMany := make(chan struct{})
+	switches := make(chan *fakeStream, 1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case line := <-p.cands:
+			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
+		case m := <-fs.inbox:
+			if !d.fromApp(pc, m) {
+				return
+			}
+		case req := <-fs.requests:
+			cur = d.request(req, h, cur, switches)
+		case <-p.connected:
+			first := cur
+			sender.Go(func() { d.stream(ctx, p.video, p.audio, first, switches, tooMany) })
+		case <-tooMany:
+			r := p2p.CloseTimeout
+			d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
+			return
+		}
+	}
 }
 
-// admit decodes and checks an offer like ipcd, publishing its refusals;
-// it returns the stream to send, nil when the session ends here.
+// admit decides an offer like ipcd: it is refused (nil stream) for its
+// auth, by the options, or for its codecs; else it gets the stream it
+// will be sent.
 func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
 	h := offerMsg.Header
 	offer, err := p2p.DecodeOffer(offerMsg.Msg)
@@ -374,7 +397,8 @@ func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
 		d.publish(decoy, p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: 4, Code: -104, Message: "not for you"})
 	}
 	if err := p2p.VerifyAuth(offer.Auth, fakePassword, fakeDevID, h.From, time.Now()); err != nil {
-		d.refuse(h, p2p.CloseAuth)
+		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC,
+			CloseReason: int(p2p.CloseAuth), Code: p2p.CloseAuth.Code(), Message: p2p.CloseAuth.String()})
 		return offer, nil
 	}
 	if d.opts.refuse != nil {
@@ -383,7 +407,8 @@ func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
 	}
 	cur := d.pick(offer)
 	if cur == nil {
-		d.refuse(h, p2p.CloseCodec)
+		r := p2p.CloseCodec
+		d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
 		return offer, nil
 	}
 	select {
@@ -393,29 +418,34 @@ func (d *fakeDevice) admit(offerMsg p2p.Message) (p2p.Offer, *fakeStream) {
 	return offer, cur
 }
 
-func (d *fakeDevice) refuse(h p2p.Header, r p2p.CloseReason) {
-	d.publish(h.Reply(p2p.TypeDisconnect), p2p.Disconnect{Mode: p2p.ModeWebRTC, CloseReason: int(r), Code: r.Code(), Message: r.String()})
-}
-
-// fakePeer is the fake device's side of one session.
+// fakePeer is a session's tracks and the events of its peer connection.
 type fakePeer struct {
-	pc           *webrtc.PeerConnection
 	video, audio *webrtc.TrackLocalStaticSample
 	cands        chan string
 	connected    chan struct{}
-	sender       sync.WaitGroup
 }
 
-func (d *fakeDevice) newFakePeer(ctx context.Context, cur *fakeStream) (*fakePeer, error) {
-	pc, err := d.api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		return nil, err
+// peer adds the tracks and turns the peer connection's callbacks into
+// channel sends.
+func (d *fakeDevice) peer(ctx context.Context, pc *webrtc.PeerConnection, cur *fakeStream) (fakePeer, bool) {
+	var p fakePeer
+	var err error
+	if p.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd"); err != nil {
+		d.t.Error(err)
+		return p, false
 	}
-	fp := &fakePeer{pc: pc, cands: make(chan string, 16), connected: make(chan struct{}, 1)}
-	if err := fp.addTracks(cur); err != nil {
-		_ = pc.Close()
-		return nil, err
+	if p.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd"); err != nil {
+		d.t.Error(err)
+		return p, false
 	}
+	for _, tr := range []webrtc.TrackLocal{p.audio, p.video} {
+		if _, err := pc.AddTrack(tr); err != nil {
+			d.t.Error(err)
+			return p, false
+		}
+	}
+	p.cands = make(chan string, 16)
+	p.connected = make(chan struct{}, 1)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		line := ""
 		if c != nil {
@@ -425,14 +455,14 @@ func (d *fakeDevice) newFakePeer(ctx context.Context, cur *fakeStream) (*fakePee
 			}
 		}
 		select {
-		case fp.cands <- line:
+		case p.cands <- line:
 		case <-ctx.Done():
 		}
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		if s == webrtc.PeerConnectionStateConnected {
 			select {
-			case fp.connected <- struct{}{}:
+			case p.connected <- struct{}{}:
 			default:
 			}
 		}
@@ -445,43 +475,27 @@ func (d *fakeDevice) newFakePeer(ctx context.Context, cur *fakeStream) (*fakePee
 			}
 		})
 	})
-	return fp, nil
+	return p, true
 }
 
-func (fp *fakePeer) addTracks(cur *fakeStream) error {
-	var err error
-	fp.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: mimeOf(cur.codec)}, "video", "ipcd")
+// answer answers the offer, after the candidates when the options say so.
+func (d *fakeDevice) answer(pc *webrtc.PeerConnection, h p2p.Header, offer p2p.Offer, cands chan string) bool {
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
+		d.t.Errorf("fake device: set offer: %v", err)
+		return false
+	}
+	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
-		return err
+		d.t.Error(err)
+		return false
 	}
-	fp.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU}, "audio", "ipcd")
-	if err != nil {
-		return err
-	}
-	for _, tr := range []webrtc.TrackLocal{fp.audio, fp.video} {
-		if _, err := fp.pc.AddTrack(tr); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// answer answers the offer, publishing the candidates first when the
-// options ask for it.
-func (d *fakeDevice) answer(h p2p.Header, offer p2p.Offer, fp *fakePeer) error {
-	if err := fp.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP}); err != nil {
-		return fmt.Errorf("set offer: %w", err)
-	}
-	answer, err := fp.pc.CreateAnswer(nil)
-	if err != nil {
-		return err
-	}
-	if err := fp.pc.SetLocalDescription(answer); err != nil {
-		return err
+	if err := pc.SetLocalDescription(answer); err != nil {
+		d.t.Error(err)
+		return false
 	}
 	answerMsg := p2p.Answer{Mode: p2p.ModeWebRTC, SDP: answer.SDP, Token: offer.Token, TCPToken: offer.TCPToken}
 	if d.opts.candidatesFirst {
-		for line := range fp.cands {
+		for line := range cands {
 			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
 			if line == "" {
 				break
@@ -489,58 +503,44 @@ func (d *fakeDevice) answer(h p2p.Header, offer p2p.Offer, fp *fakePeer) error {
 		}
 	}
 	d.publish(h.Reply(p2p.TypeAnswer), answerMsg)
-	return nil
+	return true
 }
 
-// serveSession is the session's event loop once answered.
-func (d *fakeDevice) serveSession(ctx context.Context, h p2p.Header, fs fakeSession, fp *fakePeer, cur *fakeStream) {
-	tooMany := make(chan struct{})
-	switches := make(chan *fakeStream, 1)
-	for {
+// fromApp takes a 302 message of the session's app; false when it ends
+// the session.
+func (d *fakeDevice) fromApp(pc *webrtc.PeerConnection, m p2p.Message) bool {
+	switch m.Header.Type {
+	case p2p.TypeCandidate:
+		c, err := p2p.DecodeCandidate(m.Msg)
+		if err != nil {
+			d.t.Errorf("fake device: candidate: %v", err)
+			return true
+		}
+		if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
+			if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
+				d.t.Errorf("fake device: add candidate %q: %v", line, err)
+			}
+		}
+	case p2p.TypeDisconnect:
+		return false
+	}
+	return true
+}
+
+// request answers a 312 request and returns the stream the session sends
+// from now on.
+func (d *fakeDevice) request(req controlRequest, h p2p.Header, cur *fakeStream, switches chan *fakeStream) *fakeStream {
+	code, msg := d.resolution(req, h, cur)
+	if code == p2p.ResOK {
+		cur = d.streams[[]string{"main", "sub"}[req.value]]
 		select {
-		case <-ctx.Done():
-			return
-		case line := <-fp.cands:
-			d.publish(h.Reply(p2p.TypeCandidate), p2p.Candidate{Mode: p2p.ModeWebRTC, Candidate: line})
-		case m := <-fs.inbox:
-			if m.Header.Type == p2p.TypeDisconnect {
-				return
-			}
-			if m.Header.Type == p2p.TypeCandidate {
-				d.addCandidate(fp.pc, m)
-			}
-		case req := <-fs.requests:
-			code, msg := d.resolution(req, h, cur)
-			if code == p2p.ResOK {
-				cur = d.streams[[]string{"main", "sub"}[req.value]]
-				select {
-				case <-switches: // the newest request wins
-				default:
-				}
-				switches <- cur
-			}
-			d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
-		case <-fp.connected:
-			first := cur
-			fp.sender.Go(func() { d.stream(ctx, fp.video, fp.audio, first, switches, tooMany) })
-		case <-tooMany:
-			d.refuse(h, p2p.CloseTimeout)
-			return
+		case <-switches: // the newest request wins
+		default:
 		}
+		switches <- cur
 	}
-}
-
-func (d *fakeDevice) addCandidate(pc *webrtc.PeerConnection, m p2p.Message) {
-	c, err := p2p.DecodeCandidate(m.Msg)
-	if err != nil {
-		d.t.Errorf("fake device: candidate: %v", err)
-		return
-	}
-	if line := p2p.ParseCandidateLine(c.Candidate); line != "" {
-		if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: line}); err != nil {
-			d.t.Errorf("fake device: add candidate %q: %v", line, err)
-		}
-	}
+	d.publishProto(p2p.ControlProtocol, req.header.Reply(req.header.Type), p2p.ControlResult{ResCode: code, Message: msg})
+	return cur
 }
 
 // resolution decides a 312 request for a session that sends cur, with

@@ -206,29 +206,9 @@ func (c *Client) Watch(ctx context.Context, opt WatchOptions) (Result, error) {
 
 // run sets the session up and serves its events until it should end.
 func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
-	if err := s.setup(); err != nil {
+	if err := s.sendOffer(); err != nil {
 		return err
 	}
-	if f := s.opt.BeforeOffer; f != nil {
-		if err := f(); err != nil {
-			return err
-		}
-	}
-	s.offerAt = time.Now()
-	s.offered = true
-	err := s.c.Publish302(s.header(p2p.TypeOffer), p2p.Offer{
-		Mode:              p2p.ModeWebRTC,
-		SDP:               s.offerSDP,
-		StreamType:        s.streamType,
-		Auth:              s.opt.Auth,
-		Token:             s.c.cfg.ICEServers,
-		DataChannelEnable: s.opt.DataChannelMedia,
-		Replay:            s.opt.Replay,
-	})
-	if err != nil {
-		return err
-	}
-
 	noMedia := time.NewTimer(s.opt.FirstFrameTimeout)
 	defer noMedia.Stop()
 	var (
@@ -260,32 +240,17 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 		case tr := <-s.tracks:
 			s.startReader(tr)
 		case state := <-s.states:
-			s.log.Debug("peer connection state", "state", state.String())
-			switch state {
-			case webrtc.PeerConnectionStateConnected:
-				s.candType = s.candidateType()
-				if s.dc == nil {
-					s.startTalk()
-				}
-			case webrtc.PeerConnectionStateFailed:
-				return ErrConnection
+			if err := s.onState(state); err != nil {
+				return err
 			}
 		case <-s.dcOpen:
-			s.startControl()
-			if f := s.opt.OnControl; f != nil {
-				s.readers.Go(func() { f(s.bg, s.ctl) })
-			}
-			s.startTalk()
+			s.onDataChannelOpen()
 		case dl := <-s.dlOpen:
 			s.readers.Go(func() { s.opt.OnDownload(s.bg, dl) })
 		case <-firstFrame:
 			firstFrame = nil
 			noMedia.Stop()
-			if s.opt.Duration > 0 {
-				s.mu.Lock()
-				left := s.opt.Duration - time.Since(s.st.firstAt)
-				s.mu.Unlock()
-				endTimer = time.NewTimer(left)
+			if endTimer = s.endTimer(); endTimer != nil {
 				end = endTimer.C
 			}
 		case <-noMedia.C:
@@ -294,6 +259,63 @@ func (s *session) run(ctx context.Context, inbox <-chan p2p.Message) error {
 			return nil
 		}
 	}
+}
+
+// sendOffer sets the peer connection up and publishes the offer.
+func (s *session) sendOffer() error {
+	if err := s.setup(); err != nil {
+		return err
+	}
+	if f := s.opt.BeforeOffer; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	s.offerAt = time.Now()
+	s.offered = true
+	return s.c.Publish302(s.header(p2p.TypeOffer), p2p.Offer{
+		Mode:              p2p.ModeWebRTC,
+		SDP:               s.offerSDP,
+		StreamType:        s.streamType,
+		Auth:              s.opt.Auth,
+		Token:             s.c.cfg.ICEServers,
+		DataChannelEnable: s.opt.DataChannelMedia,
+		Replay:            s.opt.Replay,
+	})
+}
+
+func (s *session) onState(state webrtc.PeerConnectionState) error {
+	s.log.Debug("peer connection state", "state", state.String())
+	switch state {
+	case webrtc.PeerConnectionStateConnected:
+		s.candType = s.candidateType()
+		if s.dc == nil {
+			s.startTalk()
+		}
+	case webrtc.PeerConnectionStateFailed:
+		return ErrConnection
+	}
+	return nil
+}
+
+func (s *session) onDataChannelOpen() {
+	s.startControl()
+	if f := s.opt.OnControl; f != nil {
+		s.readers.Go(func() { f(s.bg, s.ctl) })
+	}
+	s.startTalk()
+}
+
+// endTimer runs out when the watch has lasted its Duration from the first
+// frame; nil without a Duration.
+func (s *session) endTimer() *time.Timer {
+	if s.opt.Duration <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	left := s.opt.Duration - time.Since(s.st.firstAt)
+	s.mu.Unlock()
+	return time.NewTimer(left)
 }
 
 func (s *session) handle(m p2p.Message) error {
