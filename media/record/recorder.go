@@ -101,8 +101,10 @@ type Recorder struct {
 	status Status
 	inv    []segFile // closed segments, oldest first; owned by Run
 	total  int64
-	// started: the current session sent EventStarted; owned by Run.
+	// started: the current session sent EventStarted; full: the last one
+	// stopped on a full card. Owned by Run.
 	started bool
+	full    bool
 
 	skipped atomic.Uint64
 	deleted atomic.Uint64
@@ -171,6 +173,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 		started := r.started
 		r.started = false
+		r.full = rule == RuleCardFull
 		now := time.Now()
 		switch {
 		case started || progressed || rule != stoppedRule:
@@ -412,6 +415,11 @@ func (r *Recorder) retain(current int64) error {
 		}
 		rule := ""
 		switch {
+		case r.full:
+			// The card filled up (ENOSPC) under the thresholds: the
+			// oldest segment makes room.
+			rule = "card_full"
+			r.full = false
 		case free >= 0 && free < minFree:
 			rule = "min_free_mb"
 		case maxTotal > 0 && r.total+current > maxTotal:
