@@ -635,6 +635,26 @@ func TestPlaybackRefusals(t *testing.T) {
 		}
 		waitUntil(t, "bad offers dropped", func() bool { return d.svc.Drops()[RuleBadOffer] == 4 })
 	})
+	t.Run("auth", func(t *testing.T) {
+		d := startRecDevice(t, rec, Config{})
+		msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: "v=0", Replay: in(0, time.Second),
+			Auth: SignAuth("ad000000", fmDevID, fmApp, time.Now().Unix()+600)})
+		raw, _ := json.Marshal(Message{Header: Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: "auth"}, Msg: msg})
+		out := d.out.session("auth")
+		d.svc.Deliver(raw)
+		select {
+		case m := <-out:
+			dis, _ := DecodeDisconnect(m.Msg)
+			if m.Header.Type != TypeDisconnect || dis.CloseReason != int(CloseAuth) {
+				t.Fatalf("playback offer with a wrong token: %s %+v", m.Header.Type, dis)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("no refusal")
+		}
+		if rec.opened.Load() != 0 {
+			t.Fatal("the recording was opened for an offer that failed auth")
+		}
+	})
 	t.Run("max clients", func(t *testing.T) {
 		d := startRecDevice(t, rec, Config{MaxClients: 1})
 		v := newPBViewer(t)
