@@ -157,12 +157,12 @@ func (r *recSession) downloadMessage(m dcMessage) {
 		})
 	case DownloadPause:
 		dl.paused.Store(true)
-		ev.emit(EventDownloadPause, se.id, int(dl.sent.Load()))
+		ev.emit(EventDownloadPause, se.id, kib(dl.sent.Load()))
 		status(DownloadPaused, 0, "")
 	case DownloadResume:
 		dl.paused.Store(false)
 		dl.poke()
-		ev.emit(EventDownloadResume, se.id, int(dl.sent.Load()))
+		ev.emit(EventDownloadResume, se.id, kib(dl.sent.Load()))
 		status(DownloadResumed, 0, "")
 	case DownloadCancel:
 		// The goroutine says cancelled once the export has stopped.
@@ -202,7 +202,7 @@ func (r *recSession) runDownload(ctx context.Context, dl *download, recs Recordi
 	case ctx.Err() != nil && r.ctx.Err() == nil:
 		st.Type = DownloadCancelled
 		se.log.Info("download cancelled", "bytes", sent)
-		se.svc.events.emit(EventDownloadCancel, se.id, int(sent))
+		se.svc.events.emit(EventDownloadCancel, se.id, kib(sent))
 	case r.ctx.Err() != nil:
 		return // the session ends: nobody to tell
 	case errors.Is(err, ErrNoRecording):
@@ -213,7 +213,7 @@ func (r *recSession) runDownload(ctx context.Context, dl *download, recs Recordi
 		se.svc.drops.warn(se.log, RulePlaybackFailed, "download failed", "bytes", sent, "err", err)
 	default:
 		se.log.Info("download done", "bytes", sent, "exported", n, "duration", time.Since(began).Round(time.Millisecond))
-		se.svc.events.emit(EventDownloadDone, se.id, int(sent))
+		se.svc.events.emit(EventDownloadDone, se.id, kib(sent))
 	}
 	sendStatus(se, dl.dc, st)
 }
@@ -305,3 +305,7 @@ func (w *channelWriter) room() error {
 		}
 	}
 }
+
+// kib is an event's value for a byte count: KiB, so that a day's download
+// fits the int of a 32-bit board.
+func kib(n int64) int { return int(n >> 10) }
