@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,7 +35,12 @@ type memRecording struct {
 
 func newMemRecording(t testing.TB, t0 time.Time, length time.Duration) *memRecording {
 	t.Helper()
-	video, err := media.ReadAccessUnits("../configs/media/main.h264")
+	return newMemRecordingOf(t, t0, length, "main.h264", media.CodecH264)
+}
+
+func newMemRecordingOf(t testing.TB, t0 time.Time, length time.Duration, file string, codec media.Codec) *memRecording {
+	t.Helper()
+	video, err := media.ReadAccessUnits("../configs/media/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +59,7 @@ func newMemRecording(t testing.TB, t0 time.Time, length time.Duration) *memRecor
 			kind = media.KindI
 		}
 		r.frames = append(r.frames,
-			media.Frame{Stream: media.StreamMain, Kind: kind, Codec: media.CodecH264, PTS: ms * 1000, Timestamp: base + ms, Payload: v.Payload},
+			media.Frame{Stream: media.StreamMain, Kind: kind, Codec: codec, PTS: ms * 1000, Timestamp: base + ms, Payload: v.Payload},
 			media.Frame{Stream: media.StreamAudio, Kind: media.KindAudio, Codec: media.CodecPCMU, PTS: ms * 1000, Timestamp: base + ms, Payload: audio[i%len(audio)].Payload})
 	}
 	return r
@@ -976,4 +982,48 @@ func FuzzPlaybackChannel(f *testing.F) {
 			t.Fatalf("after %q: listing %+v", data, r)
 		}
 	})
+}
+
+// TestPlaybackFMP4H265 plays an H.265 recording to a client that takes the
+// media on the fmp4Stream channel (go2rtc's Tuya mode): the video packets
+// carry the recorded access units from the keyframe at or before
+// start_time, packetized as the live stream is.
+func TestPlaybackFMP4H265(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // after the rings' cleanups
+	rec := newMemRecordingOf(t, recT0(), 30*time.Second, "main.h265", media.CodecH265)
+	m := Media{
+		Main:  fileRing(t, "../configs/media/main.h265", media.StreamMain, media.CodecH265, 25),
+		Audio: fileRing(t, "../configs/media/audio.pcmu", media.StreamAudio, media.CodecPCMU, 0),
+	}
+	d := startDevice(t, m, Config{Recordings: rec, Location: time.UTC}, nil)
+	c := newFMClient(t, nil)
+	start := rec.t0.Add(5*time.Second + 500*time.Millisecond)
+	c.replay = &Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + 5}
+	c.connect(t, d, "fmpb", true)
+	_, ssrcs := c.handshake(t)
+
+	want := rec.video(time.Unix(start.Unix(), 0), time.Unix(start.Unix()+5, 0))
+	var payloads [][]byte
+	pay := newPayloader(media.CodecH265)
+	for _, f := range want[:50] {
+		payloads = append(payloads, pay.Payload(rtpMTU, f.Payload)...)
+	}
+	deadline := time.After(waitTimeout)
+	for i := 0; i < len(payloads); {
+		select {
+		case p := <-c.packets:
+			if p.SSRC != ssrcs.Video.SSRC {
+				continue
+			}
+			if !bytes.Equal(p.Payload, payloads[i]) {
+				t.Fatalf("video packet %d of %d differs from the recording's", i, len(payloads))
+			}
+			i++
+		case <-deadline:
+			t.Fatal("the recorded frames did not arrive")
+		}
+	}
+	c.close()
+	d.stop()
 }
