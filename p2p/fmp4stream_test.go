@@ -183,7 +183,7 @@ type fmClient struct {
 	text     chan string
 	packets  chan *rtp.Packet
 	onTrack  chan *webrtc.TrackRemote
-	throttle func() // runs before each binary message is taken
+	throttle func()  // runs before each binary message is taken
 	replay   *Replay // sent in the offer
 	answer   string
 	done     chan struct{}
