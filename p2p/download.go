@@ -101,7 +101,8 @@ type download struct {
 	wake    chan struct{} // resumed or cancelled
 	drained chan struct{} // the channel's queue fell to downloadLow
 	sent    atomic.Int64
-	done    atomic.Bool // the goroutine has finished
+	done    atomic.Bool   // the goroutine has finished
+	peak    atomic.Uint64 // the most SCTP held of the channel's messages
 }
 
 // downloadMessage serves one message of a download channel in the session
@@ -212,7 +213,8 @@ func (r *recSession) runDownload(ctx context.Context, dl *download, recs Recordi
 		st.Type, st.Res, st.Message = DownloadError, ResNoRecording, err.Error()
 		se.svc.drops.warn(se.log, RulePlaybackFailed, "download failed", "bytes", sent, "err", err)
 	default:
-		se.log.Info("download done", "bytes", sent, "exported", n, "duration", time.Since(began).Round(time.Millisecond))
+		se.log.Info("download done", "bytes", sent, "exported", n, "duration", time.Since(began).Round(time.Millisecond),
+			"peak_buffered", dl.peak.Load())
 		se.svc.events.emit(EventDownloadDone, se.id, kib(sent))
 	}
 	sendStatus(se, dl.dc, st)
@@ -265,6 +267,9 @@ func (w *channelWriter) flush() error {
 	}
 	if err := w.dl.dc.Send(w.buf); err != nil {
 		return fmt.Errorf("download channel: %w", err)
+	}
+	if b := w.dl.dc.BufferedAmount(); b > w.dl.peak.Load() {
+		w.dl.peak.Store(b) // one writer: this goroutine
 	}
 	sent := w.dl.sent.Add(int64(len(w.buf)))
 	w.buf = w.buf[:0]

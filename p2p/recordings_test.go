@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,6 +362,7 @@ func (v *pbViewer) drain() int {
 // rec as its recordings, and collects its events.
 type recDevice struct {
 	*fmDevice
+	logs   *logRec
 	mu     sync.Mutex
 	events []Event
 }
@@ -384,7 +387,8 @@ func startRecDevice(t *testing.T, rec Recordings, cfg Config) *recDevice {
 		Main:  fileRing(t, "../configs/media/main.h264", media.StreamMain, media.CodecH264, 25),
 		Audio: fileRing(t, "../configs/media/audio.pcmu", media.StreamAudio, media.CodecPCMU, 0),
 	}
-	d.fmDevice = startDevice(t, m, cfg, nil)
+	d.logs = &logRec{}
+	d.fmDevice = startDevice(t, m, cfg, slog.New(recHandler{rec: d.logs}))
 	return d
 }
 
@@ -1026,4 +1030,52 @@ func TestPlaybackFMP4H265(t *testing.T) {
 	}
 	c.close()
 	d.stop()
+}
+
+// TestDownloadFlowControl: a client that reads slowly makes SCTP queue
+// the download; the device holds at most downloadHigh plus one message
+// queued, and the file arrives whole.
+func TestDownloadFlowControl(t *testing.T) {
+	rec := newMemRecording(t, recT0(), time.Minute)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<20/16)
+	rec.exportFn = func(ctx context.Context, w io.Writer, start, end time.Time) (int64, error) {
+		n, err := w.Write(want) // one write: the channel writer cuts and paces it
+		return int64(n), err
+	}
+	d := startRecDevice(t, rec, Config{})
+	v := newPBViewer(t)
+	dl := v.openDownload(t)
+	slow := dl.dc
+	var got atomic.Int64
+	slow.OnMessage(func(m webrtc.DataChannelMessage) {
+		if m.IsString {
+			var st DownloadStatus
+			if json.Unmarshal(m.Data, &st) == nil {
+				select {
+				case dl.status <- st:
+				default:
+				}
+			}
+			return
+		}
+		got.Add(int64(len(m.Data)))
+		time.Sleep(time.Millisecond) // a slow reader holds pion's read loop: SCTP's window fills
+	})
+	v.offer(t, d.fmDevice, "slow", nil)
+	v.next(t)
+	dl.waitOpen(t)
+	dl.send(t, DownloadRequest{Cmd: DownloadStart, Start: rec.t0.Unix(), End: rec.end.Unix()})
+	done := dl.until(t, DownloadDone)
+	if done.Bytes != int64(len(want)) || got.Load() != int64(len(want)) {
+		t.Fatalf("done %+v, %d bytes received, want %d", done, got.Load(), len(want))
+	}
+	lines := d.logs.lines(func(l logLine) bool { return l.msg == "download done" })
+	if len(lines) != 1 {
+		t.Fatalf("%d download done lines", len(lines))
+	}
+	peak, _ := strconv.ParseUint(lines[0].attrs["peak_buffered"], 10, 64)
+	t.Logf("peak queued in SCTP: %d KiB", peak>>10)
+	if peak > downloadHigh+downloadChunk || peak < downloadLow {
+		t.Fatalf("peak queued %d bytes, want between %d (the queue filled) and %d", peak, downloadLow, downloadHigh+downloadChunk)
+	}
 }
