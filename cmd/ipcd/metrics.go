@@ -177,6 +177,12 @@ func (d *daemon) writeMetrics(ctx context.Context, w io.Writer) {
 		writeFloat(w, "ipcd_session_rtt_seconds"+l, float64(s.RTTMs)/1000)
 		writeFloat(w, "ipcd_session_ttff_seconds"+l, float64(s.TTFFMs)/1000)
 	}
+	if r := st.Record; r != nil {
+		writeUint(w, fmt.Sprintf(`ipcd_record_state{state=%s,rule=%s}`, label(string(r.State)), label(string(r.Rule))), 1)
+		writeUint(w, "ipcd_record_skipped_frames_total", r.Skipped)
+		writeUint(w, "ipcd_record_deleted_segments_total", r.Deleted)
+		writeFloat(w, "ipcd_record_free_mb", float64(r.FreeMB))
+	}
 	if svc := d.running.Load(); svc != nil {
 		writeUint(w, "ipcd_signaling_dropped_total", svc.Dropped())
 		writeUint(w, "ipcd_events_dropped_total", svc.DroppedEvents())

@@ -101,6 +101,10 @@ type Recorder struct {
 	status Status
 	inv    []segFile // closed segments, oldest first; owned by Run
 	total  int64
+	// started: the current session sent EventStarted; full: the last one
+	// stopped on a full card. Owned by Run.
+	started bool
+	full    bool
 
 	skipped atomic.Uint64
 	deleted atomic.Uint64
@@ -160,13 +164,19 @@ func (r *Recorder) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if err == nil {
+			err = ErrCardIO // the rings closed under a running recorder
+		}
 		rule := classify(err)
 		if progressed {
 			wait = r.retryBase
 		}
+		started := r.started
+		r.started = false
+		r.full = rule == RuleCardFull
 		now := time.Now()
 		switch {
-		case progressed || rule != stoppedRule:
+		case started || progressed || rule != stoppedRule:
 			r.log.Warn("recording stopped", "rule", string(rule), "err", err, "retry_in", wait)
 			r.onEvent(Event{Type: EventStopped, Time: now, Rule: rule, Detail: err.Error()})
 			lastLog = now
@@ -256,7 +266,6 @@ func (r *Recorder) session(ctx context.Context) (progressed bool, err error) {
 	var skipping bool
 	var interval int64 = 40000 // µs between video frames, from their PTS
 	var lastVPTS int64 = -1
-	started := false
 	for {
 		// A card that is busy keeps frames pending: the sync is due
 		// all the same.
@@ -348,8 +357,8 @@ func (r *Recorder) session(ctx context.Context) (progressed bool, err error) {
 					return progressed, err
 				}
 				r.setStatus(func(s *Status) { s.Segment = w.stem })
-				if !started {
-					started = true
+				if !r.started {
+					r.started = true
 					r.log.Info("recording started", "path", root, "segment", w.path())
 					r.setStatus(func(s *Status) { s.State, s.Rule, s.Error = StateRecording, RuleNone, "" })
 					r.onEvent(Event{Type: EventStarted, Time: time.Now(), Detail: root})
@@ -406,6 +415,11 @@ func (r *Recorder) retain(current int64) error {
 		}
 		rule := ""
 		switch {
+		case r.full:
+			// The card filled up (ENOSPC) under the thresholds: the
+			// oldest segment makes room.
+			rule = "card_full"
+			r.full = false
 		case free >= 0 && free < minFree:
 			rule = "min_free_mb"
 		case maxTotal > 0 && r.total+current > maxTotal:

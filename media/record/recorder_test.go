@@ -427,3 +427,33 @@ func TestSlowCardNeverDelaysLive(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorderCardFills: with no free-space margin the card fills up
+// (ENOSPC); recording stops with card_full, the oldest segment makes room
+// and recording goes on, and the live viewer misses nothing.
+func TestRecorderCardFills(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	root := mountTmpfs(t, 2)
+	cfg := testConfig(root)
+	cfg.MinFreeMB = 0
+	g := newRig(t, cfg, 10*time.Millisecond)
+	g.start()
+	g.waitFor("card_full", 60*time.Second, func() bool {
+		for _, e := range g.eventsOf(EventStopped) {
+			if e.Rule == RuleCardFull {
+				return true
+			}
+		}
+		return false
+	})
+	g.waitFor("recording to go on", 30*time.Second, func() bool {
+		return len(g.eventsOf(EventStarted)) >= 3 && g.rec.Status().Deleted >= 2
+	})
+	g.stop()
+	g.checkLive()
+	for _, p := range segmentsOn(t, root) {
+		if n, _ := ffprobe(t, p); n == 0 {
+			t.Errorf("%s decodes to no frame", p)
+		}
+	}
+}

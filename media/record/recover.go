@@ -2,7 +2,6 @@ package record
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -83,30 +82,34 @@ func closeInterrupted(base string, log *slog.Logger) (int64, error) {
 	if err == nil && seg.closed {
 		return fileSize(base+segExt) + fileSize(base+idxExt), nil
 	}
-	ix, err := readIndex(base)
+	data, err := readIndexBytes(base)
+	if err != nil {
+		return 0, err
+	}
+	ix, err := parseIndex(data)
 	if err != nil && !errors.Is(err, ErrBadIndex) {
 		return 0, err
 	}
-	if err != nil || ix.synced.Type == 0 {
+	// The last sync record whose bytes the segment holds: a card that
+	// acknowledged a sync it had not done can hold less than the index says.
+	tsSize := fileSize(base + segExt)
+	keep := int64(0)
+	var last indexRecord
+	for off := int64(0); off+recordSize <= ix.valid; off += recordSize {
+		if r, err := parseRecord(data[off : off+recordSize]); err == nil && r.Type == recSync && r.Offset <= tsSize {
+			keep, last = off+recordSize, r
+		}
+	}
+	if err == nil && last.Type != 0 {
+		// Whatever is left must still start with a keyframe.
+		_, err = parseIndex(data[:keep])
+	}
+	if err != nil || last.Type == 0 {
 		_ = removeSegment(base)
 		log.Info("interrupted segment removed: nothing synced", "segment", base)
 		return 0, nil
 	}
-	// Keep the records up to the last sync record.
-	keep := int64(0)
-	data, rerr := os.ReadFile(base + idxExt)
-	if rerr != nil {
-		return 0, rerr
-	}
-	for off := int64(0); off+recordSize <= ix.valid; off += recordSize {
-		if r, err := parseRecord(data[off : off+recordSize]); err == nil && r.Type == recSync {
-			keep = off + recordSize
-		}
-	}
-	tsSize := fileSize(base + segExt)
-	if tsSize < ix.synced.Offset {
-		return 0, fmt.Errorf("%w: %s is %d bytes, %d were synced", ErrBadIndex, base+segExt, tsSize, ix.synced.Offset)
-	}
+	ix.synced = last
 	if err := os.Truncate(base+segExt, ix.synced.Offset); err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package record
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -66,22 +67,39 @@ type segWriter struct {
 	bytes     int64         // bytes on the card, both files
 }
 
+// maxNameTries bounds the search for a free segment name.
+const maxNameTries = 1000
+
 // createSegment starts a segment at keyframe f in root/<day>. The day
 // directory is created; root itself must exist.
 func createSegment(open openFunc, root string, f media.Frame, audio media.Codec) (*segWriter, error) {
 	if !f.Stream.IsVideo() || f.Kind != media.KindI {
 		return nil, ErrNotKeyframe
 	}
-	start := time.UnixMilli(f.Timestamp)
-	day, stem := segName(start)
-	dir := filepath.Join(root, day)
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, err
-	}
-	base := filepath.Join(dir, stem)
-	ts, err := open(base+segExt, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
+	// A clock stepped back can name a segment like one on the card: the
+	// name moves on by a millisecond rather than overwrite it.
+	var dir, stem, base string
+	var ts cardFile
+	for try := int64(0); ; try++ {
+		if try == maxNameTries {
+			return nil, fmt.Errorf("%w: %s: %d segments named alike", fs.ErrExist, base, try)
+		}
+		var day string
+		day, stem = segName(time.UnixMilli(f.Timestamp + try))
+		dir = filepath.Join(root, day)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		base = filepath.Join(dir, stem)
+		var err error
+		ts, err = open(base+segExt, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	idx, err := open(base+idxExt, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {

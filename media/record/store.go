@@ -160,16 +160,22 @@ func (seg segInfo) check() error {
 
 // readIndex reads and parses a segment's index, bounded by maxIdxBytes.
 func readIndex(base string) (segIndex, error) {
-	f, err := os.Open(base + idxExt)
-	if err != nil {
-		return segIndex{}, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxIdxBytes+1))
+	data, err := readIndexBytes(base)
 	if err != nil {
 		return segIndex{}, err
 	}
 	return parseIndex(data)
+}
+
+// readIndexBytes reads at most maxIdxBytes+1 bytes of an index, so that
+// parseIndex sees an oversized one.
+func readIndexBytes(base string) ([]byte, error) {
+	f, err := os.Open(base + idxExt)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxIdxBytes+1))
 }
 
 // Days returns the days of the month, in loc, that have recordings.

@@ -244,3 +244,58 @@ func TestH265RoundTrip(t *testing.T) {
 		t.Fatalf("after the last frame: %v", err)
 	}
 }
+
+// TestPlaybackFollowsWriter: a playback of a segment still being written
+// reads on into what was synced after it opened, then into the next
+// segment.
+func TestPlaybackFollowsWriter(t *testing.T) {
+	c := loadClip(t)
+	root := mustMkdir(t)
+	frames := c.frames(t0, 6)
+	w, err := createSegment(osOpen, root, frames[0], media.CodecPCMU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(fs []media.Frame) {
+		for _, f := range fs {
+			if _, err := w.write(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(frames[:100]) // 2 s
+	s, _ := OpenStore(root, nil)
+	p, err := s.Open(t0, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	video := 0
+	next := func() {
+		f, err := p.Next()
+		if err != nil {
+			t.Fatalf("after %d video frames: %v", video, err)
+		}
+		if f.Stream.IsVideo() {
+			video++
+		}
+	}
+	for video < 40 {
+		next()
+	}
+	write(frames[100:200]) // 2 s more in the same segment
+	if err := w.close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = createSegment(osOpen, root, frames[200], media.CodecPCMU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(frames[200:])
+	for video < 150 {
+		next()
+	}
+}
