@@ -101,7 +101,8 @@ type download struct {
 	wake    chan struct{} // resumed or cancelled
 	drained chan struct{} // the channel's queue fell to downloadLow
 	sent    atomic.Int64
-	done    atomic.Bool // the goroutine has finished
+	done    atomic.Bool   // the goroutine has finished
+	peak    atomic.Uint64 // the most SCTP held of the channel's messages
 }
 
 // downloadMessage serves one message of a download channel in the session
@@ -157,12 +158,12 @@ func (r *recSession) downloadMessage(m dcMessage) {
 		})
 	case DownloadPause:
 		dl.paused.Store(true)
-		ev.emit(EventDownloadPause, se.id, int(dl.sent.Load()))
+		ev.emit(EventDownloadPause, se.id, kib(dl.sent.Load()))
 		status(DownloadPaused, 0, "")
 	case DownloadResume:
 		dl.paused.Store(false)
 		dl.poke()
-		ev.emit(EventDownloadResume, se.id, int(dl.sent.Load()))
+		ev.emit(EventDownloadResume, se.id, kib(dl.sent.Load()))
 		status(DownloadResumed, 0, "")
 	case DownloadCancel:
 		// The goroutine says cancelled once the export has stopped.
@@ -202,7 +203,7 @@ func (r *recSession) runDownload(ctx context.Context, dl *download, recs Recordi
 	case ctx.Err() != nil && r.ctx.Err() == nil:
 		st.Type = DownloadCancelled
 		se.log.Info("download cancelled", "bytes", sent)
-		se.svc.events.emit(EventDownloadCancel, se.id, int(sent))
+		se.svc.events.emit(EventDownloadCancel, se.id, kib(sent))
 	case r.ctx.Err() != nil:
 		return // the session ends: nobody to tell
 	case errors.Is(err, ErrNoRecording):
@@ -212,8 +213,9 @@ func (r *recSession) runDownload(ctx context.Context, dl *download, recs Recordi
 		st.Type, st.Res, st.Message = DownloadError, ResNoRecording, err.Error()
 		se.svc.drops.warn(se.log, RulePlaybackFailed, "download failed", "bytes", sent, "err", err)
 	default:
-		se.log.Info("download done", "bytes", sent, "exported", n, "duration", time.Since(began).Round(time.Millisecond))
-		se.svc.events.emit(EventDownloadDone, se.id, int(sent))
+		se.log.Info("download done", "bytes", sent, "exported", n, "duration", time.Since(began).Round(time.Millisecond),
+			"peak_buffered", dl.peak.Load())
+		se.svc.events.emit(EventDownloadDone, se.id, kib(sent))
 	}
 	sendStatus(se, dl.dc, st)
 }
@@ -266,6 +268,9 @@ func (w *channelWriter) flush() error {
 	if err := w.dl.dc.Send(w.buf); err != nil {
 		return fmt.Errorf("download channel: %w", err)
 	}
+	if b := w.dl.dc.BufferedAmount(); b > w.dl.peak.Load() {
+		w.dl.peak.Store(b) // one writer: this goroutine
+	}
 	sent := w.dl.sent.Add(int64(len(w.buf)))
 	w.buf = w.buf[:0]
 	if sent-w.progressAt >= progressBytes || time.Since(w.lastProgress) >= progressInterval {
@@ -305,3 +310,7 @@ func (w *channelWriter) room() error {
 		}
 	}
 }
+
+// kib is an event's value for a byte count: KiB, so that a day's download
+// fits the int of a 32-bit board.
+func kib(n int64) int { return int(n >> 10) }

@@ -183,7 +183,8 @@ type fmClient struct {
 	text     chan string
 	packets  chan *rtp.Packet
 	onTrack  chan *webrtc.TrackRemote
-	throttle func() // runs before each binary message is taken
+	throttle func()  // runs before each binary message is taken
+	replay   *Replay // sent in the offer
 	answer   string
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -292,7 +293,7 @@ func (c *fmClient) connect(t *testing.T, d *fmDevice, sid string, dataChannel bo
 		t.Fatal(err)
 	}
 	<-done
-	msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: c.pc.LocalDescription().SDP, Auth: SignAuth(fmPassword, fmDevID, fmApp, time.Now().Unix()+600), DataChannelEnable: dataChannel})
+	msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: c.pc.LocalDescription().SDP, Auth: SignAuth(fmPassword, fmDevID, fmApp, time.Now().Unix()+600), DataChannelEnable: dataChannel, Replay: c.replay})
 	h := Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: sid}
 	raw, _ := json.Marshal(Message{Header: h, Msg: msg})
 	if !d.svc.Deliver(raw) {

@@ -16,10 +16,10 @@ const (
 	EventPlaybackQueryMonth                        // Value: year*100+month
 	EventPlaybackQueryDay                          // Value: year*10000+month*100+day
 	EventDownloadStart                             // Value: start (unix s)
-	EventDownloadPause                             // Value: bytes sent
-	EventDownloadResume                            // Value: bytes sent
-	EventDownloadCancel                            // Value: bytes sent
-	EventDownloadDone                              // Value: bytes sent
+	EventDownloadPause                             // Value: KiB sent
+	EventDownloadResume                            // Value: KiB sent
+	EventDownloadCancel                            // Value: KiB sent
+	EventDownloadDone                              // Value: KiB sent
 )
 
 func recordingEventName(t EventType) string {

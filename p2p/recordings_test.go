@@ -1,10 +1,13 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +37,12 @@ type memRecording struct {
 
 func newMemRecording(t testing.TB, t0 time.Time, length time.Duration) *memRecording {
 	t.Helper()
-	video, err := media.ReadAccessUnits("../configs/media/main.h264")
+	return newMemRecordingOf(t, t0, length, "main.h264", media.CodecH264)
+}
+
+func newMemRecordingOf(t testing.TB, t0 time.Time, length time.Duration, file string, codec media.Codec) *memRecording {
+	t.Helper()
+	video, err := media.ReadAccessUnits("../configs/media/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +61,7 @@ func newMemRecording(t testing.TB, t0 time.Time, length time.Duration) *memRecor
 			kind = media.KindI
 		}
 		r.frames = append(r.frames,
-			media.Frame{Stream: media.StreamMain, Kind: kind, Codec: media.CodecH264, PTS: ms * 1000, Timestamp: base + ms, Payload: v.Payload},
+			media.Frame{Stream: media.StreamMain, Kind: kind, Codec: codec, PTS: ms * 1000, Timestamp: base + ms, Payload: v.Payload},
 			media.Frame{Stream: media.StreamAudio, Kind: media.KindAudio, Codec: media.CodecPCMU, PTS: ms * 1000, Timestamp: base + ms, Payload: audio[i%len(audio)].Payload})
 	}
 	return r
@@ -354,6 +362,7 @@ func (v *pbViewer) drain() int {
 // rec as its recordings, and collects its events.
 type recDevice struct {
 	*fmDevice
+	logs   *logRec
 	mu     sync.Mutex
 	events []Event
 }
@@ -378,7 +387,8 @@ func startRecDevice(t *testing.T, rec Recordings, cfg Config) *recDevice {
 		Main:  fileRing(t, "../configs/media/main.h264", media.StreamMain, media.CodecH264, 25),
 		Audio: fileRing(t, "../configs/media/audio.pcmu", media.StreamAudio, media.CodecPCMU, 0),
 	}
-	d.fmDevice = startDevice(t, m, cfg, nil)
+	d.logs = &logRec{}
+	d.fmDevice = startDevice(t, m, cfg, slog.New(recHandler{rec: d.logs}))
 	return d
 }
 
@@ -634,6 +644,26 @@ func TestPlaybackRefusals(t *testing.T) {
 			d.svc.Deliver(raw)
 		}
 		waitUntil(t, "bad offers dropped", func() bool { return d.svc.Drops()[RuleBadOffer] == 4 })
+	})
+	t.Run("auth", func(t *testing.T) {
+		d := startRecDevice(t, rec, Config{})
+		msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: "v=0", Replay: in(0, time.Second),
+			Auth: SignAuth("ad000000", fmDevID, fmApp, time.Now().Unix()+600)})
+		raw, _ := json.Marshal(Message{Header: Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: "auth"}, Msg: msg})
+		out := d.out.session("auth")
+		d.svc.Deliver(raw)
+		select {
+		case m := <-out:
+			dis, _ := DecodeDisconnect(m.Msg)
+			if m.Header.Type != TypeDisconnect || dis.CloseReason != int(CloseAuth) {
+				t.Fatalf("playback offer with a wrong token: %s %+v", m.Header.Type, dis)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatal("no refusal")
+		}
+		if rec.opened.Load() != 0 {
+			t.Fatal("the recording was opened for an offer that failed auth")
+		}
 	})
 	t.Run("max clients", func(t *testing.T) {
 		d := startRecDevice(t, rec, Config{MaxClients: 1})
@@ -956,4 +986,96 @@ func FuzzPlaybackChannel(f *testing.F) {
 			t.Fatalf("after %q: listing %+v", data, r)
 		}
 	})
+}
+
+// TestPlaybackFMP4H265 plays an H.265 recording to a client that takes the
+// media on the fmp4Stream channel (go2rtc's Tuya mode): the video packets
+// carry the recorded access units from the keyframe at or before
+// start_time, packetized as the live stream is.
+func TestPlaybackFMP4H265(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // after the rings' cleanups
+	rec := newMemRecordingOf(t, recT0(), 30*time.Second, "main.h265", media.CodecH265)
+	m := Media{
+		Main:  fileRing(t, "../configs/media/main.h265", media.StreamMain, media.CodecH265, 25),
+		Audio: fileRing(t, "../configs/media/audio.pcmu", media.StreamAudio, media.CodecPCMU, 0),
+	}
+	d := startDevice(t, m, Config{Recordings: rec, Location: time.UTC}, nil)
+	c := newFMClient(t, nil)
+	start := rec.t0.Add(5*time.Second + 500*time.Millisecond)
+	c.replay = &Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + 5}
+	c.connect(t, d, "fmpb", true)
+	_, ssrcs := c.handshake(t)
+
+	want := rec.video(time.Unix(start.Unix(), 0), time.Unix(start.Unix()+5, 0))
+	var payloads [][]byte
+	pay := newPayloader(media.CodecH265)
+	for _, f := range want[:50] {
+		payloads = append(payloads, pay.Payload(rtpMTU, f.Payload)...)
+	}
+	deadline := time.After(waitTimeout)
+	for i := 0; i < len(payloads); {
+		select {
+		case p := <-c.packets:
+			if p.SSRC != ssrcs.Video.SSRC {
+				continue
+			}
+			if !bytes.Equal(p.Payload, payloads[i]) {
+				t.Fatalf("video packet %d of %d differs from the recording's", i, len(payloads))
+			}
+			i++
+		case <-deadline:
+			t.Fatal("the recorded frames did not arrive")
+		}
+	}
+	c.close()
+	d.stop()
+}
+
+// TestDownloadFlowControl: a client that reads slowly makes SCTP queue
+// the download; the device holds at most downloadHigh plus one message
+// queued, and the file arrives whole.
+func TestDownloadFlowControl(t *testing.T) {
+	rec := newMemRecording(t, recT0(), time.Minute)
+	want := bytes.Repeat([]byte("0123456789abcdef"), 8<<20/16)
+	rec.exportFn = func(ctx context.Context, w io.Writer, start, end time.Time) (int64, error) {
+		n, err := w.Write(want) // one write: the channel writer cuts and paces it
+		return int64(n), err
+	}
+	d := startRecDevice(t, rec, Config{})
+	v := newPBViewer(t)
+	dl := v.openDownload(t)
+	slow := dl.dc
+	var got atomic.Int64
+	slow.OnMessage(func(m webrtc.DataChannelMessage) {
+		if m.IsString {
+			var st DownloadStatus
+			if json.Unmarshal(m.Data, &st) == nil {
+				select {
+				case dl.status <- st:
+				default:
+				}
+			}
+			return
+		}
+		got.Add(int64(len(m.Data)))
+		time.Sleep(time.Millisecond) // a slow reader holds pion's read loop: SCTP's window fills
+	})
+	v.offer(t, d.fmDevice, "slow", nil)
+	v.next(t)
+	dl.waitOpen(t)
+	dl.send(t, DownloadRequest{Cmd: DownloadStart, Start: rec.t0.Unix(), End: rec.end.Unix()})
+	done := dl.until(t, DownloadDone)
+	if done.Bytes != int64(len(want)) || got.Load() != int64(len(want)) {
+		t.Fatalf("done %+v, %d bytes received, want %d", done, got.Load(), len(want))
+	}
+	lines := d.logs.lines(func(l logLine) bool { return l.msg == "download done" })
+	if len(lines) != 1 {
+		t.Fatalf("%d download done lines", len(lines))
+	}
+	peak, _ := strconv.ParseUint(lines[0].attrs["peak_buffered"], 10, 64)
+	t.Logf("peak queued in SCTP: %d KiB", peak>>10)
+	if peak > downloadHigh+downloadChunk || peak < downloadLow {
+		t.Fatalf("peak queued %d bytes, want between %d (the queue filled) and %d", peak, downloadLow, downloadHigh+downloadChunk)
+	}
 }

@@ -25,12 +25,14 @@ import (
 
 // recordedDaemon runs ipcd recording to a temporary card until the card
 // holds at least d of recording, and returns the card's store.
-func recordedDaemon(t *testing.T, broker string, d time.Duration) (*runningDaemon, *record.Store, p2p.TimeRange) {
+func recordedDaemon(t *testing.T, broker string, d time.Duration) (*testBoard, *record.Store, p2p.TimeRange) {
 	t.Helper()
 	cfg := testConfig(broker)
 	cfg.Record.Path = t.TempDir()
 	cfg.Record.SegmentSeconds = 4 // several segments: playback crosses their bounds
-	rd := startDaemon(t, cfg)
+	cfg.Board.Socket = filepath.Join(t.TempDir(), "board.sock")
+	startDaemon(t, cfg)
+	b := dialTestBoard(t, cfg.Board.Socket)
 	store, err := record.OpenStore(cfg.Record.Path, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +46,7 @@ func recordedDaemon(t *testing.T, broker string, d time.Duration) (*runningDaemo
 		span = p2p.TimeRange{Start: rs[0].Start, End: rs[len(rs)-1].End}
 		return span.End.Sub(span.Start) >= d
 	})
-	return rd, store, span
+	return b, store, span
 }
 
 // storeVideo returns the recorded video access units of start..end, as
@@ -80,8 +82,7 @@ func storeVideo(t *testing.T, s *record.Store, start, end time.Time) []media.Fra
 func TestPlaybackFromCard(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
-	rd, store, span := recordedDaemon(t, broker, 14*time.Second)
-	_ = rd
+	board, store, span := recordedDaemon(t, broker, 14*time.Second)
 	v := newViewer(t, broker)
 
 	// start_time is whole seconds; take a moment between keyframes.
@@ -101,7 +102,7 @@ func TestPlaybackFromCard(t *testing.T) {
 	defer cancel()
 	res, err := v.Watch(ctx, viewer.WatchOptions{
 		Replay:      &p2p.Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + seconds},
-		Duration:    time.Duration(seconds)*time.Second + 2*time.Second,
+		Duration:    time.Duration(seconds)*time.Second + 4*time.Second,
 		DataChannel: true,
 		OnVideo: func(au []byte, _ bool) {
 			mu.Lock()
@@ -138,9 +139,22 @@ func TestPlaybackFromCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ranges.Res != p2p.ResOK || len(ranges.Ranges) == 0 || len(ranges.Ranges) > len(card) ||
-		!ranges.Ranges[0].Start.Equal(card[0].Start.Truncate(time.Second)) {
+	// The card's last range grows while ipcd records: its end is later now.
+	if ranges.Res != p2p.ResOK || len(ranges.Ranges) != len(card) {
 		t.Fatalf("ranges: %+v, the card has %v", ranges, card)
+	}
+	for i, r := range ranges.Ranges {
+		last := i == len(card)-1
+		if !r.Start.Equal(card[i].Start.Truncate(time.Second)) || (!last && !r.End.Equal(card[i].End.Truncate(time.Second))) ||
+			(last && r.End.After(card[i].End)) {
+			t.Fatalf("range %d: %v..%v, the card has %v..%v", i, r.Start, r.End, card[i].Start, card[i].End)
+		}
+	}
+
+	for _, e := range []string{"PlaybackStart", "PlaybackQueryMonth", "PlaybackQueryDay", "PlaybackEnd"} {
+		if ev := board.wait(t, e, res.SessionID); ev.Source != p2p.SourceWebRTC {
+			t.Fatalf("board event %+v", ev)
+		}
 	}
 
 	// A seek inside the window: the video goes on from the card's keyframe
@@ -171,6 +185,9 @@ func TestPlaybackFromCard(t *testing.T) {
 	})
 	if err != nil || seekRes.Res != p2p.ResOK {
 		t.Fatalf("seek session: %v, seek reply %+v", err, seekRes)
+	}
+	if ev := board.wait(t, "PlaybackSeek", res.SessionID); ev.Value != int(to.Unix()) {
+		t.Fatalf("board: %+v, want the time sought %d", ev, to.Unix())
 	}
 	k := -1
 	for i, au := range sought {
