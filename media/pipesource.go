@@ -23,6 +23,15 @@ const (
 	defaultPipeBuffer = 4 << 20
 	minPipeBuffer     = 4 << 10
 	maxPipeBuffer     = 64 << 20
+	// With BufferBytes 0 the byte ring starts at defaultPipeBuffer, and
+	// once pipeMeasure of input has been seen it is replaced by one that
+	// holds pipeBufferSpan of the measured stream, within
+	// [minAutoPipeBuffer, defaultPipeBuffer]: a 2 Mbit/s camera keeps
+	// 256 KiB instead of 4 MiB. The parser drains a byte ring in
+	// microseconds; the span only absorbs its stalls and keyframe bursts.
+	pipeMeasure       = 2 * time.Second
+	pipeBufferSpan    = time.Second
+	minAutoPipeBuffer = 256 << 10
 	maxPipeFPS        = 240
 	// A pipe holds 64 KiB on Linux, so larger reads gain nothing.
 	maxPipeChunk = 64 << 10
@@ -53,9 +62,11 @@ type PipeSourceConfig struct {
 	Codec Codec
 	// Stream of the frames; StreamUnknown takes the ring's stream.
 	Stream Stream
-	// BufferBytes sizes the byte ring between the pipe and the parser;
-	// 0 means 4 MiB. When it is full, input is dropped rather than making
-	// the encoder wait.
+	// BufferBytes sizes the byte ring between the pipe and the parser.
+	// 0 sizes it from the stream: 4 MiB until 2 s of input have been
+	// measured, then 1 s of the measured bitrate, at least 256 KiB and at
+	// most 4 MiB. When it is full, input is dropped rather than making the
+	// encoder wait.
 	BufferBytes int
 	// FPS is the encoder's frame rate, if known (0 if not). Annex-B carries
 	// no timing, so PTS is the wall clock when an access unit completes;
@@ -91,6 +102,9 @@ type PipeSource struct {
 	log    *slog.Logger
 	input  io.Reader // nil: open cfg.Path in Run
 	period time.Duration
+	auto   bool // the byte ring is sized from the measured stream
+	// measureFor is how much input is measured before sizing it.
+	measureFor time.Duration
 
 	// beforeRead, if set, runs before each read of the byte ring; tests use
 	// it to hold the parser back.
@@ -149,7 +163,8 @@ func newPipeSource(cfg PipeSourceConfig, r io.Reader, ring *Ring, log *slog.Logg
 	if cfg.Codec == CodecUnknown {
 		cfg.Codec = ring.Codec()
 	}
-	if cfg.BufferBytes == 0 {
+	auto := cfg.BufferBytes == 0
+	if auto {
 		cfg.BufferBytes = defaultPipeBuffer
 	}
 	switch {
@@ -165,10 +180,12 @@ func newPipeSource(cfg PipeSourceConfig, r io.Reader, ring *Ring, log *slog.Logg
 		return nil, fmt.Errorf("%w: fps %d must be in 0..%d", ErrPipeSourceConfig, cfg.FPS, maxPipeFPS)
 	}
 	p := &PipeSource{
-		cfg:   cfg,
-		ring:  ring,
-		log:   log.With("component", "pipesource", "stream", cfg.Stream.String(), "path", cfg.Path),
-		input: r,
+		cfg:        cfg,
+		ring:       ring,
+		log:        log.With("component", "pipesource", "stream", cfg.Stream.String(), "path", cfg.Path),
+		input:      r,
+		auto:       auto,
+		measureFor: pipeMeasure,
 	}
 	if cfg.FPS > 0 {
 		p.period = time.Second / time.Duration(cfg.FPS)
@@ -199,8 +216,9 @@ func (p *PipeSource) Stats() PipeStats {
 func (p *PipeSource) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	bb := ringbuffer.New(p.cfg.BufferBytes).SetBlocking(true)
-	stop := context.AfterFunc(ctx, func() { bb.CloseWithError(ctx.Err()) })
+	bb := &byteRing{}
+	bb.cur.Store(ringbuffer.New(p.cfg.BufferBytes).SetBlocking(true))
+	stop := context.AfterFunc(ctx, func() { bb.closeWithError(ctx.Err()) })
 	defer stop()
 	gaps := &gapQueue{wake: make(chan struct{}, 1)}
 	ingested := make(chan struct{})
@@ -216,7 +234,7 @@ func (p *PipeSource) Run(ctx context.Context) error {
 			readErr = in.readPath(ctx)
 		}
 		// The parser drains what is buffered, then sees EOF.
-		bb.CloseWriter()
+		bb.cur.Load().CloseWriter()
 		close(ingested)
 	})
 	parseErr := p.parse(ctx, bb, gaps, ingested)
@@ -322,12 +340,16 @@ func (q *gapQueue) len() int {
 // ingester is the reading goroutine's state. Only it writes to the byte ring,
 // so the free space it sees can only grow before its write.
 type ingester struct {
-	p        *PipeSource
-	bb       *ringbuffer.RingBuffer
-	gaps     *gapQueue
-	buf      []byte
-	written  int64 // bytes accepted into the byte ring
-	dropping bool
+	p    *PipeSource
+	bb   *byteRing
+	gaps *gapQueue
+	// Bytes and time of the input's start, while the byte ring is being
+	// sized from the stream.
+	measureFrom  time.Time
+	measureBytes int64
+	buf          []byte
+	written      int64 // bytes accepted into the byte ring
+	dropping     bool
 }
 
 // offer puts b into the byte ring, or drops all of it. Once full, the ring
@@ -337,8 +359,12 @@ type ingester struct {
 func (in *ingester) offer(b []byte) error {
 	n := len(b)
 	in.p.bytesIn.Add(uint64(n))
-	free := in.bb.Free()
-	if n > free || (in.dropping && free < in.bb.Capacity()/2) || in.gaps.len() >= maxPipeGaps {
+	if in.p.auto {
+		in.measure(n)
+	}
+	cur := in.bb.cur.Load()
+	free := cur.Free()
+	if n > free || (in.dropping && free < cur.Capacity()/2) || in.gaps.len() >= maxPipeGaps {
 		if !in.dropping {
 			in.dropping = true
 			in.gaps.add(gap{at: in.written, loss: true})
@@ -348,12 +374,67 @@ func (in *ingester) offer(b []byte) error {
 		return nil
 	}
 	in.dropping = false
-	if _, err := in.bb.Write(b); err != nil {
+	if _, err := cur.Write(b); err != nil {
 		return err // the byte ring was closed: Run is ending
 	}
 	in.written += int64(n)
 	in.gaps.signal()
 	return nil
+}
+
+// measure counts n input bytes and, pipeMeasure after the first, replaces
+// the byte ring with one sized from the measured bitrate.
+func (in *ingester) measure(n int) {
+	now := time.Now()
+	if in.measureFrom.IsZero() {
+		in.measureFrom = now
+	}
+	in.measureBytes += int64(n)
+	d := now.Sub(in.measureFrom)
+	if d < in.p.measureFor {
+		return
+	}
+	in.p.auto = false // sized once
+	perSpan := in.measureBytes * int64(pipeBufferSpan) / int64(d)
+	size := int(min(max(perSpan, minAutoPipeBuffer), int64(in.p.cfg.BufferBytes)))
+	if size < in.bb.cur.Load().Capacity() && in.bb.replace(size) {
+		in.p.log.Info("pipe source byte buffer sized from the stream",
+			"buffer_bytes", size, "bitrate_kbps", in.measureBytes*8/max(d.Milliseconds(), 1))
+	}
+}
+
+// byteRing is the byte ring between the ingester and the parser, which the
+// ingester may replace once by a smaller one: it writes to the new ring,
+// and the parser reads the old one to its end before moving on.
+type byteRing struct {
+	mu     sync.Mutex
+	cur    atomic.Pointer[ringbuffer.RingBuffer] // the ingester's
+	next   atomic.Pointer[ringbuffer.RingBuffer] // set before the old ring's writer is closed
+	closed error
+}
+
+// replace makes a ring of size bytes the ingester's and closes the old
+// ring's writer; false if the rings were closed.
+func (r *byteRing) replace(size int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed != nil {
+		return false
+	}
+	old := r.cur.Load()
+	nb := ringbuffer.New(size).SetBlocking(true)
+	r.next.Store(nb)
+	r.cur.Store(nb)
+	old.CloseWriter()
+	return true
+}
+
+// closeWithError closes every ring, so that neither side stays blocked.
+func (r *byteRing) closeWithError(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = err
+	r.cur.Load().CloseWithError(err)
 }
 
 // pump reads r until EOF (returning nil) or an error, and reports how many
@@ -519,8 +600,9 @@ type auSplitter interface {
 
 // parse is the parsing goroutine: it reads the byte ring until EOF or until
 // ctx ends, and returns an error only if the ring is closed.
-func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps *gapQueue, ingested <-chan struct{}) error {
+func (p *PipeSource) parse(ctx context.Context, rings *byteRing, gaps *gapQueue, ingested <-chan struct{}) error {
 	ps := newPipeParser(p)
+	bb := rings.cur.Load()
 	defer func() { ps.tl.Close() }()
 	buf := make([]byte, min(maxPipeChunk, p.cfg.BufferBytes))
 	var off int64 // bytes read from the byte ring so far
@@ -528,6 +610,10 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 		if p.beforeRead != nil {
 			p.beforeRead()
 		}
+		// Loaded before the length: once the ingester has moved to a
+		// resized ring, it writes nothing more to this one, so an empty
+		// ring seen after this load is drained for good.
+		next := rings.next.Load()
 		if bb.Length() == 0 {
 			// Nothing buffered. A gap here is a writer that ended its
 			// stream: settle its last access unit now rather than when
@@ -536,6 +622,10 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 				if rerr := ps.resync(g.loss); rerr != nil {
 					return rerr
 				}
+				continue
+			}
+			if next != nil && next != bb {
+				bb = next
 				continue
 			}
 			select {
@@ -568,6 +658,9 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 			off = end
 		}
 		switch {
+		case errors.Is(err, io.EOF) && rings.next.Load() != nil && rings.next.Load() != bb:
+			// The ingester moved to a resized ring; this one is drained.
+			bb = rings.next.Load()
 		case errors.Is(err, io.EOF):
 			// Input dropped at the very end leaves the last access unit
 			// unfinished.

@@ -78,6 +78,10 @@ type packetizer struct {
 	lastTS   uint32
 	lastWall int64
 	sent     bool
+	// hist, when set, records where each packet came from, for NACKs;
+	// ring is the ring the frames are read from.
+	hist *history
+	ring *media.Ring
 }
 
 func newPacketizer(p rtp.Payloader, clockRate int64) *packetizer {
@@ -108,6 +112,9 @@ func (p *packetizer) write(t mediaOut, f media.Frame) error {
 			Timestamp:      ts,
 		}
 		p.pkt.Payload = pl
+		if p.hist != nil && f.Seq != 0 {
+			p.hist.add(sentPacket{ring: p.ring, frame: f.Seq, seq: p.seq, frag: uint16(i), ts: ts, marker: i == len(payloads)-1})
+		}
 		p.seq++
 		if err := t.WriteRTP(&p.pkt); err != nil && firstErr == nil {
 			firstErr = err
@@ -149,6 +156,11 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		se.startAudio(ctx, wg, rd, audio)
 	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
+	if video == mediaOut(vtrack) {
+		// RTP on the track, not the data channel: NACKs are answered
+		// from the ring.
+		vp.hist, vp.ring = se.hist, ring
+	}
 	first := true
 	var lastWall int64
 	var ask keyframeAsk
@@ -187,6 +199,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 				rd, pending = pending, nil
 				ring = se.svc.media.ring(pendingStream)
 				vp.payloader = newPayloader(ring.Codec())
+				vp.ring = ring
 				vp.rebase(f)
 				se.stream.Store(uint32(pendingStream))
 				se.log.Info("stream switch", "stream", pendingStream.String())

@@ -10,8 +10,11 @@ import (
 
 // buildMedia makes one ring per configured stream and the source that feeds
 // it, within the media memory budget: every one of max_clients sessions is
-// reserved its retransmission history, and the rings share the rest (at
-// least half of the budget) in proportion to their expected bitrate. With a
+// reserved its small fixed cost (p2p.SessionCost: its retransmission history
+// names frames in the rings rather than copying packets), and the rings
+// share the rest (at least half of the budget) in proportion to their
+// expected bitrate. A ring holds at most buffer_seconds of frames, so what
+// it takes of its share follows the stream's bitrate. With a
 // budget too small for max_clients sessions, the sessions that do not fit
 // are refused with close reason 14.
 func buildMedia(c MediaConfig, s StreamConfig, log *slog.Logger) (p2p.Media, []namedSource, *media.Budget, error) {
