@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -37,9 +35,10 @@ type FileSourceConfig struct {
 }
 
 // FileSource appends the frames of a file to a ring, paced in real time.
-// It does not hold the clip: the file is mapped read-only while the source
-// runs and split one access unit at a time, so its pages are the kernel's
-// page cache (file-backed, reclaimable) and the heap holds one frame.
+// It does not hold the clip: the file is read a window at a time while the
+// source runs and split one access unit at a time, so its pages stay in the
+// kernel's page cache (reclaimable, not the process's) and the heap holds one
+// window and one frame.
 type FileSource struct {
 	cfg    FileSourceConfig
 	ring   *Ring
@@ -125,7 +124,7 @@ func readUnits(path string, codec Codec) ([]AccessUnit, error) {
 	var units []AccessUnit
 	err := eachUnit(path, codec, func(au AccessUnit) bool {
 		if codec.IsAudio() {
-			// An audio payload aliases the mapping, gone on return.
+			// An audio payload aliases the read buffer, reused on return.
 			au.Payload = slices.Clone(au.Payload)
 		}
 		units = append(units, au)
@@ -135,55 +134,46 @@ func readUnits(path string, codec Codec) ([]AccessUnit, error) {
 }
 
 // eachUnit calls fn with the frames a FileSource appends for path, in order,
-// until fn returns false. The file is mapped, not read: a payload aliases the
-// mapping (audio) or is a fresh copy (video, normalised by the splitter), and
-// is valid only during the call; fn copies what it keeps. A file that shrinks
-// while it is mapped makes eachUnit fail with ErrFileChanged instead of
-// faulting.
-func eachUnit(path string, codec Codec, fn func(AccessUnit) bool) (err error) {
+// until fn returns false. The file is read a window at a time (fileread.go):
+// a payload is valid only during the call, and fn copies what it keeps. A
+// file that shrinks while it is read makes eachUnit fail with ErrFileChanged.
+func eachUnit(path string, codec Codec, fn func(AccessUnit) bool) error {
 	if !codec.IsVideo() && !codec.IsAudio() {
 		return fmt.Errorf("%w: %s files are not supported: %s", ErrUnsupportedFile, codec, path)
 	}
-	st, err := os.Stat(path)
+	r, err := openFileReader(path)
 	if err != nil {
-		return fmt.Errorf("file source: %w", err)
-	}
-	if st.Size() > maxFileSourceSize {
-		return fmt.Errorf("%w: %s is %d bytes, more than %d", ErrUnsupportedFile, path, st.Size(), maxFileSourceSize)
-	}
-	data, unmap, err := mapFile(path)
-	if err != nil {
-		return fmt.Errorf("file source: %w", err)
-	}
-	defer unmap()
-	// A page of a mapped file that was truncated faults on access: with
-	// this, the fault is a panic of this goroutine, recovered here.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			// Only a memory fault (it has the faulting address) is the
-			// file's doing; anything else is not recovered here.
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("%w: %s: %v", ErrFileChanged, path, r)
+		if errors.Is(err, ErrUnsupportedFile) {
+			return err
 		}
-	}()
+		return fmt.Errorf("file source: %w", err)
+	}
+	defer r.close()
 
 	if codec.IsAudio() {
-		n := len(data) / g711FrameBytes
+		n := r.size / g711FrameBytes
 		if n == 0 {
-			return fmt.Errorf("%w: %s has %d bytes, less than one 40 ms frame", ErrEmptyFile, path, len(data))
+			return fmt.Errorf("%w: %s has %d bytes, less than one 40 ms frame", ErrEmptyFile, path, r.size)
 		}
-		for i := range n {
-			if !fn(AccessUnit{Payload: data[i*g711FrameBytes : (i+1)*g711FrameBytes : (i+1)*g711FrameBytes]}) {
+		r.size = n * g711FrameBytes // a partial last frame is not read
+		buf := make([]byte, g711ReadFrames*g711FrameBytes)
+		for {
+			m, err := r.read(buf)
+			if err != nil {
+				return err
+			}
+			if m == 0 {
 				return nil
 			}
+			for i := 0; i+g711FrameBytes <= m; i += g711FrameBytes {
+				if !fn(AccessUnit{Payload: buf[i : i+g711FrameBytes : i+g711FrameBytes]}) {
+					return nil
+				}
+			}
 		}
-		return nil
 	}
 
-	if len(data) == 0 {
+	if r.size == 0 {
 		return fmt.Errorf("%w: %s is empty", ErrEmptyFile, path)
 	}
 	var split auSplitter = &H264AUSplitter{}
@@ -204,13 +194,16 @@ func eachUnit(path string, codec Codec, fn func(AccessUnit) bool) (err error) {
 		}
 		return fn(au)
 	}
-	it := newNALIter(data)
+	nr := newNALReader(r)
 	found := false
-	for nal, ok := it.next(); ok; nal, ok = it.next() {
+	for nal, ok := nr.next(); ok; nal, ok = nr.next() {
 		found = true
 		if au, done := split.Push(nal); done && !emit(au) {
 			return nil
 		}
+	}
+	if nr.err != nil {
+		return nr.err
 	}
 	if !found {
 		return fmt.Errorf("%s: %w", path, ErrNoNALUnits)
