@@ -215,11 +215,14 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 				Timestamp:      sp.ts,
 				SSRC:           nack.MediaSSRC,
 			}
+			// Counted before the write: the viewer may read the packet
+			// before a count after it would be made.
+			h.resent.Add(1)
 			if _, err := st.w.Write(&hdr, payload, interceptor.Attributes{}); err != nil {
+				h.resent.Add(^uint64(0))
 				n.f.log.Debug("retransmit", "err", err)
 				return false
 			}
-			h.resent.Add(1)
 			return true
 		})
 	}

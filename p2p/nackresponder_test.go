@@ -180,25 +180,38 @@ func (c *nackClient) next(t *testing.T) *rtp.Packet {
 func TestNACKRetransmitsFromRing(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the device and the viewers stop
-	// 25 frames in the ring, one second at 25 fps, and a history longer
-	// than that: the first packet is still in the history but its frame
-	// is gone.
-	d, _ := startNACKDevice(t, 25, 25, 1, 4096)
+	// 100 frames in the ring, four seconds at 25 fps, and a history longer
+	// than that: the first packet stays in the history after its frame is
+	// gone, and a packet the viewer has just read is seconds away from
+	// eviction even when the viewer lags (a loaded or emulated machine).
+	d, _ := startNACKDevice(t, 25, 100, 1, 4096)
 	c := newNACKClient(t, 0)
 	c.connect(t, d, "nack-1", false)
 
 	seen := map[uint16]*rtp.Packet{}
 	first := c.next(t)
 	seen[first.SequenceNumber] = first
-	// Two seconds of packets: the first frame is long evicted.
+	h := d.svc.nacks.lookup(first.SSRC)
+	if h == nil {
+		t.Fatalf("no history for SSRC %d", first.SSRC)
+	}
+	inRing := func(seq uint16) bool {
+		sp, ok := h.get(seq)
+		if !ok {
+			t.Fatalf("packet %d is not in the history", seq)
+		}
+		_, ok = sp.ring.Frame(sp.frame)
+		return ok
+	}
+	// Packets until the first one's frame is evicted, while the last one
+	// read is still held.
 	var last *rtp.Packet
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); last == nil || inRing(first.SequenceNumber) || !inRing(last.SequenceNumber); {
+		if time.Now().After(deadline) {
+			t.Fatal("the first frame was not evicted in 30 s")
+		}
 		last = c.next(t)
 		seen[last.SequenceNumber] = last
-	}
-	h := d.svc.nacks.lookup(last.SSRC)
-	if h == nil {
-		t.Fatalf("no history for SSRC %d", last.SSRC)
 	}
 	// The evicted packet first: the responder takes a NACK in order, so
 	// anything sent for it would arrive before the other.
@@ -281,62 +294,95 @@ func TestNACKTenViewersLossy(t *testing.T) {
 	for i, c := range cs {
 		wg.Go(func() {
 			got := map[uint16]*rtp.Packet{}
-			var first uint16
+			// first, and the packets from it on that came without a
+			// gap: how many frames ended there. Reassembly waits for
+			// all frames, so that a viewer does constant work per packet
+			// and keeps up with the stream.
+			var first, gap uint16
+			ended := 0
 			deadline := time.After(60 * time.Second)
 			for n := 0; ; n++ {
 				select {
 				case p := <-c.packets:
 					if n == 0 {
-						first = p.SequenceNumber
+						first, gap = p.SequenceNumber, p.SequenceNumber
 					}
 					got[p.SequenceNumber] = p
 				case <-deadline:
-					errs[i] = fmt.Errorf("viewer %d: %d frames not recovered in 60 s (%d packets, %d dropped)", i, frames, len(got), c.dropped.Load())
+					errs[i] = fmt.Errorf("viewer %d: %d frames not recovered in 60 s (%d packets, %d frames in a row, %d dropped)", i, frames, len(got), ended, c.dropped.Load())
 					return
+				}
+				for p, ok := got[gap]; ok && ended < frames; p, ok = got[gap] {
+					gap++
+					if p.Marker {
+						ended++
+					}
+				}
+				if ended < frames {
+					continue
 				}
 				if f, ok := viewerFrames(got, first, frames); ok {
 					results[i] = f
-					return
+				} else {
+					errs[i] = fmt.Errorf("viewer %d: %d frames do not depacketize", i, frames)
 				}
+				return
 			}
 		})
 	}
 	wg.Wait()
+	var resent, expired, unknown uint64
+	d.svc.nacks.mu.Lock()
+	for _, h := range d.svc.nacks.by {
+		resent += h.resent.Load()
+		expired += h.expired.Load()
+		unknown += h.unknown.Load()
+	}
+	d.svc.nacks.mu.Unlock()
 	var dropped int64
+	skips := 0 // sessions that skipped to a keyframe
 	for i, c := range cs {
 		if errs[i] != nil {
-			t.Fatal(errs[i])
+			t.Fatalf("%v; all viewers: resent %d, expired %d, not in the history %d", errs[i], resent, expired, unknown)
 		}
 		dropped += c.dropped.Load()
 		// The first frame is the keyframe the session started at; the
-		// rest follow the clip, which loops.
-		start := -1
-		for k, u := range units {
-			if u.Key && bytes.Equal(units[k].Payload, results[i][0]) {
-				start = k
-				break
-			}
-		}
-		if start < 0 {
-			t.Fatalf("viewer %d: first frame (%d bytes) is no keyframe of the clip", i, len(results[i][0]))
-		}
+		// rest follow the clip, which loops. A session that falls behind
+		// the ring (a loaded machine) skips to the newest keyframe: a
+		// frame may be a later keyframe of the clip, and the clip goes on
+		// from there. A packet retransmitted wrong or missing makes a
+		// frame that is no access unit at all.
+		k := -1
 		for j, f := range results[i] {
-			if want := units[(start+j)%len(units)].Payload; !bytes.Equal(f, want) {
-				t.Fatalf("viewer %d: frame %d is %d bytes, want the %d of access unit %d", i, j, len(f), len(want), (start+j)%len(units))
+			if k >= 0 && bytes.Equal(f, units[k%len(units)].Payload) {
+				k++
+				continue
 			}
+			next := -1
+			for m := range units {
+				if u := units[(max(k, 0)+m)%len(units)]; u.Key && bytes.Equal(u.Payload, f) {
+					next = max(k, 0) + m
+					break
+				}
+			}
+			if next < 0 {
+				want := "a keyframe of the clip"
+				if k >= 0 {
+					want = fmt.Sprintf("the %d bytes of access unit %d or a later keyframe", len(units[k%len(units)].Payload), k%len(units))
+				}
+				t.Fatalf("viewer %d: frame %d is %d bytes, want %s", i, j, len(f), want)
+			}
+			if k >= 0 {
+				skips++
+			}
+			k = next + 1
 		}
 	}
 	if dropped < viewers {
 		t.Fatalf("only %d packets dropped on the way to %d viewers", dropped, viewers)
 	}
-	var resent uint64
-	d.svc.nacks.mu.Lock()
-	for _, h := range d.svc.nacks.by {
-		resent += h.resent.Load()
-	}
-	d.svc.nacks.mu.Unlock()
 	if resent == 0 {
 		t.Fatal("nothing was retransmitted")
 	}
-	t.Logf("%d packets dropped, %d retransmitted", dropped, resent)
+	t.Logf("%d packets dropped, %d retransmitted, %d skips to a keyframe", dropped, resent, skips)
 }
