@@ -71,13 +71,14 @@ func (h *history) get(seq uint16) (sentPacket, bool) {
 // nackResponders is the interceptor factory of the one pion API: it keeps
 // the histories of all sessions by the SSRC of the track they describe.
 type nackResponders struct {
-	log *slog.Logger
-	mu  sync.Mutex
-	by  map[uint32]*history
+	log   *slog.Logger
+	frags *fragCache // the payloads of the frames sent last, for all sessions
+	mu    sync.Mutex
+	by    map[uint32]*history
 }
 
 func newNACKResponders(log *slog.Logger) *nackResponders {
-	return &nackResponders{log: log, by: map[uint32]*history{}}
+	return &nackResponders{log: log, frags: &fragCache{}, by: map[uint32]*history{}}
 }
 
 // register makes h the history of the track sent with ssrc, and reports
@@ -189,7 +190,7 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 	if h == nil {
 		return
 	}
-	var r repacketizer
+	r := repacketizer{frags: n.f.frags}
 	budget := maxResendPerNACK
 	for _, pair := range nack.Nacks {
 		pair.Range(func(seq uint16) bool {
@@ -231,13 +232,14 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 // repacketizer re-packetizes frames, keeping the last one: the packets of
 // one NACK mostly belong to one frame.
 type repacketizer struct {
+	frags    *fragCache
 	ring     *media.Ring
 	frame    uint64
 	payloads [][]byte
 }
 
-// fragment returns fragment sp.frag of sp's frame as the session's
-// payloader cut it, or false once the ring has evicted the frame.
+// fragment returns fragment sp.frag of sp's frame as the sessions cut it
+// (fragcache.go), or false once the ring has evicted the frame.
 func (r *repacketizer) fragment(sp sentPacket) ([]byte, bool) {
 	if r.ring != sp.ring || r.frame != sp.frame {
 		f, ok := sp.ring.Frame(sp.frame)
@@ -245,7 +247,7 @@ func (r *repacketizer) fragment(sp sentPacket) ([]byte, bool) {
 			return nil, false
 		}
 		r.ring, r.frame = sp.ring, sp.frame
-		r.payloads = newPayloader(sp.ring.Codec()).Payload(rtpMTU, f.Payload)
+		r.payloads = r.frags.payloads(sp.ring, f)
 	}
 	if int(sp.frag) >= len(r.payloads) {
 		return nil, false

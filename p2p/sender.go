@@ -79,9 +79,11 @@ type packetizer struct {
 	lastWall int64
 	sent     bool
 	// hist, when set, records where each packet came from, for NACKs;
-	// ring is the ring the frames are read from.
-	hist *history
-	ring *media.Ring
+	// ring is the ring the frames are read from; frags, when set, cuts
+	// ring frames once for all sessions (fragcache.go).
+	hist  *history
+	ring  *media.Ring
+	frags *fragCache
 }
 
 func newPacketizer(p rtp.Payloader, clockRate int64) *packetizer {
@@ -102,7 +104,12 @@ func (p *packetizer) rebase(f media.Frame) {
 // write sends one frame on the track or channel.
 func (p *packetizer) write(t mediaOut, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
-	payloads := p.payloader.Payload(rtpMTU, f.Payload)
+	var payloads [][]byte
+	if p.frags != nil && p.ring != nil {
+		payloads = p.frags.payloads(p.ring, f)
+	} else {
+		payloads = p.payloader.Payload(rtpMTU, f.Payload)
+	}
 	var firstErr error
 	for i, pl := range payloads {
 		p.pkt.Header = rtp.Header{
@@ -156,10 +163,11 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		se.startAudio(ctx, wg, rd, audio)
 	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
+	vp.ring, vp.frags = ring, se.svc.nacks.frags
 	if video == mediaOut(vtrack) {
 		// RTP on the track, not the data channel: NACKs are answered
 		// from the ring.
-		vp.hist, vp.ring = se.hist, ring
+		vp.hist = se.hist
 	}
 	first := true
 	var lastWall int64

@@ -16,16 +16,19 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 env -u GOARM -u GOFLAGS CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 \
   "$GO" build -trimpath -tags "$tags" -gcflags "$gcflags" -ldflags "-R 0x1000" -o "$out" ./cmd/ipcd
-"$GO" tool nm -size -sort size "$out" | awk -v top="${SIZE_TOP:-40}" '
-  # Zero-filled data (B) takes no room in the file.
-  $3 == "B" || $3 == "b" { next }
+"$GO" tool nm -size -sort size "$out" | awk -v top="${SIZE_TOP:-40}" -v filesize="$(stat -c %s "$out")" '
+  # Zero-filled data (B, or a symbol larger than the file) takes no room in it.
+  $3 == "B" || $3 == "b" || $2 > filesize { next }
   {
     size = $2; name = $4
     for (i = 5; i <= NF; i++) name = name " " $i
     sub(/^type:(\*)?/, "", name)
     sub(/^go:(itab\.)?(\*)?/, "", name)
     sub(/^\*/, "", name)
-    # The package path ends at the first dot after its last slash.
+    # The package path ends at the first dot after its last slash, before
+    # any type arguments or receiver.
+    cut = match(name, /[\[(]/)
+    if (cut > 0) name = substr(name, 1, cut - 1)
     n = split(name, parts, "/")
     last = parts[n]
     dot = index(last, ".")
