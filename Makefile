@@ -50,8 +50,10 @@ demo: build
 demo-check: build
 	bash scripts/demo-check.sh
 
-# Numbers, not verdicts: Go benchmarks plus the ipcapp bench scenario.
-bench: build
+# Numbers, not verdicts: Go benchmarks plus the ipcapp bench scenario, and
+# memory per viewer through a pipe source. Builds the board binaries first
+# so that their sizes are printed.
+bench: build cross
 	bash scripts/bench.sh
 
 clean:

@@ -36,6 +36,7 @@ var (
 	ErrNoNALUnits       = errors.New("no NAL unit found (not Annex-B?)")
 	ErrNoKeyframe       = errors.New("no keyframe with parameter sets")
 	ErrEmptyFile        = errors.New("file holds no complete frame")
+	ErrFileChanged      = errors.New("file changed while it was read")
 	ErrUnsupportedFile  = errors.New("unsupported file type")
 	ErrFileSourceConfig = errors.New("invalid file source config")
 )

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,16 +35,21 @@ type FileSourceConfig struct {
 }
 
 // FileSource appends the frames of a file to a ring, paced in real time.
+// It does not hold the clip: the file is read a window at a time while the
+// source runs and split one access unit at a time, so its pages stay in the
+// kernel's page cache (reclaimable, not the process's) and the heap holds one
+// window and one frame.
 type FileSource struct {
-	cfg   FileSourceConfig
-	ring  *Ring
-	log   *slog.Logger
-	units []AccessUnit
-	fps   int64 // frames per second of the schedule and the PTS
+	cfg    FileSourceConfig
+	ring   *Ring
+	log    *slog.Logger
+	frames int   // frames in one pass, counted when the source was built
+	fps    int64 // frames per second of the schedule and the PTS
 }
 
-// NewFileSource reads and splits the whole file up front so that a bad file is
-// reported at startup rather than while streaming. A nil logger discards.
+// NewFileSource splits the whole file once up front, keeping none of it, so
+// that a bad file is reported at startup rather than while streaming. A nil
+// logger discards.
 func NewFileSource(cfg FileSourceConfig, ring *Ring, log *slog.Logger) (*FileSource, error) {
 	if ring == nil {
 		return nil, fmt.Errorf("%w: no ring", ErrFileSourceConfig)
@@ -69,16 +74,16 @@ func NewFileSource(cfg FileSourceConfig, ring *Ring, log *slog.Logger) (*FileSou
 		return nil, fmt.Errorf("%w: fps %d must be in 0..%d", ErrFileSourceConfig, cfg.FPS, maxFileFPS)
 	}
 	cfg.Codec = codec
-	units, err := readUnits(cfg.Path, codec)
-	if err != nil {
+	frames := 0
+	if err := eachUnit(cfg.Path, codec, func(AccessUnit) bool { frames++; return true }); err != nil {
 		return nil, err
 	}
 	s := &FileSource{
-		cfg:   cfg,
-		ring:  ring,
-		log:   log.With("component", "filesource", "stream", ring.Stream().String(), "path", cfg.Path),
-		units: units,
-		fps:   g711FramesPerSec,
+		cfg:    cfg,
+		ring:   ring,
+		log:    log.With("component", "filesource", "stream", ring.Stream().String(), "path", cfg.Path),
+		frames: frames,
+		fps:    g711FramesPerSec,
 	}
 	if codec.IsVideo() {
 		s.fps = defaultFileFPS
@@ -116,51 +121,100 @@ func codecFromExt(path string) (Codec, error) {
 }
 
 func readUnits(path string, codec Codec) ([]AccessUnit, error) {
+	var units []AccessUnit
+	err := eachUnit(path, codec, func(au AccessUnit) bool {
+		if codec.IsAudio() {
+			// An audio payload aliases the read buffer, reused on return.
+			au.Payload = slices.Clone(au.Payload)
+		}
+		units = append(units, au)
+		return true
+	})
+	return units, err
+}
+
+// eachUnit calls fn with the frames a FileSource appends for path, in order,
+// until fn returns false. The file is read a window at a time (fileread.go):
+// a payload is valid only during the call, and fn copies what it keeps. A
+// file that shrinks while it is read makes eachUnit fail with ErrFileChanged.
+func eachUnit(path string, codec Codec, fn func(AccessUnit) bool) error {
 	if !codec.IsVideo() && !codec.IsAudio() {
-		return nil, fmt.Errorf("%w: %s files are not supported: %s", ErrUnsupportedFile, codec, path)
+		return fmt.Errorf("%w: %s files are not supported: %s", ErrUnsupportedFile, codec, path)
 	}
-	st, err := os.Stat(path)
+	r, err := openFileReader(path)
 	if err != nil {
-		return nil, fmt.Errorf("file source: %w", err)
+		if errors.Is(err, ErrUnsupportedFile) {
+			return err
+		}
+		return fmt.Errorf("file source: %w", err)
 	}
-	if st.Size() > maxFileSourceSize {
-		return nil, fmt.Errorf("%w: %s is %d bytes, more than %d", ErrUnsupportedFile, path, st.Size(), maxFileSourceSize)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("file source: %w", err)
-	}
+	defer r.close()
+
 	if codec.IsAudio() {
-		n := len(data) / g711FrameBytes
+		n := r.size / g711FrameBytes
 		if n == 0 {
-			return nil, fmt.Errorf("%w: %s has %d bytes, less than one 40 ms frame", ErrEmptyFile, path, len(data))
+			return fmt.Errorf("%w: %s has %d bytes, less than one 40 ms frame", ErrEmptyFile, path, r.size)
 		}
-		units := make([]AccessUnit, n)
-		for i := range units {
-			units[i].Payload = data[i*g711FrameBytes : (i+1)*g711FrameBytes : (i+1)*g711FrameBytes]
+		r.size = n * g711FrameBytes // a partial last frame is not read
+		buf := make([]byte, g711ReadFrames*g711FrameBytes)
+		for {
+			m, err := r.read(buf)
+			if err != nil {
+				return err
+			}
+			if m == 0 {
+				return nil
+			}
+			for i := 0; i+g711FrameBytes <= m; i += g711FrameBytes {
+				if !fn(AccessUnit{Payload: buf[i : i+g711FrameBytes : i+g711FrameBytes]}) {
+					return nil
+				}
+			}
 		}
-		return units, nil
 	}
 
-	if len(data) == 0 {
-		return nil, fmt.Errorf("%w: %s is empty", ErrEmptyFile, path)
+	if r.size == 0 {
+		return fmt.Errorf("%w: %s is empty", ErrEmptyFile, path)
 	}
-	split, hasPS := SplitAccessUnitsH264, H264HasParameterSets
+	var split auSplitter = &H264AUSplitter{}
+	hasPS := H264HasParameterSets
 	if codec == CodecH265 {
-		split, hasPS = SplitAccessUnitsH265, H265HasParameterSets
-	}
-	units, err := split(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		split, hasPS = &H265AUSplitter{}, H265HasParameterSets
 	}
 	// Pictures before the first decodable keyframe would reach no reader
 	// (readers start at keyframes) and would break decoding when the file loops.
-	for i, au := range units {
-		if au.Key && hasPS(au.Payload) {
-			return units[i:], nil
+	started, units := false, 0
+	emit := func(au AccessUnit) bool {
+		units++
+		if !started {
+			if !au.Key || !hasPS(au.Payload) {
+				return true
+			}
+			started = true
+		}
+		return fn(au)
+	}
+	nr := newNALReader(r)
+	found := false
+	for nal, ok := nr.next(); ok; nal, ok = nr.next() {
+		found = true
+		if au, done := split.Push(nal); done && !emit(au) {
+			return nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %s (%d access units)", ErrNoKeyframe, path, len(units))
+	if nr.err != nil {
+		return nr.err
+	}
+	if !found {
+		return fmt.Errorf("%s: %w", path, ErrNoNALUnits)
+	}
+	if au, done := split.Flush(); done && !emit(au) {
+		return nil
+	}
+	if !started {
+		return fmt.Errorf("%w: %s (%d access units)", ErrNoKeyframe, path, units)
+	}
+	return nil
 }
 
 // Codec returns the file's codec.
@@ -176,7 +230,7 @@ func (s *FileSource) Run(ctx context.Context) error {
 	if s.cfg.Codec.IsVideo() {
 		kind = KindP
 	}
-	s.log.Info("file source started", "codec", s.cfg.Codec.String(), "frames", len(s.units),
+	s.log.Info("file source started", "codec", s.cfg.Codec.String(), "frames", s.frames,
 		"fps", s.fps, "loop", s.cfg.Loop)
 
 	// Each run starts its PTS at 0 again: a timeline of its own.
@@ -186,16 +240,10 @@ func (s *FileSource) Run(ctx context.Context) error {
 	defer timer.Stop()
 	start := time.Now()
 	base := int64(0) // frame number the schedule's start corresponds to
-	for n := int64(0); ; n++ {
-		i := int(n % int64(len(s.units)))
-		if i == 0 && n > 0 {
-			if !s.cfg.Loop {
-				s.log.Info("file source finished", "frames", n)
-				return nil
-			}
-			s.log.Debug("file source looping", "frames", n)
-		}
-
+	n := int64(0)
+	var runErr error
+	// appendOne paces and appends one frame; false stops the pass.
+	appendOne := func(au AccessUnit) bool {
 		due := start.Add(time.Duration((n - base) * int64(time.Second) / s.fps))
 		wait := time.Until(due)
 		if wait < -maxScheduleLag {
@@ -211,10 +259,8 @@ func (s *FileSource) Run(ctx context.Context) error {
 		// Checked after the wait as well: when both are ready, select picks
 		// at random, and a cancelled source must not append another frame.
 		if ctx.Err() != nil {
-			return nil
+			return false
 		}
-
-		au := s.units[i]
 		f := Frame{
 			Stream:    s.ring.Stream(),
 			Kind:      kind,
@@ -226,8 +272,32 @@ func (s *FileSource) Run(ctx context.Context) error {
 		if au.Key {
 			f.Kind = KindI
 		}
+		n++
 		if err := tl.Append(f); errors.Is(err, ErrRingClosed) {
+			runErr = fmt.Errorf("file source %s: %w", s.cfg.Path, err)
+			return false
+		}
+		return true
+	}
+	for pass := 0; ; pass++ {
+		if pass > 0 {
+			if !s.cfg.Loop {
+				s.log.Info("file source finished", "frames", n)
+				return nil
+			}
+			s.log.Debug("file source looping", "frames", n)
+		}
+		before := n
+		if err := eachUnit(s.cfg.Path, s.cfg.Codec, appendOne); err != nil {
 			return fmt.Errorf("file source %s: %w", s.cfg.Path, err)
+		}
+		if runErr != nil || ctx.Err() != nil {
+			return runErr
+		}
+		if n == before {
+			// The file was replaced by one with no frame since the source
+			// was built: looping would spin.
+			return fmt.Errorf("file source %s: %w", s.cfg.Path, ErrEmptyFile)
 		}
 	}
 }

@@ -4,8 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
-
-	"github.com/smallnest/ringbuffer"
+	"time"
 )
 
 // The byte ring between the pipe and the parser: its size, the ingester that
@@ -79,12 +78,16 @@ func (q *gapQueue) len() int {
 // ingester is the reading goroutine's state. Only it writes to the byte ring,
 // so the free space it sees can only grow before its write.
 type ingester struct {
-	p        *PipeSource
-	bb       *ringbuffer.RingBuffer
-	gaps     *gapQueue
-	buf      []byte
-	written  int64 // bytes accepted into the byte ring
-	dropping bool
+	p    *PipeSource
+	bb   *byteRing
+	gaps *gapQueue
+	// Bytes and time of the input's start, while the byte ring is being
+	// sized from the stream.
+	measureFrom  time.Time
+	measureBytes int64
+	buf          []byte
+	written      int64 // bytes accepted into the byte ring
+	dropping     bool
 }
 
 // offer puts b into the byte ring, or drops all of it. Once full, the ring
@@ -94,8 +97,12 @@ type ingester struct {
 func (in *ingester) offer(b []byte) error {
 	n := len(b)
 	in.p.bytesIn.Add(uint64(n))
-	free := in.bb.Free()
-	if n > free || (in.dropping && free < in.bb.Capacity()/2) || in.gaps.len() >= maxPipeGaps {
+	if in.p.auto {
+		in.measure(n)
+	}
+	cur := in.bb.cur.Load()
+	free := cur.Free()
+	if n > free || (in.dropping && free < cur.Capacity()/2) || in.gaps.len() >= maxPipeGaps {
 		if !in.dropping {
 			in.dropping = true
 			in.gaps.add(gap{at: in.written, loss: true})
@@ -105,7 +112,7 @@ func (in *ingester) offer(b []byte) error {
 		return nil
 	}
 	in.dropping = false
-	if _, err := in.bb.Write(b); err != nil {
+	if _, err := cur.Write(b); err != nil {
 		return err // the byte ring was closed: Run is ending
 	}
 	in.written += int64(n)

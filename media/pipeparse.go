@@ -5,14 +5,13 @@ import (
 	"errors"
 	"io"
 	"time"
-
-	"github.com/smallnest/ringbuffer"
 )
 
 // parse is the parsing goroutine: it reads the byte ring until EOF or until
 // ctx ends, and returns an error only if the ring is closed.
-func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps *gapQueue, ingested <-chan struct{}) error {
+func (p *PipeSource) parse(ctx context.Context, rings *byteRing, gaps *gapQueue, ingested <-chan struct{}) error {
 	ps := newPipeParser(p)
+	bb := rings.cur.Load()
 	defer ps.sink.close()
 	buf := make([]byte, min(maxPipeChunk, p.cfg.BufferBytes))
 	var off int64 // bytes read from the byte ring so far
@@ -20,6 +19,10 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 		if p.beforeRead != nil {
 			p.beforeRead()
 		}
+		// Loaded before the length: once the ingester has moved to a
+		// resized ring, it writes nothing more to this one, so an empty
+		// ring seen after this load is drained for good.
+		next := rings.next.Load()
 		if bb.Length() == 0 {
 			// Nothing buffered. A gap here is a writer that ended its
 			// stream: settle its last access unit now rather than when
@@ -28,6 +31,10 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 				if rerr := ps.resync(g.loss); rerr != nil {
 					return rerr
 				}
+				continue
+			}
+			if next != nil && next != bb {
+				bb = next
 				continue
 			}
 			select {
@@ -60,6 +67,9 @@ func (p *PipeSource) parse(ctx context.Context, bb *ringbuffer.RingBuffer, gaps 
 			off = end
 		}
 		switch {
+		case errors.Is(err, io.EOF) && rings.next.Load() != nil && rings.next.Load() != bb:
+			// The ingester moved to a resized ring; this one is drained.
+			bb = rings.next.Load()
 		case errors.Is(err, io.EOF):
 			// Input dropped at the very end leaves the last access unit
 			// unfinished.

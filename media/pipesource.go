@@ -45,9 +45,11 @@ type PipeSourceConfig struct {
 	Codec Codec
 	// Stream of the frames; StreamUnknown takes the ring's stream.
 	Stream Stream
-	// BufferBytes sizes the byte ring between the pipe and the parser;
-	// 0 means 4 MiB. When it is full, input is dropped rather than making
-	// the encoder wait.
+	// BufferBytes sizes the byte ring between the pipe and the parser.
+	// 0 sizes it from the stream: 4 MiB until 2 s of input have been
+	// measured, then 1 s of the measured bitrate, at least 256 KiB and at
+	// most 4 MiB. When it is full, input is dropped rather than making the
+	// encoder wait.
 	BufferBytes int
 	// FPS is the encoder's frame rate, if known (0 if not). Annex-B carries
 	// no timing, so PTS is the wall clock when an access unit completes;
@@ -83,6 +85,9 @@ type PipeSource struct {
 	log    *slog.Logger
 	input  io.Reader // nil: open cfg.Path in Run
 	period time.Duration
+	auto   bool // the byte ring is sized from the measured stream
+	// measureFor is how much input is measured before sizing it.
+	measureFor time.Duration
 
 	// beforeRead, if set, runs before each read of the byte ring; tests use
 	// it to hold the parser back.
@@ -142,7 +147,8 @@ func newPipeSource(cfg PipeSourceConfig, r io.Reader, ring *Ring, log *slog.Logg
 	if cfg.Codec == CodecUnknown {
 		cfg.Codec = ring.Codec()
 	}
-	if cfg.BufferBytes == 0 {
+	auto := cfg.BufferBytes == 0
+	if auto {
 		cfg.BufferBytes = defaultPipeBuffer
 	}
 	switch {
@@ -158,10 +164,12 @@ func newPipeSource(cfg PipeSourceConfig, r io.Reader, ring *Ring, log *slog.Logg
 		return nil, fmt.Errorf("%w: fps %d must be in 0..%d", ErrPipeSourceConfig, cfg.FPS, maxPipeFPS)
 	}
 	p := &PipeSource{
-		cfg:   cfg,
-		ring:  ring,
-		log:   log.With("component", "pipesource", "stream", cfg.Stream.String(), "path", cfg.Path),
-		input: r,
+		cfg:        cfg,
+		ring:       ring,
+		log:        log.With("component", "pipesource", "stream", cfg.Stream.String(), "path", cfg.Path),
+		input:      r,
+		auto:       auto,
+		measureFor: pipeMeasure,
 
 		lossLog: droplog.NewGate(pipeSummaryInterval),
 	}
@@ -194,8 +202,9 @@ func (p *PipeSource) Stats() PipeStats {
 func (p *PipeSource) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	bb := ringbuffer.New(p.cfg.BufferBytes).SetBlocking(true)
-	stop := context.AfterFunc(ctx, func() { bb.CloseWithError(ctx.Err()) })
+	bb := &byteRing{}
+	bb.cur.Store(ringbuffer.New(p.cfg.BufferBytes).SetBlocking(true))
+	stop := context.AfterFunc(ctx, func() { bb.closeWithError(ctx.Err()) })
 	defer stop()
 	gaps := &gapQueue{wake: make(chan struct{}, 1)}
 	ingested := make(chan struct{})
@@ -211,7 +220,7 @@ func (p *PipeSource) Run(ctx context.Context) error {
 			readErr = in.readPath(ctx)
 		}
 		// The parser drains what is buffered, then sees EOF.
-		bb.CloseWriter()
+		bb.cur.Load().CloseWriter()
 		close(ingested)
 	})
 	parseErr := p.parse(ctx, bb, gaps, ingested)

@@ -916,3 +916,131 @@ func BenchmarkPipeIngest(b *testing.B) {
 		})
 	}
 }
+
+// pausingReader hands out data in pieces and, before the piece at pauseAt,
+// waits for pause: an encoder that has been writing for a while.
+type pausingReader struct {
+	data    []byte
+	piece   int
+	pauseAt int
+	pause   time.Duration
+	reads   int
+}
+
+func (r *pausingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	if r.reads == r.pauseAt {
+		time.Sleep(r.pause)
+	}
+	r.reads++
+	n := copy(p[:min(len(p), r.piece)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestPipeSourceSizesBufferFromStream: with BufferBytes 0 the byte ring is
+// replaced, once the stream has been measured, by one sized from its
+// bitrate, and the replacement loses no byte: the ring gets the same frames
+// as with a fixed buffer.
+func TestPipeSourceSizesBufferFromStream(t *testing.T) {
+	checkNoLeak(t)
+	var unit []byte
+	for range 20 {
+		unit = append(unit, annexB(nalSPS, nalPPS, nalIDR, nalP, nalP, nalP)...)
+	}
+	data := bytes.Repeat(unit, 20)
+	want, _ := pipeFrames(t, media.CodecH264, data, 1, len(data)+1)
+
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 64 << 20, MaxFrames: len(data)/4 + 16})
+	rd := r.NewReader()
+	defer rd.Close()
+	var logs logBuffer
+	in := &pausingReader{data: data, piece: 512, pauseAt: 4, pause: 30 * time.Millisecond}
+	s, err := media.NewPipeSourceReader(media.PipeSourceConfig{Codec: media.CodecH264}, in, r, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.SetPipeMeasure(s, 10*time.Millisecond)
+	if err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "byte buffer sized from the stream") || !strings.Contains(logs.String(), "buffer_bytes=262144") {
+		t.Fatalf("no resize to the 256 KiB floor logged:\n%s", logs.String())
+	}
+	st := s.Stats()
+	if st.OverflowBytes != 0 || st.Resyncs != 0 || st.BytesIn != uint64(len(data)) {
+		t.Fatalf("stats %+v for %d bytes", st, len(data))
+	}
+	got := drain(t, rd, int(r.Stats().Appended))
+	if len(got) != len(want) {
+		t.Fatalf("%d frames with a resized buffer, %d with a fixed one", len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Fatalf("frame %d differs", i)
+		}
+	}
+}
+
+// TestPipeSourceResizedBufferKeepsFlowing: an encoder that keeps writing
+// into a FIFO after the byte ring was sized from the stream still gets
+// every access unit into the ring while it is connected: the parser moves
+// to the new byte ring as soon as the old one is drained, not when the
+// input ends.
+func TestPipeSourceResizedBufferKeepsFlowing(t *testing.T) {
+	checkNoLeak(t)
+	aus, err := media.ReadAccessUnits("../configs/media/main.h264")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus = aus[:100]
+	fifo := filepath.Join(t.TempDir(), "main.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 64 << 20, MaxFrames: 1000})
+	var logs logBuffer
+	s, err := media.NewPipeSource(media.PipeSourceConfig{Path: fifo, Codec: media.CodecH264, FPS: 25}, r, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	media.SetPipeMeasure(s, 50*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// An encoder at 8x real time: the stream is measured and the byte
+	// ring replaced a few frames in.
+	for _, au := range aus {
+		if _, err := f.Write(au.Payload); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A NAL unit completes at the next start code and an access unit when
+	// the next one starts: the last two are pending while the writer is
+	// connected.
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().Appended < uint64(len(aus)-2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d access units reached the ring with the writer connected; stats %+v\n%s",
+				r.Stats().Appended, len(aus)-2, s.Stats(), logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "byte buffer sized from the stream") {
+		t.Fatalf("the byte ring was not resized:\n%s", logs.String())
+	}
+}

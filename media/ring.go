@@ -268,6 +268,18 @@ func (r *Ring) evictLocked() {
 	r.evicted.Add(1)
 }
 
+// Frame returns the frame with sequence number seq (Frame.Seq) while the ring
+// still holds it. Its payload is never written again, so it stays valid after
+// the frame is evicted.
+func (r *Ring) Frame(seq uint64) (Frame, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if seq < r.head || seq >= r.tail {
+		return Frame{}, false
+	}
+	return *r.slotLocked(seq), true
+}
+
 // slotLocked returns the buffered frame with sequence number seq.
 func (r *Ring) slotLocked(seq uint64) *Frame {
 	return &r.slots[seq%uint64(len(r.slots))]

@@ -8,7 +8,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 )
@@ -38,8 +37,8 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 
 // newAPI builds the one pion API the service uses for every session. The
 // interceptor set is trimmed to what a sending camera needs: NACK
-// retransmission from a bounded history, and sender reports.
-func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
+// retransmission from the rings (nackresponder.go), and sender reports.
+func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -69,12 +68,7 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	}
 
 	ir := &interceptor.Registry{}
-	responder, err := nack.NewResponderInterceptor(nack.ResponderSize(uint16(cfg.NACKBuffer)),
-		nack.WithResponderLoggerFactory(pionLogs{log: log}))
-	if err != nil {
-		return nil, fmt.Errorf("nack responder: %w", err)
-	}
-	ir.Add(responder)
+	ir.Add(nacks)
 	sr, err := report.NewSenderInterceptor()
 	if err != nil {
 		return nil, fmt.Errorf("sender reports: %w", err)

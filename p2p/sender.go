@@ -75,6 +75,12 @@ type packetizer struct {
 	lastTS   uint32
 	lastWall int64
 	sent     bool
+	// hist, when set, records where each packet came from, for NACKs;
+	// ring is the ring the frames are read from; frags, when set, cuts
+	// ring frames once for all sessions (fragcache.go).
+	hist  *history
+	ring  *media.Ring
+	frags *fragCache
 }
 
 func newPacketizer(p rtp.Payloader, clockRate int64) *packetizer {
@@ -95,7 +101,12 @@ func (p *packetizer) rebase(f media.Frame) {
 // write sends one frame on the track or channel.
 func (p *packetizer) write(t mediaOut, f media.Frame) error {
 	ts := p.tsBase + uint32(f.PTS*p.clockRate/1_000_000)
-	payloads := p.payloader.Payload(rtpMTU, f.Payload)
+	var payloads [][]byte
+	if p.frags != nil && p.ring != nil {
+		payloads = p.frags.payloads(p.ring, f)
+	} else {
+		payloads = p.payloader.Payload(rtpMTU, f.Payload)
+	}
 	var firstErr error
 	for i, pl := range payloads {
 		p.pkt.Header = rtp.Header{
@@ -105,6 +116,9 @@ func (p *packetizer) write(t mediaOut, f media.Frame) error {
 			Timestamp:      ts,
 		}
 		p.pkt.Payload = pl
+		if p.hist != nil && f.Seq != 0 {
+			p.hist.add(sentPacket{ring: p.ring, frame: f.Seq, seq: p.seq, frag: uint16(i), ts: ts, marker: i == len(payloads)-1})
+		}
 		p.seq++
 		if err := t.WriteRTP(&p.pkt); err != nil && firstErr == nil {
 			firstErr = err
@@ -146,6 +160,12 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		se.startAudio(ctx, wg, rd, audio)
 	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
+	vp.ring, vp.frags = ring, se.svc.nacks.frags
+	if video == mediaOut(vtrack) {
+		// RTP on the track, not the data channel: NACKs are answered
+		// from the ring.
+		vp.hist = se.hist
+	}
 	first := true
 	var lastWall int64
 	var ask keyframeAsk
@@ -184,6 +204,7 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 				rd, pending = pending, nil
 				ring = se.svc.media.ring(pendingStream)
 				vp.payloader = newPayloader(ring.Codec())
+				vp.ring = ring
 				vp.rebase(f)
 				se.stream.Store(uint32(pendingStream))
 				se.log.Info("stream switch", "stream", pendingStream.String())

@@ -68,10 +68,11 @@ type Config struct {
 }
 
 // SessionCost is what a session is charged against the media memory
-// budget: its retransmission history of nackBuffer packets of at most one
-// MTU. It dominates a session's own memory; the frames it sends are the
-// ring's and are not copied.
-func SessionCost(nackBuffer int) int { return nackBuffer * rtpMTU }
+// budget: a small fixed part and its retransmission history of nackBuffer
+// entries, each naming a frame in the ring and a fragment of it (48 bytes,
+// not the packet: a NACK re-packetizes from the ring's copy). The frames it
+// sends and retransmits are the ring's and are not copied.
+func SessionCost(nackBuffer int) int { return sessionFixedCost + nackBuffer*historyEntryBytes }
 
 func (c *Config) setDefaults() {
 	if c.MaxClients == 0 {
@@ -119,6 +120,7 @@ type Service struct {
 	media Media
 	log   *slog.Logger
 	api   *webrtc.API
+	nacks *nackResponders
 
 	in      *inbox
 	out     *outbox
@@ -145,7 +147,8 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		return nil, errors.New("p2p: the main stream ring is required")
 	}
 	log = log.With("component", "p2p")
-	api, err := newAPI(cfg, log)
+	nacks := newNACKResponders(log)
+	api, err := newAPI(cfg, nacks, log)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -161,6 +164,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		media:   m,
 		log:     log,
 		api:     api,
+		nacks:   nacks,
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),
 		out:     newOutbox(pub, cfg.QueueSize, log, drops),

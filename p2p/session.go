@@ -100,6 +100,9 @@ type session struct {
 	fm atomic.Pointer[fmp4Stream] // set in fmp4Stream mode (SPEC §6.3)
 
 	rec *recSession // playback, listing and download; set by serve
+	// hist is the video track's retransmission history; nil without one.
+	// Set by serve before the media goroutine starts.
+	hist *history
 }
 
 func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session {
@@ -264,6 +267,15 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()]); err != nil {
 		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
+	}
+	if ps := vsender.GetParameters(); len(ps.Encodings) > 0 {
+		h, ssrc := newHistory(cfg.NACKBuffer), uint32(ps.Encodings[0].SSRC)
+		if se.svc.nacks.register(ssrc, h) {
+			defer se.svc.nacks.unregister(ssrc, h)
+			se.hist = h
+		} else {
+			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
+		}
 	}
 	se.readVideoRTCP(wg, vsender)
 	var audio *webrtc.TrackLocalStaticRTP

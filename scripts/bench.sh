@@ -3,8 +3,11 @@
 # Go benchmarks (ring, ingest, in-process time to first frame and heap per
 # session), then a real ipcd process on the embedded broker with a 2 Mbit/s
 # clip, measured from /proc while ipcapp viewers watch it. It reports; it
-# fails only when something does not run. Last, time to first frame through
-# mosquitto with and without set_tcp_nodelay (scripts/bench-broker.sh).
+# fails only when something does not run. Then memory, Go heap and CPU at 1,
+# 5, 10 and 16 viewers with the clip coming through a pipe source, with the
+# default stream.nack_buffer and with nack_buffer 1 as the floor
+# (scripts/bench-viewers.sh). Last, time to first frame through mosquitto
+# with and without set_tcp_nodelay (scripts/bench-broker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${BENCH_PORT:-18840}
@@ -120,4 +123,8 @@ printf '%-52s %s\n' "recording: CPU per Mbit/s recorded (of one core)" "$(metric
 printf '%-52s %s\n' "recording: written per hour at $(metric "$work/record.txt" BenchmarkRecordWrite Mbit/s) Mbit/s" "$(metric "$work/record.txt" BenchmarkRecordWrite MB/h) MB (TS + index overhead $(metric "$work/record.txt" BenchmarkRecordWrite overhead-%) %)"
 printf '%-52s %s\n' "binary size: ipcd linux/amd64 (this build)" "$(size bin/ipcd)"
 printf '%-52s %s\n' "binary size: ipcd linux/arm v7 / arm64 / mipsle" "$(size bin/linux-arm/ipcd) / $(size bin/linux-arm64/ipcd) / $(size bin/linux-mipsle/ipcd)"
+# The process above is stopped first: the next one uses other ports, but
+# both at once would share the two cores.
+kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""
+BENCH_CLIP="$clip" bash scripts/bench-viewers.sh
 bash scripts/bench-broker.sh

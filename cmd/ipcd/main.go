@@ -13,13 +13,15 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/ipcd/ipcd/cmd/ipcd/config"
 )
 
 // defaultGCPercent is the GC target used unless GOGC is set.
-const defaultGCPercent = 50
+const defaultGCPercent = 25
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -54,11 +56,23 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.Log, stderr)
-	// Camera boards have 64-256 MB and no swap: collect at 50% heap growth
-	// instead of Go's 100%, which costs little CPU at camera bitrates and
-	// keeps RSS per viewer near the live heap. GOGC in the environment wins.
+	// Camera boards have 64-256 MB and no swap: collect at 25% heap growth
+	// instead of Go's 100%. The live heap is a few MB, mostly frames the
+	// collector does not scan, and sessions make little garbage (a frame is
+	// cut into packets once for all of them), so a collection a second
+	// costs little CPU and keeps RSS per viewer near the live heap. GOGC in
+	// the environment wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
+	}
+	// On a small board the collector also works harder as the process
+	// nears what its configuration accounts for. GOMEMLIMIT in the
+	// environment wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if limit := memoryLimit(cfg, memTotal("/proc/meminfo")); limit > 0 {
+			debug.SetMemoryLimit(limit)
+			log.Info("memory limit derived from media.memory_mb", "gomemlimit_mib", limit>>20)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -73,6 +87,42 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("stopped")
+	return 0
+}
+
+// smallBoard is the RAM up to which ipcd sets a Go memory limit itself.
+const smallBoard = 512 << 20
+
+// memoryLimit is the soft Go memory limit for a board with total bytes of
+// RAM: the media budget, 1 MiB per session for pion's buffers and 8 MiB for
+// the runtime and the rest of ipcd; 0 (no limit) on boards larger than
+// smallBoard or when total is unknown.
+func memoryLimit(cfg config.Config, total int64) int64 {
+	if total <= 0 || total > smallBoard {
+		return 0
+	}
+	return int64(cfg.Media.MemoryMB)<<20 + int64(cfg.Stream.MaxClients)<<20 + 8<<20
+}
+
+// memTotal reads MemTotal from a /proc/meminfo file, in bytes; 0 if it
+// cannot.
+func memTotal(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// Not fmt.Sscanf: fmt's scanner costs 18 KB of the board binary.
+	for line := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "MemTotal:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		if err != nil || kb < 0 {
+			return 0
+		}
+		return kb << 10
+	}
 	return 0
 }
 

@@ -25,7 +25,9 @@ func TestMemoryBudget(t *testing.T) {
 	leakCheck(t)
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
-	cfg.Media.MemoryMB = 1 // half for the rings, room for one 300 KiB session
+	cfg.Media.MemoryMB = 1 // half for the rings, room for one session
+	// A history of 8192 entries makes a session cost about 390 KiB.
+	cfg.Stream.NACKBuffer = 8192
 	if p2p.SessionCost(cfg.Stream.NACKBuffer) > 1<<19 || 2*p2p.SessionCost(cfg.Stream.NACKBuffer) <= 1<<19 {
 		t.Fatalf("session cost %d does not make 1 MiB hold exactly one session", p2p.SessionCost(cfg.Stream.NACKBuffer))
 	}

@@ -241,7 +241,7 @@ func TestValidateRules(t *testing.T) {
 		{"nack too large", func(c *Config) { c.Stream.NACKBuffer = 65536 }, "stream.nack_buffer"},
 		{"memory low", func(c *Config) { c.Media.MemoryMB = 0 }, "media.memory_mb"},
 		{"memory high", func(c *Config) { c.Media.MemoryMB = 257 }, "media.memory_mb"},
-		{"memory below one session", func(c *Config) { c.Media.MemoryMB = 8; c.Stream.NACKBuffer = 8192 }, "media.memory_mb"},
+		{"memory below one session", func(c *Config) { c.Media.MemoryMB = 1; c.Stream.NACKBuffer = 32768 }, "media.memory_mb"},
 		{"buffer low", func(c *Config) { c.Media.BufferSeconds = 0 }, "media.buffer_seconds"},
 		{"buffer high", func(c *Config) { c.Media.BufferSeconds = 61 }, "media.buffer_seconds"},
 		{"main none", func(c *Config) { c.Media.Sources.Main = media.SourceSection{Type: "none"} }, "media.sources.main.type"},

@@ -269,8 +269,8 @@ func (c *Config) validateStream(p *problems) {
 	}
 }
 
-// validNACKBuffer: pion's NACK responder sizes its ring with a power of two
-// up to 1<<15.
+// validNACKBuffer: a session's retransmission history is indexed by the low
+// bits of the RTP sequence number, so its size is a power of two up to 1<<15.
 func validNACKBuffer(n int) bool { return n >= 1 && n <= 32768 && n&(n-1) == 0 }
 
 func (c *Config) validateMedia(p *problems) {
@@ -280,8 +280,8 @@ func (c *Config) validateMedia(p *problems) {
 		// half cannot hold one session's retransmission history would
 		// refuse every viewer.
 		if cost := p2p.SessionCost(c.Stream.NACKBuffer); cost > m.MemoryMB<<20/2 {
-			p.add("media.memory_mb", "%d MB leaves %d KB for sessions, and one session's retransmission history takes %d KB (stream.nack_buffer %d packets of %d B)",
-				m.MemoryMB, m.MemoryMB<<10/2, cost>>10, c.Stream.NACKBuffer, cost/max(c.Stream.NACKBuffer, 1))
+			p.add("media.memory_mb", "%d MB leaves %d KB for sessions, and one session takes %d KB (a retransmission history of stream.nack_buffer %d entries)",
+				m.MemoryMB, m.MemoryMB<<10/2, cost>>10, c.Stream.NACKBuffer)
 		}
 	}
 	p.between("media.buffer_seconds", m.BufferSeconds, 1, 60)
