@@ -197,31 +197,45 @@ func runPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer client.Close()
 
-	opt := cf.watchOptions()
-	opt.SessionID = randomHex(8)
-	opt.Replay = &p2p.Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + int64(*seconds)}
-	// The recording is played out at the speed, from its keyframe.
-	opt.Duration = time.Duration(*seconds) * time.Second / time.Duration(*speed)
-	if video != nil {
-		opt.OnVideo = func(au []byte, _ bool) { video.write(au) }
-	}
-	if audio != nil {
-		opt.OnAudio = audio.write
-	}
-	if *speed != 1 {
-		opt.DataChannel = true
-		opt.OnControl = func(cctx context.Context, ctl *viewer.ControlChannel) {
-			if r, err := ctl.Do(cctx, p2p.CmdPlaybackSpeed, *speed); err != nil || r.Res != p2p.ResOK {
-				fmt.Fprintf(stderr, "ipcapp playback: speed %d: res %d %s %v\n", *speed, r.Res, r.Message, err)
-			}
-		}
-	}
+	opt := playbackOptions(&cf, start, *seconds, *speed, video, audio, stderr)
 	res, werr := client.Watch(ctx, opt)
 	for _, s := range []*sink{video, audio} {
 		if err := s.close(); err != nil && werr == nil {
 			werr = err
 		}
 	}
+	printPlayback(stdout, res, werr, *asJSON)
+	code, _ := watchFailed(stderr, "playback", werr)
+	return code
+}
+
+// playbackOptions asks for seconds of recording from start, played at
+// speed into the sinks (either may be nil).
+func playbackOptions(cf *commonFlags, start time.Time, seconds, speed int, video, audio *sink, stderr io.Writer) viewer.WatchOptions {
+	opt := cf.watchOptions()
+	opt.SessionID = randomHex(8)
+	opt.Replay = &p2p.Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + int64(seconds)}
+	// The recording is played out at the speed, from its keyframe.
+	opt.Duration = time.Duration(seconds) * time.Second / time.Duration(speed)
+	if video != nil {
+		opt.OnVideo = func(au []byte, _ bool) { video.write(au) }
+	}
+	if audio != nil {
+		opt.OnAudio = audio.write
+	}
+	if speed != 1 {
+		opt.DataChannel = true
+		opt.OnControl = func(cctx context.Context, ctl *viewer.ControlChannel) {
+			if r, err := ctl.Do(cctx, p2p.CmdPlaybackSpeed, speed); err != nil || r.Res != p2p.ResOK {
+				fmt.Fprintf(stderr, "ipcapp playback: speed %d: res %d %s %v\n", speed, r.Res, r.Message, err)
+			}
+		}
+	}
+	return opt
+}
+
+// printPlayback prints a playback's stats like live does.
+func printPlayback(stdout io.Writer, res viewer.Result, werr error, asJSON bool) {
 	st := newLiveStats(res)
 	if werr != nil {
 		st.Error = werr.Error()
@@ -230,13 +244,11 @@ func runPlayback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if errors.As(werr, &refused) {
 		st.Code, st.CloseReason = refused.Code, refused.CloseReason
 	}
-	if *asJSON {
+	if asJSON {
 		_ = json.NewEncoder(stdout).Encode(st)
 	} else if res.VideoFrames > 0 {
 		printLive(stdout, st)
 	}
-	code, _ := watchFailed(stderr, "playback", werr)
-	return code
 }
 
 // runDownload saves a recorded range as one MPEG-TS file through the
@@ -278,57 +290,77 @@ func runDownload(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var final p2p.DownloadStatus
-	var derr error
-	var written int64
-	began := time.Now()
+	d := &download{out: f, start: start, end: end, quiet: *quiet, stderr: stderr, cancel: cancel, began: time.Now()}
 	opt := cf.watchOptions()
 	opt.SessionID = randomHex(8)
-	opt.OnDownload = func(dctx context.Context, dl *viewer.DownloadChannel) {
-		defer cancel()
-		if derr = dl.Start(f, start.Unix(), end.Unix()); derr != nil {
-			return
-		}
-		final, derr = dl.Wait(dctx, func(st p2p.DownloadStatus) {
-			if !*quiet && st.Type == p2p.DownloadProgress {
-				fmt.Fprintf(stderr, "\r%d KiB", st.Bytes>>10)
-			}
-		})
-		if derr == nil {
-			written, derr = dl.Written()
-		}
-	}
+	opt.OnDownload = d.run
 	_, werr := client.Watch(wctx, opt)
-	if err := f.Close(); err != nil && derr == nil {
-		derr = err
+	if err := f.Close(); err != nil && d.err == nil {
+		d.err = err
 	}
 	if !*quiet {
 		fmt.Fprintln(stderr)
 	}
-	if final.Type == "" {
-		if code, failed := watchFailed(stderr, "download", errors.Join(werr, derr)); failed {
+	return d.report(stdout, *outPath, werr)
+}
+
+// download is one download into a file, run on the download channel.
+type download struct {
+	out        *os.File
+	start, end time.Time
+	quiet      bool // no progress on stderr
+	stderr     io.Writer
+	cancel     context.CancelFunc // ends the session
+	began      time.Time
+
+	final   p2p.DownloadStatus
+	err     error
+	written int64
+}
+
+func (d *download) run(dctx context.Context, dl *viewer.DownloadChannel) {
+	defer d.cancel()
+	if d.err = dl.Start(d.out, d.start.Unix(), d.end.Unix()); d.err != nil {
+		return
+	}
+	d.final, d.err = dl.Wait(dctx, func(st p2p.DownloadStatus) {
+		if !d.quiet && st.Type == p2p.DownloadProgress {
+			fmt.Fprintf(d.stderr, "\r%d KiB", st.Bytes>>10)
+		}
+	})
+	if d.err == nil {
+		d.written, d.err = dl.Written()
+	}
+}
+
+// report prints the outcome of the download into path and returns the
+// exit code.
+func (d *download) report(stdout io.Writer, path string, werr error) int {
+	stderr := d.stderr
+	if d.final.Type == "" {
+		if code, failed := watchFailed(stderr, "download", errors.Join(werr, d.err)); failed {
 			return code
 		}
 		fmt.Fprintln(stderr, "ipcapp download: the session ended before the download")
 		return exitFailed
 	}
-	if derr != nil {
-		fmt.Fprintln(stderr, "ipcapp download:", derr)
+	if d.err != nil {
+		fmt.Fprintln(stderr, "ipcapp download:", d.err)
 		return exitFailed
 	}
-	switch final.Type {
+	switch d.final.Type {
 	case p2p.DownloadDone:
-		if written != final.Bytes {
-			fmt.Fprintf(stderr, "ipcapp download: %d bytes written, the device sent %d\n", written, final.Bytes)
+		if d.written != d.final.Bytes {
+			fmt.Fprintf(stderr, "ipcapp download: %d bytes written, the device sent %d\n", d.written, d.final.Bytes)
 			return exitFailed
 		}
-		el := time.Since(began)
-		fmt.Fprintf(stdout, "%s: %d bytes in %v (%.1f Mbit/s)\n", *outPath, written, el.Round(time.Millisecond), float64(written)*8/el.Seconds()/1e6)
+		el := time.Since(d.began)
+		fmt.Fprintf(stdout, "%s: %d bytes in %v (%.1f Mbit/s)\n", path, d.written, el.Round(time.Millisecond), float64(d.written)*8/el.Seconds()/1e6)
 		return exitOK
 	case p2p.DownloadError:
-		fmt.Fprintf(stderr, "ipcapp download: refused: res %d: %s\n", final.Res, final.Message)
+		fmt.Fprintf(stderr, "ipcapp download: refused: res %d: %s\n", d.final.Res, d.final.Message)
 		return exitRefused
 	}
-	fmt.Fprintf(stderr, "ipcapp download: %s after %d bytes\n", final.Type, final.Bytes)
+	fmt.Fprintf(stderr, "ipcapp download: %s after %d bytes\n", d.final.Type, d.final.Bytes)
 	return exitFailed
 }

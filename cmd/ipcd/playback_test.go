@@ -87,6 +87,42 @@ func TestPlaybackFromCard(t *testing.T) {
 
 	// start_time is whole seconds; take a moment between keyframes.
 	start := span.Start.Truncate(time.Second).Add(3*time.Second + 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	session, days, ranges := checkCardPlayback(t, ctx, v, store, span, start)
+	checkCardListing(t, store, span, days, ranges)
+	for _, e := range []string{"PlaybackStart", "PlaybackQueryMonth", "PlaybackQueryDay", "PlaybackEnd"} {
+		if ev := board.wait(t, e, session); ev.Source != p2p.SourceWebRTC {
+			t.Fatalf("board event %+v", ev)
+		}
+	}
+	checkCardSeek(t, ctx, v, board, store, span)
+
+	// Download 5 s: one TS file of about 5 s (from the keyframe before).
+	dir := t.TempDir()
+	file := filepath.Join(dir, "range.ts")
+	dlStart := start.Unix()
+	st, n := download(t, v, file, dlStart, dlStart+5, false)
+	if st.Type != p2p.DownloadDone || n != st.Bytes || n == 0 {
+		t.Fatalf("download: %+v, %d bytes written", st, n)
+	}
+	dur := probeDuration(t, file)
+	if dur < 4.5 || dur > 6.6 {
+		t.Fatalf("the downloaded range lasts %.2f s, want about 5 (from the keyframe at or before start)", dur)
+	}
+	st, _ = download(t, v, filepath.Join(dir, "cancelled.ts"), span.Start.Unix(), span.End.Unix(), true)
+	if st.Type != p2p.DownloadCancelled && st.Type != p2p.DownloadDone {
+		t.Fatalf("cancelled download: %+v", st)
+	}
+}
+
+// checkCardPlayback plays 8 s of the card from start: the session must
+// give the recorded access units byte for byte, in order, from the
+// keyframe at or before start. Its control channel asks for the days of
+// the month and the ranges of the day where span starts, whose replies it
+// returns.
+func checkCardPlayback(t *testing.T, ctx context.Context, v *viewer.Client, store *record.Store, span p2p.TimeRange, start time.Time) (session string, days, ranges p2p.CommandReply) {
+	t.Helper()
 	seconds := int64(8)
 	want := storeVideo(t, store, time.Unix(start.Unix(), 0), time.Unix(start.Unix()+seconds, 0))
 	if len(want) < 150 || want[0].Kind != media.KindI {
@@ -97,9 +133,6 @@ func TestPlaybackFromCard(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var got [][]byte
-	var days, ranges p2p.CommandReply
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
 	res, err := v.Watch(ctx, viewer.WatchOptions{
 		Replay:      &p2p.Replay{IsReplay: 1, StartTime: start.Unix(), EndTime: start.Unix() + seconds},
 		Duration:    time.Duration(seconds)*time.Second + 4*time.Second,
@@ -129,7 +162,13 @@ func TestPlaybackFromCard(t *testing.T) {
 	}
 	// And the card holds what the source appended.
 	checkContiguous(t, sourceAUs(t), got[:len(want)])
+	return res.SessionID, days, ranges
+}
 
+// checkCardListing checks the replies of the month and day queries
+// against what the card holds.
+func checkCardListing(t *testing.T, store *record.Store, span p2p.TimeRange, days, ranges p2p.CommandReply) {
+	t.Helper()
 	loc := span.Start.Local()
 	if days.Res != p2p.ResOK || len(days.Days) == 0 || days.Days[0] != loc.Day() {
 		t.Fatalf("days: %+v, want %d among them", days, loc.Day())
@@ -150,21 +189,19 @@ func TestPlaybackFromCard(t *testing.T) {
 			t.Fatalf("range %d: %v..%v, the card has %v..%v", i, r.Start, r.End, card[i].Start, card[i].End)
 		}
 	}
+}
 
-	for _, e := range []string{"PlaybackStart", "PlaybackQueryMonth", "PlaybackQueryDay", "PlaybackEnd"} {
-		if ev := board.wait(t, e, res.SessionID); ev.Source != p2p.SourceWebRTC {
-			t.Fatalf("board event %+v", ev)
-		}
-	}
-
-	// A seek inside the window: the video goes on from the card's keyframe
-	// at or before the time sought, byte for byte.
+// checkCardSeek seeks inside the window: the video goes on from the card's
+// keyframe at or before the time sought, byte for byte.
+func checkCardSeek(t *testing.T, ctx context.Context, v *viewer.Client, board *testBoard, store *record.Store, span p2p.TimeRange) {
+	t.Helper()
 	to := span.Start.Truncate(time.Second).Add(9*time.Second + 500*time.Millisecond)
 	after := storeVideo(t, store, time.Unix(to.Unix(), 0), time.Unix(to.Unix()+2, 0))
+	var mu sync.Mutex
 	var seekRes p2p.CommandReply
 	var sought [][]byte
 	seeking := false
-	res, err = v.Watch(ctx, viewer.WatchOptions{
+	res, err := v.Watch(ctx, viewer.WatchOptions{
 		Replay:      &p2p.Replay{IsReplay: 1, StartTime: span.Start.Unix() + 1, EndTime: span.Start.Unix() + 13},
 		Duration:    6 * time.Second,
 		DataChannel: true,
@@ -203,23 +240,6 @@ func TestPlaybackFromCard(t *testing.T) {
 		if !bytes.Equal(sought[k+i], after[i].Payload) {
 			t.Fatalf("frame %d after the seek differs from the card's", i)
 		}
-	}
-
-	// Download 5 s: one TS file of about 5 s (from the keyframe before).
-	dir := t.TempDir()
-	file := filepath.Join(dir, "range.ts")
-	dlStart := start.Unix()
-	st, n := download(t, v, file, dlStart, dlStart+5, false)
-	if st.Type != p2p.DownloadDone || n != st.Bytes || n == 0 {
-		t.Fatalf("download: %+v, %d bytes written", st, n)
-	}
-	dur := probeDuration(t, file)
-	if dur < 4.5 || dur > 6.6 {
-		t.Fatalf("the downloaded range lasts %.2f s, want about 5 (from the keyframe at or before start)", dur)
-	}
-	st, _ = download(t, v, filepath.Join(dir, "cancelled.ts"), span.Start.Unix(), span.End.Unix(), true)
-	if st.Type != p2p.DownloadCancelled && st.Type != p2p.DownloadDone {
-		t.Fatalf("cancelled download: %+v", st)
 	}
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -40,16 +38,51 @@ func TestRecordKill(t *testing.T) {
 		t.Skip("ffprobe not installed")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ipcd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build ipcd: %v: %s", err, out)
-	}
-	broker := mqtttest.Embedded(t)
+	bin := buildIPCD(t, dir)
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
 	card := filepath.Join(dir, "card")
+	config := writeRecordKillConfig(t, dir, root, card)
+
+	var runs []killRun
+	for range cycles {
+		p := startProcess(t, bin, config, nil, "recording started", 20*time.Second)
+		at := time.Now()
+		time.Sleep(100*time.Millisecond + rand.N(1200*time.Millisecond))
+		killed := time.Now()
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Wait()
+		<-p.logDone
+		runs = append(runs, killRun{at, killed})
+	}
+	// One run stopped cleanly closes what the last kill left open.
+	p := startProcess(t, bin, config, nil, "recording started", 20*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("ipcd after SIGTERM: %v", err)
+	}
+	<-p.logDone
+
+	segs := probeSegments(t, card, cycles)
+	worst := checkKillRuns(t, root, card, runs)
+	t.Logf("%d kills, %d segments decoded; frames lost per kill: at most %d (25 fps)", len(runs), len(segs), worst)
+}
+
+// killRun is one ipcd process of TestRecordKill: when it was recording and
+// when it was killed.
+type killRun struct{ started, killed time.Time }
+
+// writeRecordKillConfig writes the configuration of a daemon that records
+// the file sources of the repository at root onto card, and returns its
+// path.
+func writeRecordKillConfig(t *testing.T, dir, root, card string) string {
+	t.Helper()
+	broker := mqtttest.Embedded(t)
 	if err := os.Mkdir(card, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -69,68 +102,13 @@ record: {path: %s, segment_seconds: 2, min_free_mb: 0}
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return config
+}
 
-	type run struct{ started, killed time.Time }
-	var runs []run
-	start := func() (*exec.Cmd, time.Time) {
-		t.Helper()
-		cmd := exec.Command(bin, "-config", config)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		up := make(chan bool, 1)
-		var logged bytes.Buffer
-		go func() {
-			sc := bufio.NewScanner(stderr)
-			sent := false
-			for sc.Scan() {
-				if !sent {
-					logged.WriteString(sc.Text() + "\n")
-				}
-				if !sent && strings.Contains(sc.Text(), "recording started") {
-					up <- true
-					sent = true
-				}
-			}
-			if !sent {
-				up <- false
-			}
-		}()
-		select {
-		case ok := <-up:
-			if !ok {
-				_ = cmd.Wait()
-				t.Fatalf("ipcd exited before recording:\n%s", logged.String())
-			}
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			t.Fatalf("ipcd not recording within 20 s")
-		}
-		return cmd, time.Now()
-	}
-	for range cycles {
-		cmd, at := start()
-		time.Sleep(100*time.Millisecond + rand.N(1200*time.Millisecond))
-		killed := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		runs = append(runs, run{at, killed})
-	}
-	// One run stopped cleanly closes what the last kill left open.
-	cmd, _ := start()
-	time.Sleep(500 * time.Millisecond)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("ipcd after SIGTERM: %v", err)
-	}
-
+// probeSegments returns the segments on the card after cycles runs, each
+// of which must decode with ffprobe without an error.
+func probeSegments(t *testing.T, card string, cycles int) []string {
+	t.Helper()
 	var segs []string
 	_ = filepath.WalkDir(card, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && strings.HasSuffix(p, ".ts") {
@@ -154,12 +132,44 @@ record: {path: %s, segment_seconds: 2, min_free_mb: 0}
 			t.Errorf("ffprobe %s: %v: %s", filepath.Base(p), err, out)
 		}
 	}
+	return segs
+}
 
-	// What was recorded, in order, against what the source fed.
+// checkKillRuns compares what was recorded, in order, against what the
+// source fed: each run must be an unbroken run of the clip ending at most
+// one second before its kill. It returns the most frames a kill lost.
+func checkKillRuns(t *testing.T, root, card string, runs []killRun) (worst int) {
+	t.Helper()
 	clip, err := media.ReadAccessUnits(filepath.Join(root, "configs/media/main.h264"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	perRun, last := recordedRuns(t, card, clip, runs)
+	for k, r := range runs {
+		for i := 1; i < len(perRun[k]); i++ {
+			if !follows(perRun[k][i-1], perRun[k][i], len(clip)) {
+				t.Errorf("run %d: frame %d does not follow the one before: frames lost inside the recording", k, i)
+				break
+			}
+		}
+		from := r.started.UnixMilli()
+		if last[k] != 0 {
+			from = last[k]
+		}
+		lost := int((r.killed.UnixMilli() - from) / 40)
+		worst = max(worst, lost)
+		if lost > 25 {
+			t.Errorf("run %d: %d frames (%d ms) before the kill were lost; at most one second's 25 may be", k, lost, r.killed.UnixMilli()-from)
+		}
+	}
+	return worst
+}
+
+// recordedRuns reads the card's video back and sorts it by run: for each
+// run, the clip indexes of every frame it recorded, and the timestamp of
+// its last one.
+func recordedRuns(t *testing.T, card string, clip []media.AccessUnit, runs []killRun) (perRun [][][]int, last []int64) {
+	t.Helper()
 	index := map[[32]byte][]int{}
 	for i, u := range clip {
 		h := sha256.Sum256(u.Payload)
@@ -174,12 +184,12 @@ record: {path: %s, segment_seconds: 2, min_free_mb: 0}
 		t.Fatal(err)
 	}
 	defer p.Close()
-	perRun := make([][][]int, len(runs))
-	last := make([]int64, len(runs))
+	perRun = make([][][]int, len(runs))
+	last = make([]int64, len(runs))
 	for {
 		f, err := p.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return perRun, last
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -204,25 +214,6 @@ record: {path: %s, segment_seconds: 2, min_free_mb: 0}
 		perRun[k] = append(perRun[k], idx)
 		last[k] = f.Timestamp
 	}
-	worst := 0
-	for k, r := range runs {
-		for i := 1; i < len(perRun[k]); i++ {
-			if !follows(perRun[k][i-1], perRun[k][i], len(clip)) {
-				t.Errorf("run %d: frame %d does not follow the one before: frames lost inside the recording", k, i)
-				break
-			}
-		}
-		from := r.started.UnixMilli()
-		if last[k] != 0 {
-			from = last[k]
-		}
-		lost := int((r.killed.UnixMilli() - from) / 40)
-		worst = max(worst, lost)
-		if lost > 25 {
-			t.Errorf("run %d: %d frames (%d ms) before the kill were lost; at most one second's 25 may be", k, lost, r.killed.UnixMilli()-from)
-		}
-	}
-	t.Logf("%d kills, %d segments decoded; frames lost per kill: at most %d (25 fps)", len(runs), len(segs), worst)
 }
 
 // follows reports whether a frame with clip indexes b comes right after one

@@ -203,178 +203,262 @@ func (r *Recorder) Run(ctx context.Context) error {
 // session records until the card fails or ctx ends; progressed tells
 // whether anything was synced to the card.
 func (r *Recorder) session(ctx context.Context) (progressed bool, err error) {
+	if err := r.loadCard(); err != nil {
+		return false, err
+	}
+	s := r.newRecSession()
+	defer s.closeReaders()
+	tick, stop := r.syncTicker(r.cfg.SyncInterval)
+	defer stop()
+	s.tick = tick
+	defer func() { s.finish(err) }()
+	err = s.run(ctx)
+	return s.progressed, err
+}
+
+// loadCard checks the card, takes the inventory of its closed segments
+// and applies the retention.
+func (r *Recorder) loadCard() error {
 	root := r.cfg.Path
 	st, err := os.Stat(root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("%w: %s", ErrCardMissing, root)
+		return fmt.Errorf("%w: %s", ErrCardMissing, root)
 	case err != nil:
-		return false, err
+		return err
 	case !st.IsDir():
-		return false, fmt.Errorf("%w: %s is not a directory", ErrCardMissing, root)
+		return fmt.Errorf("%w: %s is not a directory", ErrCardMissing, root)
 	}
 	inv, err := scanCard(root, r.log)
 	if err != nil {
-		return false, err
+		return err
 	}
 	r.inv, r.total = inv, 0
 	for _, s := range inv {
 		r.total += s.size
 	}
 	if err := r.retain(0); err != nil {
-		return false, err
+		return err
 	}
 	r.updateCard(nil)
+	return nil
+}
 
-	vr := r.video.NewReader()
-	defer vr.Close()
-	var ar *media.Reader
+// recSession is the state of one session: the ring readers, the segment
+// being written and the frames read but not yet written. Owned by Run.
+type recSession struct {
+	r          *Recorder
+	vr, ar     *media.Reader // ar nil: no audio
+	audioCodec media.Codec
+	tick       <-chan time.Time
+	w          *segWriter
+
+	pendV, pendA *media.Frame
+	skipping     bool
+	interval     int64 // µs between video frames, from their PTS
+	lastVPTS     int64
+	progressed   bool
+}
+
+func (r *Recorder) newRecSession() *recSession {
+	s := &recSession{r: r, vr: r.video.NewReader(), audioCodec: media.CodecUnknown, interval: 40000, lastVPTS: -1}
 	if r.audio != nil && r.cfg.Audio() {
 		at := time.Now().UnixMilli()
-		if f, ok := vr.Peek(); ok {
+		if f, ok := s.vr.Peek(); ok {
 			at = f.Timestamp
 		}
-		ar = r.audio.NewReaderAt(at)
-		defer ar.Close()
+		s.ar = r.audio.NewReaderAt(at)
+		s.audioCodec = r.audio.Codec()
 	}
-	audioCodec := media.CodecUnknown
-	if ar != nil {
-		audioCodec = r.audio.Codec()
-	}
+	return s
+}
 
-	tick, stop := r.syncTicker(r.cfg.SyncInterval)
-	defer stop()
-	var w *segWriter
-	defer func() {
-		if w == nil {
+func (s *recSession) closeReaders() {
+	if s.ar != nil {
+		s.ar.Close()
+	}
+	s.vr.Close()
+}
+
+// finish closes the segment being written where it stands when the
+// session ended cleanly or on a full card (a full card still takes an end
+// record, whose space the sync left), and abandons it otherwise.
+func (s *recSession) finish(err error) {
+	if s.w == nil {
+		return
+	}
+	if err == nil || classify(err) == RuleCardFull {
+		if cerr := s.w.close(); cerr == nil {
+			s.r.addClosed(s.w)
 			return
 		}
-		if err == nil || classify(err) == RuleCardFull {
-			// Closed where it stands: a full card still takes an end
-			// record, whose space the sync left.
-			if cerr := w.close(); cerr == nil {
-				r.addClosed(w)
-			} else {
-				w.abandon()
-			}
-		} else {
-			w.abandon()
-		}
-	}()
+	}
+	s.w.abandon()
+}
 
-	var pendV, pendA *media.Frame
-	var skipping bool
-	var interval int64 = 40000 // µs between video frames, from their PTS
-	var lastVPTS int64 = -1
+func (s *recSession) run(ctx context.Context) error {
 	for {
 		// A card that is busy keeps frames pending: the sync is due
 		// all the same.
 		select {
-		case <-tick:
-			if w != nil {
-				if err := r.sync(w); err != nil {
-					return progressed, err
-				}
-				progressed = true
+		case <-s.tick:
+			if err := s.sync(); err != nil {
+				return err
 			}
 		default:
 		}
-		if pendV == nil {
-			if f, skipped, ok, rerr := vr.TryNext(); rerr != nil {
-				return progressed, rerr
-			} else if ok {
-				if skipped > 0 {
-					r.skipped.Add(uint64(skipped))
-					skipping = true
-				}
-				pendV = &f
-			}
+		f, ok, err := s.next()
+		if err != nil {
+			return err
 		}
-		if pendA == nil && ar != nil {
-			if f, skipped, ok, rerr := ar.TryNext(); rerr == nil && ok {
-				r.skipped.Add(uint64(skipped))
-				pendA = &f
-			}
-		}
-		var f media.Frame
-		switch {
-		case pendV != nil && (pendA == nil || pendV.Timestamp <= pendA.Timestamp):
-			f, pendV = *pendV, nil
-		case pendA != nil:
-			f, pendA = *pendA, nil
-		default:
-			var aw <-chan struct{}
-			if ar != nil {
-				aw = ar.Wake()
-			}
-			select {
-			case <-ctx.Done():
-				return progressed, nil
-			case <-vr.Wake():
-			case <-aw:
-			case <-tick:
-				if w != nil {
-					if err := r.sync(w); err != nil {
-						return progressed, err
-					}
-					progressed = true
-				}
+		if !ok {
+			if done, err := s.wait(ctx); done || err != nil {
+				return err
 			}
 			continue
 		}
-
-		if f.Stream.IsVideo() {
-			if lastVPTS >= 0 && f.PTS > lastVPTS {
-				interval = min(f.PTS-lastVPTS, int64(time.Second/time.Microsecond))
-			}
-			lastVPTS = f.PTS
-			behind := int64(r.video.Stats().Appended) - int64(f.Seq)
-			if time.Duration(behind*interval)*time.Microsecond > maxLag {
-				skipping = true
-			}
-			if skipping {
-				if f.Kind != media.KindI || time.Duration(behind*interval)*time.Microsecond > maxLag {
-					r.skipped.Add(1)
-					continue
-				}
-				skipping = false
-			}
-			if f.Kind == media.KindI && (w == nil || w.duration() >= time.Duration(r.cfg.SegmentSeconds)*time.Second) {
-				if w != nil {
-					if err := w.close(); err != nil {
-						w.abandon()
-						w = nil
-						return progressed, err
-					}
-					r.addClosed(w)
-					w = nil
-				}
-				if err := r.retain(0); err != nil {
-					return progressed, err
-				}
-				w, err = createSegment(r.open, root, f, audioCodec)
-				if err != nil {
-					return progressed, err
-				}
-				r.setStatus(func(s *Status) { s.Segment = w.stem })
-				if !r.started {
-					r.started = true
-					r.log.Info("recording started", "path", root, "segment", w.path())
-					r.setStatus(func(s *Status) { s.State, s.Rule, s.Error = StateRecording, RuleNone, "" })
-					r.onEvent(Event{Type: EventStarted, Time: time.Now(), Detail: root})
-				}
-			}
-		} else if skipping {
-			r.skipped.Add(1)
-			continue
-		}
-		if w == nil {
-			continue // audio before the first keyframe
-		}
-		if _, err := w.write(f); err != nil {
-			return progressed, err
+		if err := s.record(f); err != nil {
+			return err
 		}
 	}
+}
+
+func (s *recSession) sync() error {
+	if s.w == nil {
+		return nil
+	}
+	if err := s.r.sync(s.w); err != nil {
+		return err
+	}
+	s.progressed = true
+	return nil
+}
+
+// next returns the oldest pending frame, video first on a tie; ok is
+// false when neither ring has one.
+func (s *recSession) next() (f media.Frame, ok bool, err error) {
+	if s.pendV == nil {
+		v, skipped, got, rerr := s.vr.TryNext()
+		if rerr != nil {
+			return media.Frame{}, false, rerr
+		}
+		if got {
+			if skipped > 0 {
+				s.r.skipped.Add(uint64(skipped))
+				s.skipping = true
+			}
+			s.pendV = &v
+		}
+	}
+	if s.pendA == nil && s.ar != nil {
+		if a, skipped, got, rerr := s.ar.TryNext(); rerr == nil && got {
+			s.r.skipped.Add(uint64(skipped))
+			s.pendA = &a
+		}
+	}
+	switch {
+	case s.pendV != nil && (s.pendA == nil || s.pendV.Timestamp <= s.pendA.Timestamp):
+		f, s.pendV = *s.pendV, nil
+	case s.pendA != nil:
+		f, s.pendA = *s.pendA, nil
+	default:
+		return media.Frame{}, false, nil
+	}
+	return f, true, nil
+}
+
+// wait blocks until a ring has a frame, the sync is due or ctx ends
+// (done).
+func (s *recSession) wait(ctx context.Context) (done bool, err error) {
+	var aw <-chan struct{}
+	if s.ar != nil {
+		aw = s.ar.Wake()
+	}
+	select {
+	case <-ctx.Done():
+		return true, nil
+	case <-s.vr.Wake():
+	case <-aw:
+	case <-s.tick:
+		return false, s.sync()
+	}
+	return false, nil
+}
+
+// record writes f, starting a new segment at a keyframe when one is due.
+func (s *recSession) record(f media.Frame) error {
+	if f.Stream.IsVideo() {
+		if !s.admitVideo(f) {
+			s.r.skipped.Add(1)
+			return nil
+		}
+		if err := s.rotate(f); err != nil {
+			return err
+		}
+	} else if s.skipping {
+		s.r.skipped.Add(1)
+		return nil
+	}
+	if s.w == nil {
+		return nil // audio before the first keyframe
+	}
+	_, err := s.w.write(f)
+	return err
+}
+
+// admitVideo tells whether video frame f is recorded: a recorder further
+// behind than maxLag skips up to the next keyframe it can keep up from.
+func (s *recSession) admitVideo(f media.Frame) bool {
+	if s.lastVPTS >= 0 && f.PTS > s.lastVPTS {
+		s.interval = min(f.PTS-s.lastVPTS, int64(time.Second/time.Microsecond))
+	}
+	s.lastVPTS = f.PTS
+	behind := int64(s.r.video.Stats().Appended) - int64(f.Seq)
+	late := time.Duration(behind*s.interval)*time.Microsecond > maxLag
+	if late {
+		s.skipping = true
+	}
+	if s.skipping {
+		if f.Kind != media.KindI || late {
+			return false
+		}
+		s.skipping = false
+	}
+	return true
+}
+
+// rotate closes the segment and opens the next one when keyframe f is due
+// to start one.
+func (s *recSession) rotate(f media.Frame) error {
+	r := s.r
+	if f.Kind != media.KindI || (s.w != nil && s.w.duration() < time.Duration(r.cfg.SegmentSeconds)*time.Second) {
+		return nil
+	}
+	if s.w != nil {
+		if err := s.w.close(); err != nil {
+			s.w.abandon()
+			s.w = nil
+			return err
+		}
+		r.addClosed(s.w)
+		s.w = nil
+	}
+	if err := r.retain(0); err != nil {
+		return err
+	}
+	w, err := createSegment(r.open, r.cfg.Path, f, s.audioCodec)
+	if err != nil {
+		return err
+	}
+	s.w = w
+	r.setStatus(func(st *Status) { st.Segment = w.stem })
+	if !r.started {
+		r.started = true
+		r.log.Info("recording started", "path", r.cfg.Path, "segment", w.path())
+		r.setStatus(func(st *Status) { st.State, st.Rule, st.Error = StateRecording, RuleNone, "" })
+		r.onEvent(Event{Type: EventStarted, Time: time.Now(), Detail: r.cfg.Path})
+	}
+	return nil
 }
 
 // sync makes the segment durable, checks that the card is still there and

@@ -129,18 +129,7 @@ func (m *tsMuxer) writeVideo(payload []byte, key bool, pts90 int64) error {
 			HasPCR:                true,
 			PCR:                   &astits.ClockReference{Base: pcr},
 		},
-		PES: &astits.PESData{
-			Header: &astits.PESHeader{
-				StreamID: 0xe0,
-				OptionalHeader: &astits.PESOptionalHeader{
-					MarkerBits:             2,
-					DataAlignmentIndicator: true,
-					PTSDTSIndicator:        astits.PTSDTSIndicatorOnlyPTS,
-					PTS:                    &astits.ClockReference{Base: pts90},
-				},
-			},
-			Data: payload,
-		},
+		PES: pesPacket(0xe0, pts90, payload),
 	})
 	return err
 }
@@ -150,18 +139,23 @@ func (m *tsMuxer) writeAudio(payload []byte, pts90 int64) error {
 	pts90 %= ptsWrap
 	_, err := m.mux.WriteData(&astits.MuxerData{
 		PID: pidAudio,
-		PES: &astits.PESData{
-			Header: &astits.PESHeader{
-				StreamID: 0xbd,
-				OptionalHeader: &astits.PESOptionalHeader{
-					MarkerBits:             2,
-					DataAlignmentIndicator: true,
-					PTSDTSIndicator:        astits.PTSDTSIndicatorOnlyPTS,
-					PTS:                    &astits.ClockReference{Base: pts90},
-				},
-			},
-			Data: payload,
-		},
+		PES: pesPacket(0xbd, pts90, payload),
 	})
 	return err
+}
+
+// pesPacket is one PES packet of stream streamID carrying payload at pts90.
+func pesPacket(streamID uint8, pts90 int64, payload []byte) *astits.PESData {
+	return &astits.PESData{
+		Header: &astits.PESHeader{
+			StreamID: streamID,
+			OptionalHeader: &astits.PESOptionalHeader{
+				MarkerBits:             2,
+				DataAlignmentIndicator: true,
+				PTSDTSIndicator:        astits.PTSDTSIndicatorOnlyPTS,
+				PTS:                    &astits.ClockReference{Base: pts90},
+			},
+		},
+		Data: payload,
+	}
 }

@@ -170,6 +170,51 @@ func orDash(s string) string {
 
 func check(o options, log *slog.Logger) (result, error) {
 	var res result
+	ring, src, err := newCapture(o, log)
+	if err != nil {
+		return res, fail("setup", "%w", err)
+	}
+	c, err := capture(o, ring, src, log, &res)
+	if err != nil {
+		return res, err
+	}
+	if c.runErr != nil {
+		return res, fail("run", "%w", c.runErr)
+	}
+	stream := summarize(&res, c.frames)
+	if err := writeStream(o, stream); err != nil {
+		return res, fail("write", "%w", err)
+	}
+
+	if res.frames == 0 {
+		return res, fail("no-frames", "nothing captured in %s (opens %d, failures %d)", o.seconds, res.stats.Opens, res.stats.Failures)
+	}
+	if wantNative := c.feed != nil; res.mode.Native != wantNative {
+		return res, fail("path", "native=%v, want %v (mode %s)", res.mode.Native, wantNative, res.mode)
+	}
+	if err := checkFirst(o, c.frames[0], &res); err != nil {
+		return res, err
+	}
+	if c.feed != nil {
+		if err := checkFeed(o, c, &res, log); err != nil {
+			return res, err
+		}
+	}
+	if res.frames < o.minFrames {
+		return res, fail("few-frames", "%d access units in %s, want at least %d", res.frames, o.seconds, o.minFrames)
+	}
+	if res.skipped != 0 {
+		return res, fail("skipped", "the collecting reader skipped %d frames", res.skipped)
+	}
+	if o.gopCheck {
+		res.gop, err = checkGOP(c.frames, o.keyint)
+		return res, err
+	}
+	return res, checkJoin(o, c.late, &res)
+}
+
+// newCapture builds the ring and the V4L2 source feeding it.
+func newCapture(o options, log *slog.Logger) (*media.Ring, *media.V4L2Source, error) {
 	// The ring asks the source for a keyframe when a reader joins with none
 	// buffered; the source exists only after the ring, hence the pointer.
 	var srcRef atomic.Pointer[media.V4L2Source]
@@ -185,30 +230,45 @@ func check(o options, log *slog.Logger) (result, error) {
 		},
 	}, log)
 	if err != nil {
-		return res, fail("setup", "%w", err)
+		return nil, nil, err
 	}
 	src, err := media.NewV4L2Source(media.V4L2SourceConfig{Device: o.device, FPS: o.fps, V4L2Config: media.V4L2Config{Width: o.width, Height: o.height, GOP: o.keyint}}, ring, log)
 	if err != nil {
-		return res, fail("setup", "%w", err)
+		return nil, nil, err
 	}
 	srcRef.Store(src)
+	return ring, src, nil
+}
 
+// captured is what one capture gave.
+type captured struct {
+	frames  []media.Frame // every frame appended, in order
+	late    lateJoin
+	feed    *feeder // nil without -feed
+	feedErr error
+	runErr  error
+}
+
+// capture runs the source (and the feed) for o.seconds, collects every
+// frame the ring takes and lets a late reader join; it closes the ring.
+func capture(o options, ring *media.Ring, src *media.V4L2Source, log *slog.Logger, res *result) (captured, error) {
+	var c captured
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var fd *feeder
-	var feedErr error
 	feedDone := make(chan struct{})
 	// The feed outlives the capture so that the source never sees its
 	// camera stop.
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	defer stopFeed()
 	if o.feed != "" {
-		if fd, err = openFeeder(o.feedDevice, o.feed, o.codec, o.width, o.height, o.fps); err != nil {
-			return res, fail("feed", "%w", err)
+		fd, err := openFeeder(o.feedDevice, o.feed, o.codec, o.width, o.height, o.fps)
+		if err != nil {
+			return c, fail("feed", "%w", err)
 		}
+		c.feed = fd
 		wg.Go(func() {
 			defer close(feedDone)
-			feedErr = fd.run(feedCtx)
+			c.feedErr = fd.run(feedCtx)
 		})
 	} else {
 		close(feedDone)
@@ -219,48 +279,20 @@ func check(o options, log *slog.Logger) (result, error) {
 	all := ring.NewReader()
 	defer all.Close()
 	start := time.Now()
-	var runErr error
 	runDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(runDone)
-		runErr = src.Run(ctx)
+		c.runErr = src.Run(ctx)
 	})
 
-	// The late reader joins once the first keyframe has surely left the
-	// ring; its first frame is then a keyframe made for it.
-	var joinSeq uint64 // the last frame appended before the join
-	var joinAt time.Time
-	var first media.Frame
-	var firstAt time.Time
 	joined := make(chan struct{})
-	var collected []media.Frame
 	lateDone := make(chan struct{})
 	wg.Go(func() {
 		defer close(lateDone)
 		if o.gopCheck {
 			return // a joining reader may force a keyframe
 		}
-		t := time.NewTimer(o.joinAfter)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-joined:
-		}
-		// The ring numbers frames from 1, so the last one appended so far
-		// has the number of frames appended.
-		joinSeq, joinAt = ring.Stats().Appended, time.Now()
-		late := ring.NewReader()
-		defer late.Close()
-		f, _, err := late.Next(ctx)
-		if err == nil {
-			first, firstAt = f, time.Now()
-		}
+		c.late.run(ctx, ring, o.joinAfter, joined)
 	})
 
 	joinedOnce := sync.OnceFunc(func() { close(joined) })
@@ -271,8 +303,8 @@ func check(o options, log *slog.Logger) (result, error) {
 			break
 		}
 		res.skipped += skipped
-		collected = append(collected, f)
-		if len(collected) == o.ringFrames+2 {
+		c.frames = append(c.frames, f)
+		if len(c.frames) == o.ringFrames+2 {
 			joinedOnce()
 		}
 	}
@@ -284,101 +316,133 @@ func check(o options, log *slog.Logger) (result, error) {
 	ring.Close()
 	res.stats = src.Stats()
 	res.mode = res.stats.Mode
-	if runErr != nil {
-		return res, fail("run", "%w", runErr)
+	return c, nil
+}
+
+// lateJoin is a reader that joins once the first keyframe has surely left
+// the ring; its first frame is then a keyframe made for it.
+type lateJoin struct {
+	seq     uint64 // the last frame appended before the join
+	at      time.Time
+	first   media.Frame
+	firstAt time.Time
+}
+
+// run joins after the delay, once joined is closed, and waits for the
+// reader's first frame.
+func (l *lateJoin) run(ctx context.Context, ring *media.Ring, after time.Duration, joined <-chan struct{}) {
+	t := time.NewTimer(after)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-t.C:
 	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-joined:
+	}
+	// The ring numbers frames from 1, so the last one appended so far
+	// has the number of frames appended.
+	l.seq, l.at = ring.Stats().Appended, time.Now()
+	late := ring.NewReader()
+	defer late.Close()
+	f, _, err := late.Next(ctx)
+	if err == nil {
+		l.first, l.firstAt = f, time.Now()
+	}
+}
+
+// summarize counts the frames into res and returns them as one stream.
+func summarize(res *result, frames []media.Frame) []byte {
 	var stream []byte
-	for _, f := range collected {
+	for _, f := range frames {
 		stream = append(stream, f.Payload...)
 		if f.Kind == media.KindI {
 			res.keyframes++
 		}
 	}
-	res.frames, res.bytes = len(collected), len(stream)
-	if n := len(collected); n >= 2 {
-		span := collected[n-1].PTS - collected[0].PTS
+	res.frames, res.bytes = len(frames), len(stream)
+	if n := len(frames); n >= 2 {
+		span := frames[n-1].PTS - frames[0].PTS
 		if span > 0 {
 			res.fps = float64(n-1) * 1e6 / float64(span)
 		}
 	}
-	if err := writeStream(o, stream); err != nil {
-		return res, fail("write", "%w", err)
-	}
+	return stream
+}
 
-	if res.frames == 0 {
-		return res, fail("no-frames", "nothing captured in %s (opens %d, failures %d)", o.seconds, res.stats.Opens, res.stats.Failures)
-	}
-	if wantNative := fd != nil; res.mode.Native != wantNative {
-		return res, fail("path", "native=%v, want %v (mode %s)", res.mode.Native, wantNative, res.mode)
-	}
-	f0 := collected[0]
+// checkFirst checks that the first access unit is a keyframe carrying its
+// parameter sets and, for H.264, an SPS of the size asked for.
+func checkFirst(o options, f0 media.Frame, res *result) error {
 	isKey, hasPS := media.IsH264Keyframe, media.H264HasParameterSets
 	if o.codec == media.CodecH265 {
 		isKey, hasPS = media.IsH265Keyframe, media.H265HasParameterSets
 	}
 	if f0.Kind != media.KindI || f0.Codec != o.codec || !isKey(f0.Payload) || !hasPS(f0.Payload) {
-		return res, fail("first-not-keyframe", "first access unit: %s %s, keyframe %v, parameter sets %v",
+		return fail("first-not-keyframe", "first access unit: %s %s, keyframe %v, parameter sets %v",
 			f0.Codec, f0.Kind, isKey(f0.Payload), hasPS(f0.Payload))
 	}
-	if o.codec == media.CodecH264 {
-		for _, nal := range media.SplitNALUs(f0.Payload) {
-			sps, err := media.ParseSPS(nal, o.codec)
-			if errors.Is(err, media.ErrNotSPS) {
-				continue
-			}
-			if err != nil {
-				return res, fail("sps", "%w", err)
-			}
-			res.sps = sps
-			break
-		}
-		if res.sps.Width != o.width || res.sps.Height != o.height {
-			return res, fail("sps-size", "SPS says %dx%d, asked for %dx%d", res.sps.Width, res.sps.Height, o.width, o.height)
-		}
+	if o.codec != media.CodecH264 {
+		return nil
 	}
-	if fd != nil {
-		if feedErr != nil {
-			return res, fail("feed", "%w", feedErr)
+	for _, nal := range media.SplitNALUs(f0.Payload) {
+		sps, err := media.ParseSPS(nal, o.codec)
+		if errors.Is(err, media.ErrNotSPS) {
+			continue
 		}
-		gaps, err := matchFeed(fd.units, collected, log)
-		res.feedGaps = gaps
 		if err != nil {
-			return res, fail("feed-mismatch", "%w", err)
+			return fail("sps", "%w", err)
 		}
-		if gaps > o.maxFeedGaps {
-			return res, fail("feed-gaps", "%d feed access units never captured, want at most %d", gaps, o.maxFeedGaps)
-		}
+		res.sps = sps
+		break
 	}
-	if res.frames < o.minFrames {
-		return res, fail("few-frames", "%d access units in %s, want at least %d", res.frames, o.seconds, o.minFrames)
+	if res.sps.Width != o.width || res.sps.Height != o.height {
+		return fail("sps-size", "SPS says %dx%d, asked for %dx%d", res.sps.Width, res.sps.Height, o.width, o.height)
 	}
-	if res.skipped != 0 {
-		return res, fail("skipped", "the collecting reader skipped %d frames", res.skipped)
+	return nil
+}
+
+// checkFeed checks that every captured frame is one of the fed access
+// units, in order, with at most o.maxFeedGaps missed.
+func checkFeed(o options, c captured, res *result, log *slog.Logger) error {
+	if c.feedErr != nil {
+		return fail("feed", "%w", c.feedErr)
 	}
-	if o.gopCheck {
-		res.gop, err = checkGOP(collected, o.keyint)
-		return res, err
+	gaps, err := matchFeed(c.feed.units, c.frames, log)
+	res.feedGaps = gaps
+	if err != nil {
+		return fail("feed-mismatch", "%w", err)
 	}
-	// With x264 the ring holds no keyframe when the late reader joins, so
-	// its first frame is one forced for it. A device that encodes keeps its
-	// own GOP (the loopback has no force-keyframe control): the reader may
-	// start at a buffered keyframe or wait for the next.
-	res.forcedAfter = int(int64(first.Seq) - int64(joinSeq))
+	if gaps > o.maxFeedGaps {
+		return fail("feed-gaps", "%d feed access units never captured, want at most %d", gaps, o.maxFeedGaps)
+	}
+	return nil
+}
+
+// checkJoin checks the late reader's first frame. With x264 the ring holds
+// no keyframe when the late reader joins, so its first frame is one forced
+// for it. A device that encodes keeps its own GOP (the loopback has no
+// force-keyframe control): the reader may start at a buffered keyframe or
+// wait for the next.
+func checkJoin(o options, l lateJoin, res *result) error {
+	res.forcedAfter = int(int64(l.first.Seq) - int64(l.seq))
 	switch {
-	case joinAt.IsZero():
-		return res, fail("no-join", "fewer than %d frames: the late reader never joined", o.ringFrames+2)
-	case first.Seq == 0:
-		return res, fail("no-join-keyframe", "the late reader got nothing")
-	case first.Kind != media.KindI:
-		return res, fail("no-join-keyframe", "the late reader started with a %s frame", first.Kind)
+	case l.at.IsZero():
+		return fail("no-join", "fewer than %d frames: the late reader never joined", o.ringFrames+2)
+	case l.first.Seq == 0:
+		return fail("no-join-keyframe", "the late reader got nothing")
+	case l.first.Kind != media.KindI:
+		return fail("no-join-keyframe", "the late reader started with a %s frame", l.first.Kind)
 	case !res.mode.Native && res.forcedAfter <= 0:
-		return res, fail("no-forced-keyframe", "the late reader started at seq %d, join at seq %d", first.Seq, joinSeq)
+		return fail("no-forced-keyframe", "the late reader started at seq %d, join at seq %d", l.first.Seq, l.seq)
 	}
-	res.forcedDelay = firstAt.Sub(joinAt)
+	res.forcedDelay = l.firstAt.Sub(l.at)
 	if !res.mode.Native && res.forcedAfter > o.forceWithinFrames {
-		return res, fail("slow-forced-keyframe", "forced keyframe %d frames after the join, want at most %d", res.forcedAfter, o.forceWithinFrames)
+		return fail("slow-forced-keyframe", "forced keyframe %d frames after the join, want at most %d", res.forcedAfter, o.forceWithinFrames)
 	}
-	return res, nil
+	return nil
 }
 
 func writeStream(o options, stream []byte) error {
