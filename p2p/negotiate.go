@@ -2,9 +2,11 @@ package p2p
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -199,4 +201,153 @@ func checkAnswer(raw string, video media.Codec) error {
 		return fmt.Errorf("%w: the answer has no video section for %s", ErrNoCommonCodec, video)
 	}
 	return nil
+}
+
+// sessionTracks is what negotiation settled: the ring sent from and the
+// tracks sent on.
+type sessionTracks struct {
+	ring    *media.Ring
+	video   *webrtc.TrackLocalStaticRTP
+	vsender *webrtc.RTPSender
+	audio   *webrtc.TrackLocalStaticRTP // nil without audio
+	release func()                      // unregisters the retransmission history
+}
+
+// negotiate applies the offer and adds the tracks: the stream the offer
+// asks for (or the one its codecs allow), its video track restricted to the
+// payload type sent on, and audio when the offer takes its codec. false
+// means the session ends with close reason 1; release is set either way.
+func (se *session) negotiate(pc *webrtc.PeerConnection, wg *sync.WaitGroup) (sessionTracks, bool) {
+	tr := sessionTracks{release: func() {}}
+	offered, err := parseOffered(se.offer.SDP)
+	if err != nil {
+		rule := RuleBadSDP
+		if errors.Is(err, ErrTooManyMLines) {
+			rule = RuleTooManyMLines
+		}
+		se.svc.drops.warn(se.log, rule, "drop 302 message", "err", err)
+		return tr, false
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
+		se.svc.drops.warn(se.log, RuleBadSDP, "drop 302 message", "err", err)
+		return tr, false
+	}
+	se.fmp4Mode(&offered)
+	if tr.ring = se.chooseRing(offered); tr.ring == nil {
+		return tr, false
+	}
+	if !se.addVideo(pc, wg, offered, &tr) {
+		return tr, false
+	}
+	return tr, se.addAudio(pc, wg, offered, &tr)
+}
+
+// chooseRing picks the ring to send from: the stream the offer asks for,
+// else the other one when only its codec is offered; nil when neither.
+func (se *session) chooseRing(offered offered) *media.Ring {
+	want := media.StreamMain
+	switch {
+	case se.offer.NoStreamType && se.svc.cfg.DefaultStream == media.StreamSub:
+		want = media.StreamSub
+	case se.offer.StreamType == 1:
+		want = media.StreamSub
+	}
+	stream, ring := pickStream(want, se.svc.media, offered)
+	if se.rec.play != nil {
+		stream, ring = se.playbackRing(stream, ring, offered)
+	}
+	if ring == nil {
+		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
+			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub), "refused_formats", offered.refused)
+		return nil
+	}
+	if stream != want {
+		se.log.Info("stream fallback: the offer lacks the codec of the stream asked for",
+			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
+	}
+	se.stream.Store(uint32(stream))
+	return ring
+}
+
+// addVideo adds the video track with the offer's fmtp for the codec sent,
+// registers its retransmission history and starts reading its RTCP.
+func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
+	tc := se.trackCodec(tr.ring.Codec())
+	video, err := newVideoTrack(tc, offered.fmtp[tc])
+	if err != nil {
+		se.log.Warn("video track", "err", err)
+		return false
+	}
+	vsender, err := pc.AddTrack(video)
+	if err != nil {
+		se.log.Warn("add video track", "err", err)
+		return false
+	}
+	if err := preferSent(pc, vsender, video, offered.video[tr.ring.Codec()]); err != nil {
+		se.log.Warn("no common codec: video codec preferences", "err", err)
+		return false
+	}
+	tr.video, tr.vsender = video, vsender
+	if ps := vsender.GetParameters(); len(ps.Encodings) > 0 {
+		h, ssrc := newHistory(se.svc.cfg.NACKBuffer), uint32(ps.Encodings[0].SSRC)
+		if se.svc.nacks.register(ssrc, h) {
+			tr.release = func() { se.svc.nacks.unregister(ssrc, h) }
+			se.hist = h
+		} else {
+			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
+		}
+	}
+	se.readVideoRTCP(wg, vsender)
+	return true
+}
+
+// addAudio adds the audio track when the offer takes the audio codec.
+func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
+	ar := se.svc.media.Audio
+	if ar == nil {
+		return true
+	}
+	if !offered.audio[ar.Codec()] {
+		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
+		return true
+	}
+	audio, err := newAudioTrack(ar.Codec())
+	if err != nil {
+		se.log.Warn("audio track", "err", err)
+		return false
+	}
+	asender, err := pc.AddTrack(audio)
+	if err != nil {
+		se.log.Warn("add audio track", "err", err)
+		return false
+	}
+	drainRTCP(wg, asender)
+	tr.audio = audio
+	return true
+}
+
+// answer creates the answer, checks that it describes what is sent and
+// hands it to the outbox; false means close reason 1.
+func (se *session) answer(pc *webrtc.PeerConnection, ring *media.Ring) bool {
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		se.log.Warn("create answer", "err", err)
+		return false
+	}
+	if err := pc.SetLocalDescription(answer); err != nil {
+		se.log.Warn("set local description", "err", err)
+		return false
+	}
+	if err := checkAnswer(answer.SDP, ring.Codec()); err != nil {
+		se.log.Warn("no common codec: the answer would not describe what is sent", "err", err)
+		return false
+	}
+	if err := se.svc.send(se.header.Reply(TypeAnswer), Answer{
+		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
+	}); errors.Is(err, ErrTooLarge) {
+		se.log.Warn("no common codec: the answer does not fit in a message", "err", err)
+		return false
+	}
+	se.ttffMarks.mark(PhaseAnswer, se.created)
+	return true
 }

@@ -168,122 +168,175 @@ func (se *session) sendPlayback(ctx context.Context, p *playback, vtrack, atrack
 	if !ok {
 		return
 	}
-	vp := newPacketizer(newPayloader(p.codec), 90000)
-	var ap *packetizer
-	acodec := media.CodecUnknown
+	pl := &player{se: se, p: p, video: video, audio: audio, first: true,
+		vp: newPacketizer(newPayloader(p.codec), 90000), acodec: media.CodecUnknown, timer: time.NewTimer(time.Hour)}
+	defer pl.timer.Stop()
 	if audio != nil && se.svc.media.Audio != nil {
-		acodec = se.svc.media.Audio.Codec()
-		ap = newPacketizer(newPayloader(acodec), 8000)
+		pl.acodec = se.svc.media.Audio.Codec()
+		pl.ap = newPacketizer(newPayloader(pl.acodec), 8000)
 	}
-	pending := p.lead
-	p.lead = nil
-	var clk playClock
-	ended, first := false, true
-	var gap time.Duration // output gap at the next anchor
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	seek := func(s playSeek) {
-		r := CommandReply{Req: s.req}
-		if err := p.src.Seek(s.t); err != nil {
-			r.Res, r.Message = ResNoRecording, err.Error()
-			se.svc.drops.warn(se.log, RuleNoRecording, "playback seek failed", "to", s.t.Unix(), "err", err)
-		} else {
-			pending, ended, gap = nil, false, seekGap
-			clk.anchored = false
-			se.log.Info("playback seek", "to", s.t.Unix())
-			se.svc.events.emitDetail(EventPlaybackSeek, se.id, int(s.t.Unix()), s.t.UTC().Format(time.RFC3339))
-		}
-		sendReply(se, s.dc, r)
-	}
+	pl.pending, p.lead = p.lead, nil
 	for {
-		if ended || p.paused.Load() {
-			select {
-			case <-p.wake:
-				if !ended && !p.paused.Load() {
-					clk.anchored, gap = false, seekGap
-					if len(pending) > 0 {
-						gap = clk.step(pending[0], int64(p.speed.Load()))
-					}
-				}
-			case s := <-p.seeks:
-				seek(s)
-			case <-ctx.Done():
+		if pl.ended || p.paused.Load() {
+			if !pl.waitResume(ctx) {
 				return
 			}
 			continue
 		}
 		select {
 		case s := <-p.seeks:
-			seek(s)
+			pl.seek(s)
 		default:
 		}
-		if len(pending) == 0 {
-			f, err := p.src.Next()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					se.svc.drops.warn(se.log, RulePlaybackFailed, "playback read failed", "err", err)
-				}
-				se.log.Info("playback end", "video_frames", se.videoFrames.Load())
-				se.svc.events.emit(EventPlaybackEnd, se.id, 0)
-				ended = true
-				continue
-			}
-			pending = append(pending, f)
+		if len(pl.pending) == 0 && !pl.read() {
+			continue
 		}
-		f := pending[0]
+		f := pl.pending[0]
 		speed := int64(p.speed.Load())
-		switch {
-		case !clk.anchored:
-			clk.anchor(f, speed, gap)
-		case speed != clk.speed:
-			clk.anchor(f, speed, clk.step(f, clk.speed))
-		case time.Duration(f.PTS-clk.lastPTS)*time.Microsecond > maxHole:
-			clk.anchor(f, speed, seekGap)
+		pl.anchor(f, speed)
+		due, alive := pl.waitDue(ctx, f, speed)
+		if !alive {
+			return
 		}
-		if wait := time.Until(clk.due(f)); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-p.wake:
-				// Paused, or a new speed: f is due again from now.
-				timer.Stop()
-				clk.anchored, gap = false, clk.step(f, speed)
-				continue
-			case s := <-p.seeks:
-				timer.Stop()
-				seek(s)
-				continue
-			case <-ctx.Done():
-				return
+		if due {
+			pl.pending = pl.pending[1:]
+			pl.send(f, speed)
+		}
+	}
+}
+
+// player is a playback session's sender: it paces the card's frames at the
+// playback speed and follows pause, resume and seek.
+type player struct {
+	se           *session
+	p            *playback
+	video, audio mediaOut
+	vp, ap       *packetizer // ap nil without audio
+	acodec       media.Codec
+	timer        *time.Timer
+
+	pending []media.Frame // read from the card, not yet sent
+	clk     playClock
+	ended   bool
+	first   bool
+	gap     time.Duration // output gap at the next anchor
+}
+
+// seek moves the playback to s.t and answers the command.
+func (pl *player) seek(s playSeek) {
+	se := pl.se
+	r := CommandReply{Req: s.req}
+	if err := pl.p.src.Seek(s.t); err != nil {
+		r.Res, r.Message = ResNoRecording, err.Error()
+		se.svc.drops.warn(se.log, RuleNoRecording, "playback seek failed", "to", s.t.Unix(), "err", err)
+	} else {
+		pl.pending, pl.ended, pl.gap = nil, false, seekGap
+		pl.clk.anchored = false
+		se.log.Info("playback seek", "to", s.t.Unix())
+		se.svc.events.emitDetail(EventPlaybackSeek, se.id, int(s.t.Unix()), s.t.UTC().Format(time.RFC3339))
+	}
+	sendReply(se, s.dc, r)
+}
+
+// waitResume waits, paused or at the end, for a resume or a seek; false
+// when ctx ended.
+func (pl *player) waitResume(ctx context.Context) bool {
+	p := pl.p
+	select {
+	case <-p.wake:
+		if !pl.ended && !p.paused.Load() {
+			pl.clk.anchored, pl.gap = false, seekGap
+			if len(pl.pending) > 0 {
+				pl.gap = pl.clk.step(pl.pending[0], int64(p.speed.Load()))
 			}
 		}
-		pending = pending[1:]
-		out := clk.sentFrame(f)
-		if f.Codec.IsAudio() {
-			if ap == nil || f.Codec != acodec || speed != 1 || p.muted.Load() || se.pause.audio.Load() || !se.admitted(audio, out) {
-				continue
-			}
-			if err := ap.write(audio, out); err != nil {
-				se.log.Debug("write audio", "err", err)
-			}
-			se.audioFrames.Add(1)
-			se.audioBytes.Add(uint64(len(f.Payload)))
-			continue
+	case s := <-p.seeks:
+		pl.seek(s)
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// read takes the next frame from the card; false at the end of the
+// recording or on a read error, which ends the playback.
+func (pl *player) read() bool {
+	se := pl.se
+	f, err := pl.p.src.Next()
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			se.svc.drops.warn(se.log, RulePlaybackFailed, "playback read failed", "err", err)
 		}
-		if f.Codec != p.codec || se.pause.skipVideo(f) || !se.admitted(video, out) {
-			continue
+		se.log.Info("playback end", "video_frames", se.videoFrames.Load())
+		se.svc.events.emit(EventPlaybackEnd, se.id, 0)
+		pl.ended = true
+		return false
+	}
+	pl.pending = append(pl.pending, f)
+	return true
+}
+
+// anchor re-anchors the clock at f when it is not anchored, the speed
+// changed, or the recording has a hole before f.
+func (pl *player) anchor(f media.Frame, speed int64) {
+	clk := &pl.clk
+	switch {
+	case !clk.anchored:
+		clk.anchor(f, speed, pl.gap)
+	case speed != clk.speed:
+		clk.anchor(f, speed, clk.step(f, clk.speed))
+	case time.Duration(f.PTS-clk.lastPTS)*time.Microsecond > maxHole:
+		clk.anchor(f, speed, seekGap)
+	}
+}
+
+// waitDue waits until f is due: due is false when a pause, a new speed or
+// a seek came first; alive is false when ctx ended.
+func (pl *player) waitDue(ctx context.Context, f media.Frame, speed int64) (due, alive bool) {
+	wait := time.Until(pl.clk.due(f))
+	if wait <= 0 {
+		return true, true
+	}
+	pl.timer.Reset(wait)
+	select {
+	case <-pl.timer.C:
+		return true, true
+	case <-pl.p.wake:
+		// Paused, or a new speed: f is due again from now.
+		pl.timer.Stop()
+		pl.clk.anchored, pl.gap = false, pl.clk.step(f, speed)
+	case s := <-pl.p.seeks:
+		pl.timer.Stop()
+		pl.seek(s)
+	case <-ctx.Done():
+		return false, false
+	}
+	return false, true
+}
+
+// send writes f, retimed by the clock, on its track: audio only at speed 1
+// and unmuted.
+func (pl *player) send(f media.Frame, speed int64) {
+	se := pl.se
+	out := pl.clk.sentFrame(f)
+	if f.Codec.IsAudio() {
+		if pl.ap == nil || f.Codec != pl.acodec || speed != 1 || pl.p.muted.Load() || se.pause.audio.Load() || !se.admitted(pl.audio, out) {
+			return
 		}
-		if err := vp.write(video, out); err != nil {
-			se.log.Debug("write video", "err", err)
+		if err := pl.ap.write(pl.audio, out); err != nil {
+			se.log.Debug("write audio", "err", err)
 		}
-		se.videoFrames.Add(1)
-		se.videoBytes.Add(uint64(len(f.Payload)))
-		if first {
-			first = false
-			ttff := time.Since(se.created)
-			se.ttffMarks.markAt(PhaseKeyframe, ttff)
-			se.ttff.Store(int64(ttff))
-			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "playback", true)
-		}
+		se.audioFrames.Add(1)
+		se.audioBytes.Add(uint64(len(f.Payload)))
+		return
+	}
+	if f.Codec != pl.p.codec || se.pause.skipVideo(f) || !se.admitted(pl.video, out) {
+		return
+	}
+	if err := pl.vp.write(pl.video, out); err != nil {
+		se.log.Debug("write video", "err", err)
+	}
+	if ttff, first := se.videoSent(f, &pl.first); first {
+		se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "playback", true)
 	}
 }

@@ -147,17 +147,10 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	if !ok {
 		return
 	}
-	rd := ring.NewReader()
-	var pending *media.Reader // the stream being switched to
-	var pendingStream media.Stream
-	defer func() {
-		rd.Close()
-		if pending != nil {
-			pending.Close()
-		}
-	}()
+	sw := &streamSwitcher{se: se, ring: ring, rd: ring.NewReader()}
+	defer sw.close()
 	if audio != nil && se.svc.media.Audio != nil {
-		se.startAudio(ctx, wg, rd, audio)
+		se.startAudio(ctx, wg, sw.rd, audio)
 	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	vp.ring, vp.frags = ring, se.svc.nacks.frags
@@ -166,73 +159,30 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		// from the ring.
 		vp.hist = se.hist
 	}
+	sw.vp = vp
 	first := true
 	var lastWall int64
 	var ask keyframeAsk
 	rebase := false // rd moved back: the next frame's timestamp follows the last one sent
-	for {
-		if ctx.Err() != nil {
-			return
-		}
+	for ctx.Err() == nil {
 		select {
 		case <-se.keyc:
-			rebase = ask.serve(se, ring, rd) || rebase
+			rebase = ask.serve(se, sw.ring, sw.rd) || rebase
 		default:
 		}
 		select {
 		case s := <-se.switchc:
-			next := se.svc.media.ring(s)
-			if pending != nil {
-				pending.Close()
-				pending = nil
-			}
-			if next == nil || next == ring {
-				break
-			}
-			pending, pendingStream = next.NewReaderAt(lastWall+1), s
-			se.log.Info("stream switch requested", "stream", s.String())
+			sw.request(s, lastWall)
 		default:
 		}
-
-		var f media.Frame
-		var skipped int
-		var err error
-		if pending != nil {
-			var ok bool
-			if f, _, ok, err = pending.TryNext(); ok {
-				rd.Close()
-				rd, pending = pending, nil
-				ring = se.svc.media.ring(pendingStream)
-				vp.payloader = newPayloader(ring.Codec())
-				vp.ring = ring
-				vp.rebase(f)
-				se.stream.Store(uint32(pendingStream))
-				se.log.Info("stream switch", "stream", pendingStream.String())
-				se.svc.events.emitDetail(EventStreamSwitch, se.id, int(pendingStream)-int(media.StreamMain), pendingStream.String())
-			} else if err == nil {
-				if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
-					if !se.wait(ctx, rd, pending) {
-						return
-					}
-					continue
-				}
-			}
-		} else {
-			var ok bool
-			if f, skipped, ok, err = rd.TryNext(); !ok && err == nil {
-				if !se.wait(ctx, rd, nil) {
-					return
-				}
-				continue
-			}
-		}
-		if err != nil {
+		f, skipped, st := sw.next(ctx)
+		if st == nextStop {
 			return
 		}
-		if skipped > 0 {
-			se.skipped.video.Add(uint64(skipped))
-			se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.video.Load())
+		if st == nextRetry {
+			continue
 		}
+		se.noteSkipped(skipped)
 		if se.pause.skipVideo(f) || !se.admitted(video, f) {
 			lastWall = f.Timestamp
 			continue
@@ -245,24 +195,51 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 			se.log.Debug("write video", "err", err)
 		}
 		lastWall = f.Timestamp
-		se.videoFrames.Add(1)
-		se.videoBytes.Add(uint64(len(f.Payload)))
-		if first {
-			first = false
-			ttff := time.Since(se.created)
-			se.ttffMarks.markAt(PhaseKeyframe, ttff)
-			se.ttff.Store(int64(ttff))
+		if ttff, firstSent := se.videoSent(f, &first); firstSent {
 			b := se.ttffMarks.breakdown()
 			se.log.Debug("first frame sent", "kind", f.Kind.String(), "ttff", ttff, "offer_to_answer", b.OfferToAnswer,
 				"answer_to_ice", b.AnswerToICE, "ice_to_dtls", b.ICEToDTLS, "dtls_to_keyframe", b.DTLSToKeyframe)
 		}
-		if time.Now().UnixMilli()-f.Timestamp > behindLive {
-			select {
-			case <-time.After(catchUpGap):
-			case <-ctx.Done():
-				return
-			}
+		if !se.catchUp(ctx, f) {
+			return
 		}
+	}
+}
+
+// videoSent counts a video frame sent; the first one (*first) sets the
+// session's TTFF, which it returns with true.
+func (se *session) videoSent(f media.Frame, first *bool) (time.Duration, bool) {
+	se.videoFrames.Add(1)
+	se.videoBytes.Add(uint64(len(f.Payload)))
+	if !*first {
+		return 0, false
+	}
+	*first = false
+	ttff := time.Since(se.created)
+	se.ttffMarks.markAt(PhaseKeyframe, ttff)
+	se.ttff.Store(int64(ttff))
+	return ttff, true
+}
+
+// noteSkipped counts and logs frames a slow session skipped.
+func (se *session) noteSkipped(skipped int) {
+	if skipped > 0 {
+		se.skipped.video.Add(uint64(skipped))
+		se.log.Info("slow session skipped to keyframe", "skipped", skipped, "total_skipped", se.skipped.video.Load())
+	}
+}
+
+// catchUp paces frames read from the ring's backlog catchUpGap apart; false
+// when ctx ended.
+func (se *session) catchUp(ctx context.Context, f media.Frame) bool {
+	if time.Now().UnixMilli()-f.Timestamp <= behindLive {
+		return true
+	}
+	select {
+	case <-time.After(catchUpGap):
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

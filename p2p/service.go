@@ -434,88 +434,100 @@ func (s *Service) handle(ctx context.Context, t *table, data json.RawMessage) {
 		return
 	}
 	se := t.live[h.SessionID]
-
 	switch h.Type {
 	case TypeOffer:
 		if se != nil {
 			s.drops.warn(log, RuleDuplicateOffer, "drop 302 message", "err", "session already live")
 			return
 		}
-		offer, err := DecodeOffer(m.Msg)
-		if err != nil {
-			s.drops.warn(log, RuleBadOffer, "drop 302 message", "err", err)
-			return
-		}
-		if err := VerifyAuth(offer.Auth, s.cred.P2PPassword, s.cred.DevID, h.From, s.cfg.Now()); err != nil {
-			s.drops.warn(log, RuleAuthFailed, "auth failed", "reason", authReason(err), "err", err)
-			if !s.refuse(h, CloseAuth) {
-				// An app past its refusals that still offers with a bad
-				// token is flooding: its offers are dropped unread for a
-				// while, before they cost a decode.
-				s.in.penalize(h.From, time.Now().Add(penaltyTime))
-			}
-			return
-		}
-		if s.refusePrivate(h, log) {
-			return
-		}
-		if len(t.live) >= s.cfg.MaxClients {
-			s.drops.warn(log, RuleSessionsFull, "incoming connection refused", "reason", "sessions full",
-				"sessions", len(t.live), "closing", len(t.closing), "max_clients", s.cfg.MaxClients)
-			s.refuse(h, CloseBusy)
-			return
-		}
-		ok, borrowed := s.reserve(t)
-		if !ok {
-			b := s.cfg.Budget
-			s.drops.warn(log, RuleNoMemory, "alloc resource failed", "reason", "media memory budget exhausted",
-				"needed", SessionCost(s.cfg.NACKBuffer), "available", b.Available(), "sessions", len(t.live))
-			s.refuse(h, CloseNoMemory)
-			return
-		}
-		se = newSession(s, h, offer, log)
-		se.borrowed = borrowed
-		t.live[h.SessionID] = se
-		log.Info("session start", "stream_type", offer.StreamType, "sessions", len(t.live))
-		go se.run(ctx)
-
+		s.handleOffer(ctx, t, m, log)
 	case TypeCandidate, TypeDisconnect:
-		if se == nil {
-			if e, ok := s.recent[h.SessionID]; ok && e.from == h.From {
-				// The app's goodbye crossing the device's, or candidates
-				// still on their way: normal at the end of a session.
-				log.Debug("drop 302 message", "rule", string(RuleUnknownSession), "type", h.Type, "ended", time.Since(e.at).Round(time.Millisecond))
-				return
-			}
-			s.drops.warn(log, RuleUnknownSession, "drop 302 message", "type", h.Type)
-			return
-		}
-		if h.From != se.header.From {
-			s.drops.warn(log, RuleFromMismatch, "drop 302 message", "type", h.Type)
-			return
-		}
-		if h.Type == TypeDisconnect {
-			// The slot is free now, before the teardown: the app's next
-			// offer, already behind this message, must find it free.
-			d, err := DecodeDisconnect(m.Msg)
-			if err != nil {
-				log.Info("disconnect with malformed msg, closing anyway", "err", err)
-			}
-			log.Info("disconnect from app", "close_reason", d.CloseReason)
-			s.startClose(t, se)
-			se.stop(CloseUser, false)
-			return
-		}
-		if se.remoteCands >= MaxRemoteCandidates {
-			s.drops.warn(log, RuleTooManyCandidates, "drop 302 message", "limit", MaxRemoteCandidates)
-			return
-		}
-		se.remoteCands++
-		se.deliver(m)
-
+		s.handleSessionMessage(t, se, m, log)
 	default:
 		s.drops.warn(log, RuleUnexpectedType, "drop 302 message", "type", h.Type)
 	}
+}
+
+// handleOffer admits an offer for a new session: auth, privacy, the number
+// of sessions and the memory budget, in that order, each refusal with its
+// close reason; an admitted one enters the table and starts.
+func (s *Service) handleOffer(ctx context.Context, t *table, m Message, log *slog.Logger) {
+	h := m.Header
+	offer, err := DecodeOffer(m.Msg)
+	if err != nil {
+		s.drops.warn(log, RuleBadOffer, "drop 302 message", "err", err)
+		return
+	}
+	if err := VerifyAuth(offer.Auth, s.cred.P2PPassword, s.cred.DevID, h.From, s.cfg.Now()); err != nil {
+		s.drops.warn(log, RuleAuthFailed, "auth failed", "reason", authReason(err), "err", err)
+		if !s.refuse(h, CloseAuth) {
+			// An app past its refusals that still offers with a bad
+			// token is flooding: its offers are dropped unread for a
+			// while, before they cost a decode.
+			s.in.penalize(h.From, time.Now().Add(penaltyTime))
+		}
+		return
+	}
+	if s.refusePrivate(h, log) {
+		return
+	}
+	if len(t.live) >= s.cfg.MaxClients {
+		s.drops.warn(log, RuleSessionsFull, "incoming connection refused", "reason", "sessions full",
+			"sessions", len(t.live), "closing", len(t.closing), "max_clients", s.cfg.MaxClients)
+		s.refuse(h, CloseBusy)
+		return
+	}
+	ok, borrowed := s.reserve(t)
+	if !ok {
+		b := s.cfg.Budget
+		s.drops.warn(log, RuleNoMemory, "alloc resource failed", "reason", "media memory budget exhausted",
+			"needed", SessionCost(s.cfg.NACKBuffer), "available", b.Available(), "sessions", len(t.live))
+		s.refuse(h, CloseNoMemory)
+		return
+	}
+	se := newSession(s, h, offer, log)
+	se.borrowed = borrowed
+	t.live[h.SessionID] = se
+	log.Info("session start", "stream_type", offer.StreamType, "sessions", len(t.live))
+	go se.run(ctx)
+}
+
+// handleSessionMessage hands a candidate to its session, or closes the
+// session on the app's disconnect.
+func (s *Service) handleSessionMessage(t *table, se *session, m Message, log *slog.Logger) {
+	h := m.Header
+	if se == nil {
+		if e, ok := s.recent[h.SessionID]; ok && e.from == h.From {
+			// The app's goodbye crossing the device's, or candidates
+			// still on their way: normal at the end of a session.
+			log.Debug("drop 302 message", "rule", string(RuleUnknownSession), "type", h.Type, "ended", time.Since(e.at).Round(time.Millisecond))
+			return
+		}
+		s.drops.warn(log, RuleUnknownSession, "drop 302 message", "type", h.Type)
+		return
+	}
+	if h.From != se.header.From {
+		s.drops.warn(log, RuleFromMismatch, "drop 302 message", "type", h.Type)
+		return
+	}
+	if h.Type == TypeDisconnect {
+		// The slot is free now, before the teardown: the app's next
+		// offer, already behind this message, must find it free.
+		d, err := DecodeDisconnect(m.Msg)
+		if err != nil {
+			log.Info("disconnect with malformed msg, closing anyway", "err", err)
+		}
+		log.Info("disconnect from app", "close_reason", d.CloseReason)
+		s.startClose(t, se)
+		se.stop(CloseUser, false)
+		return
+	}
+	if se.remoteCands >= MaxRemoteCandidates {
+		s.drops.warn(log, RuleTooManyCandidates, "drop 302 message", "limit", MaxRemoteCandidates)
+		return
+	}
+	se.remoteCands++
+	se.deliver(m)
 }
 
 // release returns an ended session's share of the memory budget.

@@ -179,28 +179,48 @@ func (se *session) run(parent context.Context) {
 }
 
 // serve runs the session until it ends and returns why, and whether the app
-// must be told.
+// must be told: the peer connection and its answer (negotiate.go), then the
+// session's event loop.
 func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, bool) {
-	cfg := &se.svc.cfg
 	se.rec = se.newRecSession(ctx, wg)
 	if se.offer.Replay.On() {
 		if r, ok := se.openReplay(); !ok {
 			return r, true
 		}
 	}
-	se.svc.pcs.Add(1)
-	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
+	pc, ev, err := se.newPeer(ctx)
 	if err != nil {
 		se.log.Warn("create peer connection", "err", err)
 		return CloseUnknown, true
 	}
-	se.pc.Store(pc)
+	hooks := se.hook(ctx, pc)
+	tr, ok := se.negotiate(pc, wg)
+	defer tr.release()
+	if !ok || !se.answer(pc, tr.ring) {
+		return CloseCodec, true
+	}
+	return se.loop(ctx, wg, pc, ev, hooks, tr)
+}
 
-	cands := make(chan *webrtc.ICECandidate, 8)
-	states := make(chan webrtc.PeerConnectionState, 8)
+// peerEvents are the peer connection's callbacks, handed to the event loop.
+type peerEvents struct {
+	cands  chan *webrtc.ICECandidate
+	states chan webrtc.PeerConnectionState
+}
+
+// newPeer makes the session's peer connection and routes its callbacks to
+// the event loop.
+func (se *session) newPeer(ctx context.Context) (*webrtc.PeerConnection, peerEvents, error) {
+	ev := peerEvents{cands: make(chan *webrtc.ICECandidate, 8), states: make(chan webrtc.PeerConnectionState, 8)}
+	se.svc.pcs.Add(1)
+	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
+	if err != nil {
+		return nil, ev, err
+	}
+	se.pc.Store(pc)
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		select {
-		case cands <- c:
+		case ev.cands <- c:
 		case <-ctx.Done():
 		}
 	})
@@ -211,111 +231,18 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		select {
-		case states <- st:
+		case ev.states <- st:
 		case <-ctx.Done():
 		}
 	})
+	return pc, ev, nil
+}
 
-	hooks := se.hook(ctx, pc)
-
-	offered, err := parseOffered(se.offer.SDP)
-	if err != nil {
-		rule := RuleBadSDP
-		if errors.Is(err, ErrTooManyMLines) {
-			rule = RuleTooManyMLines
-		}
-		se.svc.drops.warn(se.log, rule, "drop 302 message", "err", err)
-		return CloseCodec, true
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: se.offer.SDP}); err != nil {
-		se.svc.drops.warn(se.log, RuleBadSDP, "drop 302 message", "err", err)
-		return CloseCodec, true
-	}
-	se.fmp4Mode(&offered)
-	want := media.StreamMain
-	switch {
-	case se.offer.NoStreamType && se.svc.cfg.DefaultStream == media.StreamSub:
-		want = media.StreamSub
-	case se.offer.StreamType == 1:
-		want = media.StreamSub
-	}
-	stream, ring := pickStream(want, se.svc.media, offered)
-	if se.rec.play != nil {
-		stream, ring = se.playbackRing(stream, ring, offered)
-	}
-	if ring == nil {
-		se.log.Warn("no common codec: the offer accepts none of the streams' codecs", "stream", want.String(),
-			"main", codecOf(se.svc.media.Main), "sub", codecOf(se.svc.media.Sub), "refused_formats", offered.refused)
-		return CloseCodec, true
-	}
-	if stream != want {
-		se.log.Info("stream fallback: the offer lacks the codec of the stream asked for",
-			"asked", want.String(), "asked_codec", codecOf(se.svc.media.ring(want)), "sending", stream.String(), "codec", ring.Codec().String())
-	}
-	se.stream.Store(uint32(stream))
-	tc := se.trackCodec(ring.Codec())
-	video, err := newVideoTrack(tc, offered.fmtp[tc])
-	if err != nil {
-		se.log.Warn("video track", "err", err)
-		return CloseCodec, true
-	}
-	vsender, err := pc.AddTrack(video)
-	if err != nil {
-		se.log.Warn("add video track", "err", err)
-		return CloseCodec, true
-	}
-	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()]); err != nil {
-		se.log.Warn("no common codec: video codec preferences", "err", err)
-		return CloseCodec, true
-	}
-	if ps := vsender.GetParameters(); len(ps.Encodings) > 0 {
-		h, ssrc := newHistory(cfg.NACKBuffer), uint32(ps.Encodings[0].SSRC)
-		if se.svc.nacks.register(ssrc, h) {
-			defer se.svc.nacks.unregister(ssrc, h)
-			se.hist = h
-		} else {
-			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
-		}
-	}
-	se.readVideoRTCP(wg, vsender)
-	var audio *webrtc.TrackLocalStaticRTP
-	if ar := se.svc.media.Audio; ar != nil && !offered.audio[ar.Codec()] {
-		se.log.Info("no audio: the offer lacks the audio codec", "codec", ar.Codec().String())
-	} else if ar != nil {
-		if audio, err = newAudioTrack(ar.Codec()); err != nil {
-			se.log.Warn("audio track", "err", err)
-			return CloseCodec, true
-		}
-		asender, err := pc.AddTrack(audio)
-		if err != nil {
-			se.log.Warn("add audio track", "err", err)
-			return CloseCodec, true
-		}
-		drainRTCP(wg, asender)
-	}
-
-	answer, err := pc.CreateAnswer(nil)
-	if err != nil {
-		se.log.Warn("create answer", "err", err)
-		return CloseCodec, true
-	}
-	if err := pc.SetLocalDescription(answer); err != nil {
-		se.log.Warn("set local description", "err", err)
-		return CloseCodec, true
-	}
-	if err := checkAnswer(answer.SDP, ring.Codec()); err != nil {
-		se.log.Warn("no common codec: the answer would not describe what is sent", "err", err)
-		return CloseCodec, true
-	}
-	if err := se.svc.send(se.header.Reply(TypeAnswer), Answer{
-		Mode: ModeWebRTC, SDP: answer.SDP, Token: se.offer.Token, TCPToken: se.offer.TCPToken,
-	}); errors.Is(err, ErrTooLarge) {
-		se.log.Warn("no common codec: the answer does not fit in a message", "err", err)
-		return CloseCodec, true
-	}
-	se.ttffMarks.mark(PhaseAnswer, se.created)
-
-	liveness := time.NewTimer(cfg.LivenessTimeout)
+// loop is the session's event loop once the answer is out: candidates both
+// ways, the peer connection's states, talkback tracks and control commands,
+// until the session ends.
+func (se *session) loop(ctx context.Context, wg *sync.WaitGroup, pc *webrtc.PeerConnection, ev peerEvents, hooks sessionHooks, tr sessionTracks) (CloseReason, bool) {
+	liveness := time.NewTimer(se.svc.cfg.LivenessTimeout)
 	defer liveness.Stop()
 	started := false
 	for {
@@ -329,46 +256,31 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		case m := <-se.in:
 			se.addCandidate(pc, m)
 
-		case c := <-cands:
+		case c := <-ev.cands:
 			line := ""
 			if c != nil {
 				line = CandidateLine(c.ToJSON().Candidate)
 			}
 			_ = se.svc.send(se.header.Reply(TypeCandidate), Candidate{Mode: ModeWebRTC, Candidate: line})
 
-		case st := <-states:
+		case st := <-ev.states:
 			se.log.Debug("peer connection state", "state", st.String())
 			switch st {
 			case webrtc.PeerConnectionStateConnected:
 				se.ttffMarks.mark(PhaseDTLS, se.created)
 				liveness.Stop()
-				if started {
-					continue
+				if !started {
+					started = true
+					se.startSending(ctx, wg, tr)
 				}
-				started = true
-				it := vsender.Transport().ICETransport()
-				se.ice.Store(it)
-				if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil {
-					t := pair.Local.Typ.String()
-					se.candType.Store(&t)
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if p := se.rec.play; p != nil {
-						se.sendPlayback(ctx, p, video, audio)
-						return
-					}
-					se.sendMedia(ctx, wg, ring, video, audio)
-				}()
 			case webrtc.PeerConnectionStateFailed:
 				return CloseTimeout, true
 			case webrtc.PeerConnectionStateClosed:
 				return CloseUser, false
 			}
 
-		case tr := <-hooks.tracks:
-			se.startTalk(wg, tr)
+		case t := <-hooks.tracks:
+			se.startTalk(wg, t)
 
 		case m := <-hooks.cmds:
 			se.command(m)
@@ -377,6 +289,24 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 			return CloseTimeout, true
 		}
 	}
+}
+
+// startSending notes the selected candidate pair and starts the sender: the
+// ring's frames, or the card's in a playback session.
+func (se *session) startSending(ctx context.Context, wg *sync.WaitGroup, tr sessionTracks) {
+	it := tr.vsender.Transport().ICETransport()
+	se.ice.Store(it)
+	if pair, err := it.GetSelectedCandidatePair(); err == nil && pair != nil {
+		t := pair.Local.Typ.String()
+		se.candType.Store(&t)
+	}
+	wg.Go(func() {
+		if p := se.rec.play; p != nil {
+			se.sendPlayback(ctx, p, tr.video, tr.audio)
+			return
+		}
+		se.sendMedia(ctx, wg, tr.ring, tr.video, tr.audio)
+	})
 }
 
 // addCandidate gives the peer connection one of the app's candidates.
