@@ -27,7 +27,7 @@ const (
 	CmdPlaybackStop       = "playback_stop" // ends the session (close reason 9)
 )
 
-// Result codes of playback commands, beside those of datachannel.go.
+// Result codes of playback commands, beside those of controlchannel.go.
 const (
 	ResNoRecording  = 7  // nothing recorded at the time asked for
 	ResNotPlayback  = 8  // the session plays the live stream

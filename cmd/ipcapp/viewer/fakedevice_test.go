@@ -252,7 +252,7 @@ func (d *fakeDevice) loop() {
 }
 
 // control answers a 312 request for an unknown session itself and hands
-// the others to their session, as ipcd does (p2p/control.go).
+// the others to their session, as ipcd does (p2p/protocol312.go).
 func (d *fakeDevice) control(sessions map[string]fakeSession, data json.RawMessage) {
 	h, v, err := p2p.DecodeControl(data)
 	if err != nil {
