@@ -75,3 +75,23 @@ var (
 	// ErrSpeakerWriteTooLarge means one write exceeds MaxSpeakerWrite.
 	ErrSpeakerWriteTooLarge = errors.New("speaker write too large")
 )
+
+// Feed protocol and source errors. A connection whose stream produces any of
+// the protocol errors is closed: after a bad header the byte stream cannot be
+// trusted to be in step with messages.
+var (
+	ErrFeedMagic        = errors.New("feed header: bad magic")
+	ErrFeedVersion      = errors.New("feed header: unsupported version")
+	ErrFeedField        = errors.New("feed header: bad stream, kind, codec or reserved field")
+	ErrFeedLength       = errors.New("feed header: payload length out of range")
+	ErrFeedTruncated    = errors.New("feed message truncated")
+	ErrFeedTimeout      = errors.New("feed message not completed within the read timeout")
+	ErrFeedSourceConfig = errors.New("invalid feed source config")
+	ErrFeedInUse        = errors.New("feed socket is served by another process")
+	ErrFeedNoHeader     = errors.New("feed connection sent no header within the first-header timeout")
+	ErrFeedBusy         = errors.New("every feed producer slot is taken by a live producer")
+)
+
+// ErrFeedNotRequest is returned by DecodeFeedKeyframeRequest for bytes
+// that are not a keyframe request.
+var ErrFeedNotRequest = errors.New("feed message is not a keyframe request")

@@ -2,7 +2,6 @@ package media
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
@@ -27,22 +26,6 @@ const (
 	feedOffTimestamp = 16
 	feedOffLength    = 24
 	feedOffReserved  = 28
-)
-
-// Feed protocol and source errors. A connection whose stream produces any of
-// the protocol errors is closed: after a bad header the byte stream cannot be
-// trusted to be in step with messages.
-var (
-	ErrFeedMagic        = errors.New("feed header: bad magic")
-	ErrFeedVersion      = errors.New("feed header: unsupported version")
-	ErrFeedField        = errors.New("feed header: bad stream, kind, codec or reserved field")
-	ErrFeedLength       = errors.New("feed header: payload length out of range")
-	ErrFeedTruncated    = errors.New("feed message truncated")
-	ErrFeedTimeout      = errors.New("feed message not completed within the read timeout")
-	ErrFeedSourceConfig = errors.New("invalid feed source config")
-	ErrFeedInUse        = errors.New("feed socket is served by another process")
-	ErrFeedNoHeader     = errors.New("feed connection sent no header within the first-header timeout")
-	ErrFeedBusy         = errors.New("every feed producer slot is taken by a live producer")
 )
 
 // FeedHeader is the metadata the capture application sends ahead of each frame.
@@ -129,10 +112,6 @@ func (h FeedHeader) validate() error {
 // stream to be a keyframe (IDR). Codec, pts_us and length are 0;
 // timestamp_ms is when ipcd asked. It never appears in a frame header.
 const FeedKindKeyframeRequest = 4
-
-// ErrFeedNotRequest is returned by DecodeFeedKeyframeRequest for bytes
-// that are not a keyframe request.
-var ErrFeedNotRequest = errors.New("feed message is not a keyframe request")
 
 // AppendFeedKeyframeRequest appends the wire form of a keyframe request for
 // video stream s, made at unix millisecond ts.

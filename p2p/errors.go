@@ -51,3 +51,11 @@ var (
 )
 
 var errUnsupportedCodec = errors.New("unsupported codec")
+
+// Playback and download.
+var (
+	// ErrNoRecording means nothing on the card covers the time asked for.
+	ErrNoRecording = errors.New("no recording")
+	// ErrRecordingOff means the device records nothing (record.path empty).
+	ErrRecordingOff = errors.New("recording off")
+)

@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -65,13 +64,6 @@ func (r *TimeRange) UnmarshalJSON(b []byte) error {
 	r.Start, r.End = time.Unix(j.Start, 0), time.Unix(j.End, 0)
 	return nil
 }
-
-var (
-	// ErrNoRecording means nothing on the card covers the time asked for.
-	ErrNoRecording = errors.New("no recording")
-	// ErrRecordingOff means the device records nothing (record.path empty).
-	ErrRecordingOff = errors.New("recording off")
-)
 
 // Replay is the replay member of a format-A offer: the session plays the
 // card's recording of start_time..end_time (unix seconds) instead of the
