@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-wan test-interop demo bench fmt vet clean demo-check
+.PHONY: all build test test-interop demo bench fmt vet clean demo-check
 
 all: build
 
@@ -18,15 +18,10 @@ build:
 # pass without it.
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
-	$(GO) test -count=1 -timeout 5m -run 'Flood' ./cmd/ipcd/
+	$(GO) test -count=1 -timeout 5m -run 'Flood|WANLoss' ./cmd/ipcd/ ./p2p/
 
 # go2rtc's Tuya client against ipcd: its own module (test/interop), run as
 # root since it makes a network namespace; needs mosquitto and ffprobe.
-# Frames decoded over the vnet WAN at 1 % loss, in real time: on a quiet
-# machine, without the race detector.
-test-wan:
-	TEST_WAN=1 $(GO) test -count=1 -timeout 5m -run 'WANLoss' -v ./p2p/
-
 test-interop:
 	cd test/interop && $(GO) vet . && $(GO) test -count=1 -timeout 10m -v .
 

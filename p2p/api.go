@@ -67,6 +67,11 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 			return nil, fmt.Errorf("register codec %s: %w", c.p.MimeType, err)
 		}
 	}
+	for _, c := range rtxCodecs() {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("register codec %s %s: %w", c.MimeType, c.SDPFmtpLine, err)
+		}
+	}
 
 	ir := &interceptor.Registry{}
 	responder, err := nack.NewResponderInterceptor(nack.ResponderSize(uint16(cfg.NACKBuffer)),

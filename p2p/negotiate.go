@@ -190,8 +190,8 @@ func checkAnswer(raw string, video media.Codec) error {
 		if md.MediaName.Media != "video" {
 			continue
 		}
-		if len(md.MediaName.Formats) != 1 {
-			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, len(md.MediaName.Formats), video)
+		if n := len(md.MediaName.Formats) - rtxFormats(md); n != 1 {
+			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, n, video)
 		}
 		hasVideo = true
 	}

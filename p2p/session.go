@@ -249,7 +249,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		se.log.Warn("add video track", "err", err)
 		return CloseCodec, true
 	}
-	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()]); err != nil {
+	if err := preferSent(pc, vsender, video, offered.video[ring.Codec()], se.offer.SDP); err != nil {
 		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return CloseCodec, true
 	}
@@ -371,15 +371,20 @@ func (se *session) addCandidate(pc *webrtc.PeerConnection, m Message) {
 }
 
 // preferSent restricts the video section of the answer to the one codec
-// the session sends, under the offer's payload type for it.
-func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType) error {
+// the session sends, under the offer's payload type for it, and its RTX
+// format when the offer has one.
+func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType, offer string) error {
 	for _, tr := range pc.GetTransceivers() {
 		if tr.Sender() != s {
 			continue
 		}
 		c := track.Codec()
 		c.RTCPFeedback = videoFeedback
-		return tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}})
+		prefs := []webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}}
+		if rtx, ok := offeredRTX(offer, pt); ok {
+			prefs = append(prefs, rtxFormat(rtx, pt))
+		}
+		return tr.SetCodecPreferences(prefs)
 	}
 	return errors.New("video sender has no transceiver")
 }

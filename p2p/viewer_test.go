@@ -102,6 +102,12 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 			t.Fatal(err)
 		}
 	}
+	if opt.decode != nil {
+		// Like a browser's: retransmissions in an RTX stream.
+		if err := me.RegisterCodec(rtxFormat(98, 97), webrtc.RTPCodecTypeVideo); err != nil {
+			t.Fatal(err)
+		}
+	}
 	se := opt.se
 	if se == nil {
 		se = &webrtc.SettingEngine{}
