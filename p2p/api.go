@@ -39,7 +39,7 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 // newAPI builds the one pion API the service uses for every session. The
 // interceptor set is trimmed to what a sending camera needs: NACK
 // retransmission from a bounded history, and sender reports.
-func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
+func newAPI(cfg Config, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -74,6 +74,7 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	}
 
 	ir := &interceptor.Registry{}
+	ir.Add(&proberFactory{reg: rtx}) // ahead of the responder: it numbers the responder's RTX packets
 	responder, err := nack.NewResponderInterceptor(nack.ResponderSize(uint16(cfg.NACKBuffer)),
 		nack.WithResponderLoggerFactory(pionLogs{log: log}))
 	if err != nil {

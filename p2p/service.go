@@ -26,6 +26,7 @@ type Config struct {
 	UDPPortRange       [2]uint16
 	LivenessTimeout    time.Duration
 	NACKBuffer         int
+	Adapt              AdaptConfig // per-viewer adaptation; on unless Off
 	NetworkInterfaces  []string
 	LoopbackCandidates bool
 	// QueueSize bounds the inbound signaling queue and the outbound one;
@@ -88,6 +89,7 @@ func (c *Config) setDefaults() {
 	if c.EventQueue == 0 {
 		c.EventQueue = 64
 	}
+	c.Adapt.setDefaults()
 }
 
 // Media is the set of rings sessions read from. Sub may be nil.
@@ -112,6 +114,7 @@ type Service struct {
 	media Media
 	log   *slog.Logger
 	api   *webrtc.API
+	rtx   *rtxRegistry // the sessions' RTX streams, for probes
 
 	in      *inbox
 	out     *outbox
@@ -138,7 +141,8 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		return nil, errors.New("p2p: the main stream ring is required")
 	}
 	log = log.With("component", "p2p")
-	api, err := newAPI(cfg, log)
+	rtx := &rtxRegistry{}
+	api, err := newAPI(cfg, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -154,6 +158,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		media:   m,
 		log:     log,
 		api:     api,
+		rtx:     rtx,
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),
 		out:     newOutbox(pub, cfg.QueueSize, log, drops),
