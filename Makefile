@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-interop demo bench fmt vet clean demo-check
+.PHONY: all build test test-adapt test-interop demo bench fmt vet clean demo-check
 
 all: build
 
@@ -19,6 +19,12 @@ build:
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -timeout 5m -run 'Flood|WANLoss' ./cmd/ipcd/ ./p2p/
+
+# Per-viewer adaptation through a 1 Mbit/s token bucket between network
+# namespaces (root, ip, tc, ffmpeg), counting frames decoded in real time:
+# without the race detector.
+test-adapt:
+	$(GO) test -count=1 -timeout 5m -run 'TestAdaptTBF' -v ./p2p/
 
 # go2rtc's Tuya client against ipcd: its own module (test/interop), run as
 # root since it makes a network namespace; needs mosquitto and ffprobe.

@@ -140,6 +140,13 @@ type StreamConfig struct {
 	// Talkback is auto (a session that sends audio takes a free speaker)
 	// or explicit (only speaker_start or 312 speaker 1 take it).
 	Talkback string `yaml:"talkback"`
+	// Per-viewer adaptation (p2p.AdaptConfig): on|off and its thresholds.
+	Adapt        string        `yaml:"adapt"`
+	AdaptLoss    int           `yaml:"adapt_loss"` // percent
+	AdaptDelay   time.Duration `yaml:"adapt_delay"`
+	AdaptHold    time.Duration `yaml:"adapt_hold"`
+	AdaptHoldMax time.Duration `yaml:"adapt_hold_max"`
+	AdaptProbe   time.Duration `yaml:"adapt_probe"`
 }
 
 // ICEServer is a STUN or TURN server, shaped like the browser's RTCIceServer.
@@ -207,6 +214,12 @@ func DefaultConfig() Config {
 			LivenessTimeout: 20 * time.Second,
 			NACKBuffer:      256,
 			Talkback:        "auto",
+			Adapt:           "on",
+			AdaptLoss:       int(p2p.DefaultAdaptConfig().Loss * 100),
+			AdaptDelay:      p2p.DefaultAdaptConfig().Delay,
+			AdaptHold:       p2p.DefaultAdaptConfig().Hold,
+			AdaptHoldMax:    p2p.DefaultAdaptConfig().HoldMax,
+			AdaptProbe:      p2p.DefaultAdaptConfig().Probe,
 		},
 		Media: MediaConfig{
 			MemoryMB:      5,
@@ -933,6 +946,28 @@ func (c *Config) validateStream(p *problems) {
 	if !validNACKBuffer(s.NACKBuffer) {
 		p.add("stream.nack_buffer", "must be a power of two between 1 and 32768, got %d", s.NACKBuffer)
 	}
+	s.validateAdapt(p)
+}
+
+// validateAdapt checks per-viewer adaptation's keys.
+func (s *StreamConfig) validateAdapt(p *problems) {
+	p.oneOf("stream.adapt", s.Adapt, "on", "off")
+	p.between("stream.adapt_loss", s.AdaptLoss, 1, 100)
+	span := func(key string, d, lo, hi time.Duration) {
+		if d < lo || d > hi {
+			p.add(key, "must be between %s and %s, got %s", lo, hi, d)
+		}
+	}
+	span("stream.adapt_delay", s.AdaptDelay, 10*time.Millisecond, 10*time.Second)
+	span("stream.adapt_hold", s.AdaptHold, time.Second, 10*time.Minute)
+	span("stream.adapt_hold_max", s.AdaptHoldMax, s.AdaptHold, 10*time.Minute)
+	span("stream.adapt_probe", s.AdaptProbe, time.Second, time.Minute)
+}
+
+// adaptConfig is the p2p form of the stream.adapt keys.
+func (s *StreamConfig) adaptConfig() p2p.AdaptConfig {
+	return p2p.AdaptConfig{Off: s.Adapt == "off", Loss: float64(s.AdaptLoss) / 100, Delay: s.AdaptDelay,
+		Hold: s.AdaptHold, HoldMax: s.AdaptHoldMax, Probe: s.AdaptProbe}
 }
 
 // validNACKBuffer: pion's NACK responder sizes its ring with a power of two
