@@ -23,7 +23,7 @@ import (
 
 // adaptClips encodes a 2 Mbit/s main and a 300 kbit/s sub clip like those
 // of configs/media (25 fps, a keyframe a second) into dir.
-func adaptClips(t *testing.T, dir string) (main, sub string) {
+func adaptClips(t testing.TB, dir string) (main, sub string) {
 	t.Helper()
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -48,7 +48,7 @@ func adaptClips(t *testing.T, dir string) (main, sub string) {
 }
 
 // clipRate is a clip's bitrate in kbit/s, 10 s long.
-func clipRate(t *testing.T, path string) int {
+func clipRate(t testing.TB, path string) int {
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -67,10 +67,53 @@ func TestAdaptTBF(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a minute of streaming")
 	}
+	noLeaks(t)
+	r := adaptScenario(t)
+	if r.share < 0.95 {
+		t.Errorf("viewer 1 decoded %.1f %% of its frames from its move to sub, want ≥ 95 %%", 100*r.share)
+	}
+	if r.stats.Down != 1 || r.stats.Up != 1 {
+		t.Errorf("viewer 1 moved down %d and up %d times, want once each", r.stats.Down, r.stats.Up)
+	}
+	if r.stats.Probes == 0 || r.stats.ProbesFailed == 0 {
+		t.Errorf("no failed probe while the limit held: %+v", r.stats)
+	}
+	if len(r.reasons) != 2 || !strings.HasPrefix(r.reasons[0], "adapt down") || !strings.HasPrefix(r.reasons[1], "adapt up") {
+		t.Errorf("LiveLoadAdjust reasons %q, want a move down and a move up", r.reasons)
+	}
+}
+
+// BenchmarkAdaptTBF reports the adaptation scenario's numbers: the time
+// to move down (from the offer) and back (from the limit's end), the
+// frames viewer 1 could not decode around each move, and its share
+// decoded from the move down on.
+func BenchmarkAdaptTBF(b *testing.B) {
+	for range b.N {
+		r := adaptScenario(b)
+		b.ReportMetric(float64(r.down.Milliseconds()), "down_ms")
+		b.ReportMetric(float64(r.up.Milliseconds()), "up_ms")
+		b.ReportMetric(float64(r.lostDown), "lost_down")
+		b.ReportMetric(float64(r.lostUp), "lost_up")
+		b.ReportMetric(100*r.share, "decoded_%")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// adaptResult is what one run of the scenario measured for viewer 1.
+type adaptResult struct {
+	down, up         time.Duration // from the offer; from the limit's end
+	lostDown, lostUp int           // undecodable frames before the move down, within 2 s of the move up
+	share            float64       // decoded from the move down on
+	stats            AdaptStats
+	reasons          []string // LiveLoadAdjust details
+}
+
+// adaptScenario runs the scenario of TestAdaptTBF; it fails t on what the
+// acceptance bounds (the 5 s and 30 s windows, viewer 2 unmoved).
+func adaptScenario(t testing.TB) adaptResult {
 	lab := newNetnsLab(t)
 	mainClip, subClip := adaptClips(t, t.TempDir())
 	t.Logf("main %d kbit/s, sub %d kbit/s", clipRate(t, mainClip), clipRate(t, subClip))
-	noLeaks(t)
 
 	dev, v1ns, v2ns := lab.ns("d"), lab.ns("a"), lab.ns("b")
 	lab.link(dev, "ad1x", "10.77.1.1/24", v1ns, "ad1y", "10.77.1.2/24")
@@ -111,6 +154,7 @@ func TestAdaptTBF(t *testing.T) {
 	defer v1.close()
 	v2, dec2, _ := viewer(v2ns, "adapt002")
 	defer v2.close()
+	defer d.stop()
 
 	stats := func() map[string]SessionStats {
 		out := map[string]SessionStats{}
@@ -150,51 +194,39 @@ func TestAdaptTBF(t *testing.T) {
 	if at, moved := watch(down.Add(14*time.Second), onMain); moved {
 		t.Fatalf("viewer 1 back on main at %v while the limit holds: %+v", at.Sub(down), stats()["adapt001"])
 	}
-	st1 := stats()["adapt001"]
-	if st1.Adapt.Probes == 0 || st1.Adapt.ProbesFailed == 0 {
-		t.Errorf("no failed probe while the limit holds: %+v", st1.Adapt)
-	}
 	lab.tc(dev, "qdisc", "del", "dev", shaped, "root")
 	lifted := time.Now()
 	up, ok := watch(lifted.Add(30*time.Second), onMain)
 	if !ok {
 		t.Fatalf("viewer 1 not back on main within 30 s of the limit's end: %+v", stats()["adapt001"])
 	}
-	t.Logf("viewer 1 back on main %v after the limit was lifted", up.Sub(lifted).Round(time.Millisecond))
 	// A few seconds on main, for the frames of the move up.
 	watch(time.Now().Add(3*time.Second), func(SessionStats) bool { return false })
 
+	r := adaptResult{down: down.Sub(start1), up: up.Sub(lifted), stats: stats()["adapt001"].Adapt,
+		lostDown: frameLoss(dec1, start1, down), lostUp: frameLoss(dec1, up.Add(-2*time.Second), up.Add(2*time.Second))}
 	got, total := dec1.share(down)
-	t.Logf("viewer 1 from its move to sub: %d of %d frames decodable (%.1f %%)", got, total, 100*float64(got)/float64(max(total, 1)))
-	if total < 25*15 || float64(got) < 0.95*float64(total) {
-		t.Errorf("viewer 1 decoded %d of %d frames from its move to sub, want ≥ 95 %%", got, total)
+	if total < 25*15 {
+		t.Fatalf("viewer 1 had %d frames from its move to sub", total)
 	}
-	lostDown := frameLoss(dec1, start1, down)
-	lostUp := frameLoss(dec1, up.Add(-2*time.Second), up.Add(2*time.Second))
+	r.share = float64(got) / float64(total)
 	g2, n2 := dec2.share(time.Time{})
-	st := stats()
-	t.Logf("moves of viewer 1: down %v after the offer (%d frames undecodable before it), up %v after the lift (%d frames undecodable within 2 s of it); stats %+v",
-		down.Sub(start1).Round(time.Millisecond), lostDown, up.Sub(lifted).Round(time.Millisecond), lostUp, st["adapt001"].Adapt)
-	t.Logf("viewer 2: %d of %d frames decodable, stats %+v", g2, n2, st["adapt002"].Adapt)
-	if st["adapt001"].Adapt.Down != 1 || st["adapt001"].Adapt.Up != 1 {
-		t.Errorf("viewer 1 moved down %d and up %d times, want once each", st["adapt001"].Adapt.Down, st["adapt001"].Adapt.Up)
-	}
+	t.Logf("viewer 1: on sub %v after its offer (%d frames undecodable before), back on main %v after the limit's end (%d frames undecodable within 2 s of it); from the move down %d of %d frames decodable (%.1f %%); %+v",
+		r.down.Round(time.Millisecond), r.lostDown, r.up.Round(time.Millisecond), r.lostUp, got, total, 100*r.share, r.stats)
+	t.Logf("viewer 2: %d of %d frames decodable, %+v", g2, n2, stats()["adapt002"].Adapt)
 
 	evMu.Lock()
 	defer evMu.Unlock()
-	var reasons []string
 	for _, e := range events {
 		if e.Type == EventLiveLoadAdjust && strings.HasPrefix(e.Detail, "adapt ") {
 			if e.SessionID != "adapt001" {
 				t.Errorf("LiveLoadAdjust for %s: %s", e.SessionID, e.Detail)
 			}
-			reasons = append(reasons, e.Detail)
+			r.reasons = append(r.reasons, e.Detail)
 		}
 	}
-	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], "adapt down") || !strings.HasPrefix(reasons[1], "adapt up") {
-		t.Errorf("LiveLoadAdjust reasons %q, want a move down and a move up", reasons)
-	}
-	t.Logf("LiveLoadAdjust: %q", reasons)
+	t.Logf("LiveLoadAdjust: %q", r.reasons)
+	return r
 }
 
 // frameLoss counts the undecodable access units between from and to.
