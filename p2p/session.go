@@ -456,7 +456,7 @@ func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 					se.kf.fir.Add(1)
 					want = true
 				case *rtcp.ReceiverReport:
-					se.loss.note(p)
+					se.loss.note(p, ssrc)
 					se.adaptReport(p, ssrc)
 				case *rtcp.TransportLayerNack:
 					se.adaptNACK(p)
