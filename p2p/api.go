@@ -38,7 +38,9 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 
 // newAPI builds the one pion API the service uses for every session. The
 // interceptor set is trimmed to what a sending camera needs: NACK
-// retransmission from a bounded history, and sender reports.
+// retransmission from a bounded history (in the RTX stream when the viewer
+// offers one, numbered by the prober, which also sends the adaptation's
+// probes), and sender reports.
 func newAPI(cfg Config, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
