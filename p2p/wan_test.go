@@ -70,7 +70,8 @@ type decoder struct {
 }
 
 // decodedFrame is one access unit's verdict and when its first packet
-// came; missing ones take the time of the next one.
+// came; missing ones, sent between two that came, take the time of the
+// one before.
 type decodedFrame struct {
 	at time.Time
 	ok bool
@@ -142,6 +143,7 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 	}
 	var ds dropState
 	arrived := map[uint32]time.Time{} // first packet of each access unit
+	var lastAt time.Time
 	for {
 		p, _, err := tr.ReadRTP()
 		if err != nil {
@@ -204,7 +206,7 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 				broken = true
 				for range n {
 					if d.timeline {
-						d.frames = append(d.frames, decodedFrame{at: at})
+						d.frames = append(d.frames, decodedFrame{at: lastAt})
 					}
 				}
 			}
@@ -223,6 +225,7 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 			if d.timeline {
 				d.frames = append(d.frames, decodedFrame{at: at, ok: chain})
 			}
+			lastAt = at
 			d.mu.Unlock()
 			if !chain && d.pli {
 				sendPLI(false)
