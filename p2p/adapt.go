@@ -159,8 +159,9 @@ func (a *adaptation) sent(s media.Stream, f media.Frame) {
 }
 
 // adaptNACK ends a probe as soon as the viewer asks again for media
-// packets (the guard has taken the padding out): a bottleneck the probe
-// overloads drops media too, and a receiver report may be a second away.
+// packets (padding, in the RTX stream, is never asked for): a bottleneck
+// the probe overloads drops media too, and a receiver report may be a
+// second away.
 func (se *session) adaptNACK(n *rtcp.TransportLayerNack) {
 	a := &se.adapt
 	if a.state != adaptProbing {
@@ -169,7 +170,6 @@ func (se *session) adaptNACK(n *rtcp.TransportLayerNack) {
 	for _, p := range n.Nacks {
 		a.probeNack += len(p.PacketList())
 	}
-
 	sent := a.mediaPkts.Load() - a.probePkts
 	if a.probeNack >= 3 && float64(a.probeNack) >= 0.05*float64(sent) {
 		a.probeFailed(se, fmt.Sprintf("%d of about %d media packets NACKed during the probe", a.probeNack, sent))

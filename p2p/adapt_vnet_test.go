@@ -28,8 +28,7 @@ func TestAdaptLossyPath(t *testing.T) {
 	for _, off := range []bool{false, true} {
 		name := map[bool]string{false: "on", true: "off"}[off]
 		t.Run(name, func(t *testing.T) {
-			var lossy atomic.Bool
-			lossy.Store(true)
+			var lossy atomic.Bool // from when the video flows: handshakes lose nothing
 			w := newWANWorld(t, 0)
 			w.wan.AddChunkFilter(func(vnet.Chunk) bool { return !lossy.Load() || rand.Float64() >= 0.3 })
 			var mu sync.Mutex
@@ -52,6 +51,7 @@ func TestAdaptLossyPath(t *testing.T) {
 			defer v.close()
 			v.connect(t, dev, "lossy001", []ICEServer{{URLs: URLList{"stun:" + natServerIP + ":3478"}}})
 			v.videoSSRC(t, 10*time.Second)
+			lossy.Store(true)
 
 			if off {
 				// The estimator still measures; three congested reports
