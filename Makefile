@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-wan test-interop test-record demo bench fmt vet clean demo-check
+.PHONY: all build test test-adapt test-interop test-record demo bench fmt vet clean demo-check
 
 all: build
 
@@ -19,6 +19,13 @@ build:
 test: vet
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -timeout 5m -run 'Flood' ./cmd/ipcd/
+	$(GO) test -count=1 -timeout 5m -run 'WANLoss' ./p2p/
+
+# Per-viewer adaptation through a 1 Mbit/s token bucket between network
+# namespaces (root, ip, tc, ffmpeg), counting frames decoded in real time:
+# without the race detector.
+test-adapt:
+	$(GO) test -count=1 -timeout 5m -run 'TestAdaptTBF' -v ./p2p/
 
 # SIGKILL of a recording ipcd at 100 random moments (make test runs 8):
 # every segment decodes with ffprobe, at most a second lost per kill.
@@ -27,11 +34,6 @@ test-record:
 
 # go2rtc's Tuya client against ipcd: its own module (test/interop), run as
 # root since it makes a network namespace; needs mosquitto and ffprobe.
-# Frames decoded over the vnet WAN at 1 % loss, in real time: on a quiet
-# machine, without the race detector.
-test-wan:
-	TEST_WAN=1 $(GO) test -count=1 -timeout 5m -run 'WANLoss' -v ./p2p/
-
 test-interop:
 	cd test/interop && $(GO) vet . && $(GO) test -count=1 -timeout 10m -v .
 

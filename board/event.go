@@ -33,7 +33,8 @@ type Event struct {
 	Value  int    `json:"value"`
 	Stream string `json:"stream,omitempty"` // main|sub|audio
 	// Detail is why: the close reason text of SessionStop, who changed
-	// privacy (board, app, store), the error of SourceFailure.
+	// privacy (board, app, store), the error of SourceFailure, the move
+	// and its reason of a LiveLoadAdjust from per-viewer adaptation.
 	Detail string `json:"detail,omitempty"`
 }
 

@@ -37,8 +37,10 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 
 // newAPI builds the one pion API the service uses for every session. The
 // interceptor set is trimmed to what a sending camera needs: NACK
-// retransmission from the rings (nackresponder.go), and sender reports.
-func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger) (*webrtc.API, error) {
+// retransmission from the rings (nackresponder.go; in the RTX stream when the
+// viewer offers one, numbered by the prober, which also sends the
+// adaptation's probes), and sender reports.
+func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -66,8 +68,14 @@ func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger) (*webrtc.API, e
 			return nil, fmt.Errorf("register codec %s: %w", c.p.MimeType, err)
 		}
 	}
+	for _, c := range rtxCodecs() {
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return nil, fmt.Errorf("register codec %s %s: %w", c.MimeType, c.SDPFmtpLine, err)
+		}
+	}
 
 	ir := &interceptor.Registry{}
+	ir.Add(&proberFactory{reg: rtx}) // ahead of the responder: it numbers the responder's RTX packets
 	ir.Add(nacks)
 	sr, err := report.NewSenderInterceptor()
 	if err != nil {

@@ -221,7 +221,7 @@ func (se *session) do(c Command) CommandReply {
 		r.Res, r.Message = se.speakerOff()
 	case CmdClaritySet:
 		v, _ := c.Clarity() // checked by DecodeCommand
-		r.Res, r.Message = se.svc.setClarity(se, v)
+		r.Res, r.Message = se.svc.appClarity(se, v)
 		if r.Res == ResOK {
 			se.log.Info("clarity set", "value", v)
 			ev.emit(EventLiveVideoClaritySet, se.id, v)

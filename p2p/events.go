@@ -70,8 +70,9 @@ const SourceWebRTC = "WEBRTC"
 // Event tells the board integration what a viewer asked for. Value is the
 // clarity (0 main, 1 sub) for the clarity events and StreamSwitch, the close
 // reason for SessionStop, the live session count for LiveLoadAdjust, and 0
-// otherwise. Detail is the close reason text of SessionStop and who changed
-// privacy for PrivacyOn/Off.
+// otherwise. Detail is the close reason text of SessionStop, who changed
+// privacy for PrivacyOn/Off, and for a LiveLoadAdjust raised by per-viewer
+// adaptation the move and its reason ("adapt down to sub: ...").
 type Event struct {
 	Type      EventType
 	SessionID string

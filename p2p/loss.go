@@ -13,9 +13,13 @@ type lossStats struct {
 	fraction atomic.Uint32 // fraction lost since the previous report, /256
 }
 
-// note keeps the loss of a receiver report.
-func (l *lossStats) note(rr *rtcp.ReceiverReport) {
+// note keeps the loss a receiver report gives the video stream ssrc (the
+// report has a block for its RTX stream too).
+func (l *lossStats) note(rr *rtcp.ReceiverReport, ssrc uint32) {
 	for _, r := range rr.Reports {
+		if r.SSRC != ssrc {
+			continue
+		}
 		l.total.Store(r.TotalLost)
 		l.fraction.Store(uint32(r.FractionLost))
 	}

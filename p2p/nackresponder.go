@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -114,10 +115,13 @@ func (f *nackResponders) NewInterceptor(string) (interceptor.Interceptor, error)
 	return &nackResponder{f: f, streams: map[uint32]boundStream{}}, nil
 }
 
-// boundStream is a local stream that takes NACKs: where its packets go.
+// boundStream is a local stream that takes NACKs: where its packets go,
+// and its RTX stream when one was negotiated (rtxSSRC 0 without).
 type boundStream struct {
-	w  interceptor.RTPWriter
-	pt uint8
+	w       interceptor.RTPWriter
+	pt      uint8
+	rtxSSRC uint32
+	rtxPT   uint8
 }
 
 // nackResponder answers the NACKs of one peer connection from the
@@ -135,7 +139,8 @@ func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w intercep
 	for _, fb := range info.RTCPFeedback {
 		if fb.Type == "nack" && fb.Parameter == "" {
 			n.mu.Lock()
-			n.streams[info.SSRC] = boundStream{w: w, pt: info.PayloadType}
+			n.streams[info.SSRC] = boundStream{w: w, pt: info.PayloadType,
+				rtxSSRC: info.SSRCRetransmission, rtxPT: info.PayloadTypeRetransmission}
 			n.mu.Unlock()
 			break
 		}
@@ -208,14 +213,7 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 				h.expired.Add(1)
 				return true
 			}
-			hdr := rtp.Header{
-				Version:        2,
-				Marker:         sp.marker,
-				PayloadType:    st.pt,
-				SequenceNumber: sp.seq,
-				Timestamp:      sp.ts,
-				SSRC:           nack.MediaSSRC,
-			}
+			hdr, payload := st.retransmission(sp, nack.MediaSSRC, payload)
 			// Counted before the write: the viewer may read the packet
 			// before a count after it would be made.
 			h.resent.Add(1)
@@ -227,6 +225,29 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 			return true
 		})
 	}
+}
+
+// retransmission is the packet that resends sp: in the RTX stream when the
+// viewer negotiated one (RFC 4588: the original sequence number in front of
+// the payload; the prober gives it the RTX stream's next sequence number),
+// else under the media stream's SSRC and sp's own sequence number.
+func (st boundStream) retransmission(sp sentPacket, ssrc uint32, payload []byte) (rtp.Header, []byte) {
+	hdr := rtp.Header{
+		Version:        2,
+		Marker:         sp.marker,
+		PayloadType:    st.pt,
+		SequenceNumber: sp.seq,
+		Timestamp:      sp.ts,
+		SSRC:           ssrc,
+	}
+	if st.rtxSSRC == 0 || st.rtxPT == 0 {
+		return hdr, payload
+	}
+	hdr.SSRC, hdr.PayloadType = st.rtxSSRC, st.rtxPT
+	rtx := make([]byte, 2+len(payload))
+	binary.BigEndian.PutUint16(rtx, sp.seq)
+	copy(rtx[2:], payload)
+	return hdr, rtx
 }
 
 // repacketizer re-packetizes frames, keeping the last one: the packets of

@@ -192,8 +192,8 @@ func checkAnswer(raw string, video media.Codec) error {
 		if md.MediaName.Media != "video" {
 			continue
 		}
-		if len(md.MediaName.Formats) != 1 {
-			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, len(md.MediaName.Formats), video)
+		if n := len(md.MediaName.Formats) - rtxFormats(md); n != 1 {
+			return fmt.Errorf("%w: video section lists %d formats, want the one sent (%s)", ErrNoCommonCodec, n, video)
 		}
 		hasVideo = true
 	}
@@ -283,7 +283,7 @@ func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 		se.log.Warn("add video track", "err", err)
 		return false
 	}
-	if err := preferSent(pc, vsender, video, offered.video[tr.ring.Codec()]); err != nil {
+	if err := preferSent(pc, vsender, video, offered.video[tr.ring.Codec()], se.offer.SDP); err != nil {
 		se.log.Warn("no common codec: video codec preferences", "err", err)
 		return false
 	}

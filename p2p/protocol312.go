@@ -91,7 +91,7 @@ func (s *Service) control(t *table, data []byte) {
 	}
 	switch h.Type {
 	case ControlResolution:
-		code, msg := s.setClarity(se, v)
+		code, msg := s.appClarity(se, v)
 		if code == ResOK {
 			log.Info("312 resolution", "stream", clarityName(v))
 			s.events.emit(EventLiveVideoClaritySet, se.id, v)

@@ -25,6 +25,13 @@ type StreamSection struct {
 	// Talkback is auto (a session that sends audio takes a free speaker)
 	// or explicit (only speaker_start or 312 speaker 1 take it).
 	Talkback string `yaml:"talkback"`
+	// Per-viewer adaptation (AdaptConfig): on|off and its thresholds.
+	Adapt        string        `yaml:"adapt"`
+	AdaptLoss    int           `yaml:"adapt_loss"` // percent
+	AdaptDelay   time.Duration `yaml:"adapt_delay"`
+	AdaptHold    time.Duration `yaml:"adapt_hold"`
+	AdaptHoldMax time.Duration `yaml:"adapt_hold_max"`
+	AdaptProbe   time.Duration `yaml:"adapt_probe"`
 }
 
 // ICEServerSection is a STUN or TURN server in the configuration, shaped
@@ -43,7 +50,19 @@ func DefaultStreamSection() StreamSection {
 		LivenessTimeout: DefaultLivenessTimeout,
 		NACKBuffer:      DefaultNACKBuffer,
 		Talkback:        TalkbackAuto.String(),
+		Adapt:           "on",
+		AdaptLoss:       int(DefaultAdaptConfig().Loss * 100),
+		AdaptDelay:      DefaultAdaptConfig().Delay,
+		AdaptHold:       DefaultAdaptConfig().Hold,
+		AdaptHoldMax:    DefaultAdaptConfig().HoldMax,
+		AdaptProbe:      DefaultAdaptConfig().Probe,
 	}
+}
+
+// AdaptConfig is the service's form of the stream.adapt keys.
+func (s StreamSection) AdaptConfig() AdaptConfig {
+	return AdaptConfig{Off: s.Adapt == "off", Loss: float64(s.AdaptLoss) / 100, Delay: s.AdaptDelay,
+		Hold: s.AdaptHold, HoldMax: s.AdaptHoldMax, Probe: s.AdaptProbe}
 }
 
 // SetDefaults makes s the defaults; the configuration composes its

@@ -194,6 +194,8 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		if err := vp.write(video, f); err != nil {
 			se.log.Debug("write video", "err", err)
 		}
+		se.adapt.sent(media.Stream(se.stream.Load()), f)
+		se.probePad(vp)
 		lastWall = f.Timestamp
 		if ttff, firstSent := se.videoSent(f, &first); firstSent {
 			b := se.ttffMarks.breakdown()

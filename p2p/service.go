@@ -26,6 +26,7 @@ type Config struct {
 	UDPPortRange       [2]uint16
 	LivenessTimeout    time.Duration
 	NACKBuffer         int
+	Adapt              AdaptConfig // per-viewer adaptation; on unless Off
 	NetworkInterfaces  []string
 	LoopbackCandidates bool
 	// QueueSize bounds the inbound signaling queue and the outbound one;
@@ -96,6 +97,7 @@ func (c *Config) setDefaults() {
 	if c.EventQueue == 0 {
 		c.EventQueue = 64
 	}
+	c.Adapt.setDefaults()
 }
 
 // Media is the set of rings sessions read from. Sub may be nil.
@@ -121,6 +123,7 @@ type Service struct {
 	log   *slog.Logger
 	api   *webrtc.API
 	nacks *nackResponders
+	rtx   *rtxRegistry // the sessions' RTX streams, for probes
 
 	in      *inbox
 	out     *outbox
@@ -148,7 +151,8 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 	}
 	log = log.With("component", "p2p")
 	nacks := newNACKResponders(log)
-	api, err := newAPI(cfg, nacks, log)
+	rtx := &rtxRegistry{}
+	api, err := newAPI(cfg, nacks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -165,6 +169,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		log:     log,
 		api:     api,
 		nacks:   nacks,
+		rtx:     rtx,
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),
 		out:     newOutbox(pub, cfg.QueueSize, log, drops),

@@ -16,7 +16,7 @@ import (
 )
 
 // mediaFormats returns the formats of the first media section of kind in
-// an SDP.
+// an SDP, RTX formats left out.
 func mediaFormats(t testing.TB, raw, kind string) []string {
 	t.Helper()
 	var sd sdp.SessionDescription
@@ -24,9 +24,22 @@ func mediaFormats(t testing.TB, raw, kind string) []string {
 		t.Fatalf("sdp: %v", err)
 	}
 	for _, md := range sd.MediaDescriptions {
-		if md.MediaName.Media == kind {
-			return md.MediaName.Formats
+		if md.MediaName.Media != kind {
+			continue
 		}
+		rtx := map[string]bool{}
+		for _, a := range md.Attributes {
+			if pt, enc, _ := strings.Cut(a.Value, " "); a.Key == "rtpmap" && strings.HasPrefix(strings.ToLower(enc), "rtx/") {
+				rtx[pt] = true
+			}
+		}
+		var out []string
+		for _, f := range md.MediaName.Formats {
+			if !rtx[f] {
+				out = append(out, f)
+			}
+		}
+		return out
 	}
 	return nil
 }
@@ -84,6 +97,12 @@ func TestViewerStreams(t *testing.T) {
 	formats := mediaFormats(t, answerSDP(t, h.answered("s1")), "video")
 	if len(formats) != 1 || formats[0] != strconv.Itoa(int(v.videoPT.Load())) {
 		t.Fatalf("answer lists video formats %v, video arrives with payload type %d", formats, v.videoPT.Load())
+	}
+	// The viewer offers RTX (pion's defaults do, as browsers): the answer
+	// takes it for the format sent.
+	raw := answerSDP(t, h.answered("s1"))
+	if pt, ok := offeredRTX(raw, webrtc.PayloadType(v.videoPT.Load())); !ok || !strings.Contains(raw, fmt.Sprintf("a=rtpmap:%d rtx/90000", pt)) {
+		t.Fatalf("answer has no RTX format for payload type %d:\n%s", v.videoPT.Load(), raw)
 	}
 	st := h.sessions()
 	if len(st) != 1 || st[0].ID != "s1" || st[0].From != "app1" || st[0].Stream != media.StreamMain ||

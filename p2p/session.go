@@ -43,6 +43,8 @@ type SessionStats struct {
 	// ChannelPeak is the most the fmp4Stream channel held unsent, in
 	// bytes; zero for sessions that use the RTP tracks.
 	ChannelPeak uint64
+	// Adapt is what per-viewer adaptation did and saw.
+	Adapt AdaptStats
 	// Keyframes asked for by the viewer (RTCP PLI and FIR) and what became
 	// of them: passed to the source, coalesced into a request of the same
 	// stream made less than media.KeyframeRequestInterval before, or, for
@@ -93,6 +95,7 @@ type session struct {
 	loss        lossStats
 	keyc        chan struct{} // the viewer asked for a keyframe
 	kf          keyframeCounts
+	adapt       adaptation
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -173,7 +176,8 @@ func (se *session) run(parent context.Context) {
 	se.releaseSpeaker()
 	st := se.stats()
 	se.log.Info(reason.String(), "video_frames", st.VideoFrames, "audio_frames", st.AudioFrames,
-		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF, "lifetime", time.Since(se.created).Round(time.Millisecond))
+		"bytes", st.VideoBytes+st.AudioBytes, "skipped", st.Skipped, "ttff", st.TTFF,
+		"adapt_down", st.Adapt.Down, "adapt_up", st.Adapt.Up, "lifetime", time.Since(se.created).Round(time.Millisecond))
 	se.leave(reason)
 	se.svc.notes <- sessionNote{se, noteExited}
 }
@@ -329,15 +333,20 @@ func (se *session) addCandidate(pc *webrtc.PeerConnection, m Message) {
 }
 
 // preferSent restricts the video section of the answer to the one codec
-// the session sends, under the offer's payload type for it.
-func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType) error {
+// the session sends, under the offer's payload type for it, and its RTX
+// format when the offer has one.
+func preferSent(pc *webrtc.PeerConnection, s *webrtc.RTPSender, track *webrtc.TrackLocalStaticRTP, pt webrtc.PayloadType, offer string) error {
 	for _, tr := range pc.GetTransceivers() {
 		if tr.Sender() != s {
 			continue
 		}
 		c := track.Codec()
 		c.RTCPFeedback = videoFeedback
-		return tr.SetCodecPreferences([]webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}})
+		prefs := []webrtc.RTPCodecParameters{{RTPCodecCapability: c, PayloadType: pt}}
+		if rtx, ok := offeredRTX(offer, pt); ok {
+			prefs = append(prefs, rtxFormat(rtx, pt))
+		}
+		return tr.SetCodecPreferences(prefs)
 	}
 	return errors.New("video sender has no transceiver")
 }
@@ -384,6 +393,11 @@ func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 // someone reads; PLI and FIR are handed to the sender as a keyframe
 // request; receiver reports give the viewer's loss.
 func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+	var ssrc uint32
+	if enc := s.GetParameters().Encodings; len(enc) > 0 {
+		ssrc = uint32(enc[0].SSRC)
+	}
+	se.adapt.ssrc.Store(ssrc)
 	wg.Go(func() {
 		for {
 			pkts, _, err := s.ReadRTCP()
@@ -400,7 +414,10 @@ func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 					se.kf.fir.Add(1)
 					want = true
 				case *rtcp.ReceiverReport:
-					se.loss.note(p)
+					se.loss.note(p, ssrc)
+					se.adaptReport(p, ssrc)
+				case *rtcp.TransportLayerNack:
+					se.adaptNACK(p)
 				}
 			}
 			if want {
@@ -426,6 +443,7 @@ func (se *session) stats() SessionStats {
 		TTFF:        time.Duration(se.ttff.Load()),
 		ChannelPeak: se.channelPeak(),
 		Keyframes:   se.kf.load(),
+		Adapt:       se.adapt.load(),
 	}
 	st.TTFFPhases = se.ttffMarks.breakdown()
 	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
@@ -469,7 +487,9 @@ func (se *session) logCounts() {
 	st := se.stats()
 	se.log.Debug("session send video cnt", "frames", st.VideoFrames, "bytes", st.VideoBytes, "skipped", st.VideoSkipped,
 		"pli", st.Keyframes.PLI, "fir", st.Keyframes.FIR, "keyframe_requested", st.Keyframes.Requested,
-		"keyframe_coalesced", st.Keyframes.Coalesced, "keyframe_replays", st.Keyframes.Jumps)
+		"keyframe_coalesced", st.Keyframes.Coalesced, "keyframe_replays", st.Keyframes.Jumps,
+		"adapt_down", st.Adapt.Down, "adapt_up", st.Adapt.Up, "probes", st.Adapt.Probes, "probes_failed", st.Adapt.ProbesFailed,
+		"loss", st.Adapt.Loss, "delay_growth", st.Adapt.DelayGrowth)
 	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
@@ -102,6 +103,12 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 			t.Fatal(err)
 		}
 	}
+	if opt.decode != nil {
+		// Like a browser's: retransmissions in an RTX stream.
+		if err := me.RegisterCodec(rtxFormat(98, 97), webrtc.RTPCodecTypeVideo); err != nil {
+			t.Fatal(err)
+		}
+	}
 	se := opt.se
 	if se == nil {
 		se = &webrtc.SettingEngine{}
@@ -120,7 +127,11 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	ir := &interceptor.Registry{}
 	if opt.decode != nil {
-		if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		// A browser asks for a packet a bounded number of times (10 in
+		// libwebrtc, spaced by the round trip); pion's generator, blind
+		// to what arrives in the RTX stream, would ask every 100 ms for
+		// as long as the packet is in its log.
+		if err := webrtc.RegisterDefaultInterceptorsWithOptions(me, ir, webrtc.WithNackGeneratorOptions(nack.GeneratorMaxNacksPerPacket(3))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,7 +147,17 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 			t.Fatal(err)
 		}
 	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
+		// The sender reports reach the report interceptor only while
+		// someone reads; a browser's receiver reports then carry their
+		// time (LSR), from which the device has the round trip.
+		v.wg.Go(func() {
+			for {
+				if _, _, err := rcv.ReadRTCP(); err != nil {
+					return
+				}
+			}
+		})
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
 			v.wg.Go(func() {
 				for {

@@ -56,6 +56,8 @@ func BenchmarkWANTTFF(b *testing.B) {
 // 40 ms frame); those never seen are counted from timestamp gaps.
 type decoder struct {
 	pli bool
+	// timeline, when set, keeps every access unit's verdict.
+	timeline bool
 
 	mu         sync.Mutex
 	decoded    int // decodable access units
@@ -64,6 +66,31 @@ type decoder struct {
 	plis       int
 	dropKey    bool // discard the next keyframe on purpose
 	recoveries []recovery
+	frames     []decodedFrame
+}
+
+// decodedFrame is one access unit's verdict and when its first packet
+// came; missing ones, sent between two that came, take the time of the
+// one before.
+type decodedFrame struct {
+	at time.Time
+	ok bool
+}
+
+// share returns the decodable and all access units from `from` on.
+func (d *decoder) share(from time.Time) (decoded, total int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range d.frames {
+		if f.at.Before(from) {
+			continue
+		}
+		total++
+		if f.ok {
+			decoded++
+		}
+	}
+	return decoded, total
 }
 
 // recovery is the wait for a decodable frame after a keyframe was
@@ -115,10 +142,15 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 		d.mu.Unlock()
 	}
 	var ds dropState
+	arrived := map[uint32]time.Time{} // first packet of each access unit
+	var lastAt time.Time
 	for {
 		p, _, err := tr.ReadRTP()
 		if err != nil {
 			return
+		}
+		if _, ok := arrived[p.Timestamp]; !ok && d.timeline && len(arrived) < 4096 {
+			arrived[p.Timestamp] = time.Now()
 		}
 		keyStart := startsWithSPS(p.Payload)
 		d.mu.Lock()
@@ -158,9 +190,25 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 			}
 			d.mu.Lock()
 			broken := s.PrevDroppedPackets > 0
+			at, ok := arrived[s.PacketTimestamp]
+			if !ok {
+				at = time.Now()
+			}
+			// Those of units popped or given up.
+			for ts := range arrived {
+				if int32(ts-s.PacketTimestamp) <= 0 {
+					delete(arrived, ts)
+				}
+			}
 			if seen && gap > frameTicks+frameTicks/2 {
-				d.missing += int((gap+frameTicks/2)/frameTicks) - 1
+				n := int((gap+frameTicks/2)/frameTicks) - 1
+				d.missing += n
 				broken = true
+				for range n {
+					if d.timeline {
+						d.frames = append(d.frames, decodedFrame{at: lastAt})
+					}
+				}
 			}
 			seen, lastTS = true, s.PacketTimestamp
 			switch {
@@ -174,6 +222,10 @@ func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
 			} else {
 				d.undecoded++
 			}
+			if d.timeline {
+				d.frames = append(d.frames, decodedFrame{at: at, ok: chain})
+			}
+			lastAt = at
 			d.mu.Unlock()
 			if !chain && d.pli {
 				sendPLI(false)

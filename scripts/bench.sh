@@ -33,6 +33,12 @@ go test -run '^$' -bench 'WANTTFF' -benchtime 20x ./p2p/ 2>/dev/null | tee "$wor
 # Frames a viewer can decode over that path, with and without keyframe
 # requests (NACK retransmission on): one 10 s session each.
 go test -run '^$' -bench 'WANDecode' -benchtime 1x ./p2p/ 2>/dev/null | tee "$work/wandecode.txt" | grep -E '^Benchmark'
+# Per-viewer adaptation through a 1 Mbit/s token bucket (network
+# namespaces: root only): time to move down (from the offer) and back (from
+# the limit's end), frames undecodable around each move.
+if [ "$(id -u)" = 0 ] && command -v tc >/dev/null && command -v ffmpeg >/dev/null; then
+  go test -run '^$' -bench 'AdaptTBF' -benchtime 1x ./p2p/ 2>/dev/null | grep -E '^Benchmark' || echo "bench: adaptation scenario did not run"
+fi
 
 metric() { # file benchmark-regexp unit
   grep -E "^$2" "$1" | head -1 | awk -v unit="$3" '{for (i = 2; i < NF; i++) if ($(i+1) == unit) {print $i; exit}}'

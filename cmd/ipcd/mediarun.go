@@ -86,6 +86,7 @@ func (d *daemon) buildMedia() (*mediaRun, error) {
 		UDPPortRange:       d.cfg.Stream.UDPPortRange,
 		LivenessTimeout:    d.cfg.Stream.LivenessTimeout,
 		NACKBuffer:         d.cfg.Stream.NACKBuffer,
+		Adapt:              d.cfg.Stream.AdaptConfig(),
 		NetworkInterfaces:  d.cfg.Stream.NetworkInterfaces,
 		LoopbackCandidates: d.cfg.Stream.LoopbackCandidates,
 		QueueSize:          d.cfg.MQTT.QueueSize,

@@ -267,6 +267,22 @@ func (c *Config) validateStream(p *problems) {
 	if !validNACKBuffer(s.NACKBuffer) {
 		p.add("stream.nack_buffer", "must be a power of two between 1 and 32768, got %d", s.NACKBuffer)
 	}
+	validateAdapt(p, s)
+}
+
+// validateAdapt checks per-viewer adaptation's keys.
+func validateAdapt(p *problems, s *p2p.StreamSection) {
+	p.oneOf("stream.adapt", s.Adapt, "on", "off")
+	p.between("stream.adapt_loss", s.AdaptLoss, 1, 100)
+	span := func(key string, d, lo, hi time.Duration) {
+		if d < lo || d > hi {
+			p.add(key, "must be between %s and %s, got %s", lo, hi, d)
+		}
+	}
+	span("stream.adapt_delay", s.AdaptDelay, 10*time.Millisecond, 10*time.Second)
+	span("stream.adapt_hold", s.AdaptHold, time.Second, 10*time.Minute)
+	span("stream.adapt_hold_max", s.AdaptHoldMax, s.AdaptHold, 10*time.Minute)
+	span("stream.adapt_probe", s.AdaptProbe, time.Second, time.Minute)
 }
 
 // validNACKBuffer: a session's retransmission history is indexed by the low
