@@ -499,10 +499,35 @@ func (h *harness) dial(from, sid string, o viewerOpts) *viewer {
 	v := &viewer{h: h, from: from, sid: sid, pc: pc, done: make(chan struct{}), connected: make(chan struct{}),
 		ended: make(chan Disconnect, 1), dcOpen: make(chan struct{}), dcMsgs: make(chan string, 64)}
 	t.Cleanup(v.close)
+	v.addMedia(o.talk)
+	if o.control {
+		v.openControl()
+	}
+	var once sync.Once
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateConnected {
+			once.Do(func() { close(v.connected) })
+		}
+	})
+	pc.OnTrack(v.count)
+	pc.OnICECandidate(v.trickle)
+	v.offer()
+	v.wg.Add(1)
+	go v.follow()
+	return v
+}
+
+// addMedia adds video to receive and audio to receive, or to send and
+// receive when talk is set.
+func (v *viewer) addMedia(talk bool) {
+	t := v.h.t
+	t.Helper()
+	pc := v.pc
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		t.Fatal(err)
 	}
-	if o.talk {
+	if talk {
+		var err error
 		v.talk, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, "talk", "app")
 		if err != nil {
 			t.Fatal(err)
@@ -513,79 +538,87 @@ func (h *harness) dial(from, sid string, o viewerOpts) *viewer {
 	} else if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		t.Fatal(err)
 	}
-	if o.control {
-		if v.dc, err = pc.CreateDataChannel(ControlLabel, nil); err != nil {
-			t.Fatal(err)
-		}
-		v.dc.OnOpen(func() { close(v.dcOpen) })
-		v.dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			select {
-			case v.dcMsgs <- string(m.Data):
-			default:
-			}
-		})
+}
+
+// openControl creates the control data channel; its messages go to dcMsgs
+// while there is room.
+func (v *viewer) openControl() {
+	t := v.h.t
+	t.Helper()
+	var err error
+	if v.dc, err = v.pc.CreateDataChannel(ControlLabel, nil); err != nil {
+		t.Fatal(err)
 	}
-	var once sync.Once
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateConnected {
-			once.Do(func() { close(v.connected) })
+	v.dc.OnOpen(func() { close(v.dcOpen) })
+	v.dc.OnMessage(func(m webrtc.DataChannelMessage) {
+		select {
+		case v.dcMsgs <- string(m.Data):
+		default:
 		}
 	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		v.mu.Lock()
-		if v.closed {
-			v.mu.Unlock()
-			return
-		}
-		v.wg.Add(1)
+}
+
+// count reads a received track until it ends, counting its packets.
+func (v *viewer) count(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	v.mu.Lock()
+	if v.closed {
 		v.mu.Unlock()
-		defer v.wg.Done()
-		n := &v.audioPackets
-		if tr.Kind() == webrtc.RTPCodecTypeVideo {
-			n = &v.videoPackets
-		}
-		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
-				return
-			}
-			if tr.Kind() == webrtc.RTPCodecTypeVideo {
-				v.videoPT.Store(uint32(p.PayloadType))
-			}
-			n.Add(1)
-		}
-	})
-	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
-		line := ""
-		if c != nil {
-			line = CandidateLine(c.ToJSON().Candidate)
-		}
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		if !v.offered {
-			v.pending = append(v.pending, line)
+		return
+	}
+	v.wg.Add(1)
+	v.mu.Unlock()
+	defer v.wg.Done()
+	n := &v.audioPackets
+	if tr.Kind() == webrtc.RTPCodecTypeVideo {
+		n = &v.videoPackets
+	}
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
 			return
 		}
-		v.h.svc.Deliver(msg(TypeCandidate, v.from, v.sid, Candidate{Mode: ModeWebRTC, Candidate: line}))
-	})
-	offer, err := pc.CreateOffer(nil)
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			v.videoPT.Store(uint32(p.PayloadType))
+		}
+		n.Add(1)
+	}
+}
+
+// trickle sends a local candidate to the device, or keeps it until the
+// offer is out.
+func (v *viewer) trickle(c *webrtc.ICECandidate) {
+	line := ""
+	if c != nil {
+		line = CandidateLine(c.ToJSON().Candidate)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.offered {
+		v.pending = append(v.pending, line)
+		return
+	}
+	v.h.svc.Deliver(msg(TypeCandidate, v.from, v.sid, Candidate{Mode: ModeWebRTC, Candidate: line}))
+}
+
+// offer sends the offer, then the candidates gathered before it.
+func (v *viewer) offer() {
+	h, t := v.h, v.h.t
+	t.Helper()
+	offer, err := v.pc.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SetLocalDescription(offer); err != nil {
+	if err := v.pc.SetLocalDescription(offer); err != nil {
 		t.Fatal(err)
 	}
 	v.mu.Lock()
-	h.deliver(offerMsg(from, sid, offer.SDP))
+	h.deliver(offerMsg(v.from, v.sid, offer.SDP))
 	v.offered = true
 	for _, line := range v.pending {
-		h.svc.Deliver(msg(TypeCandidate, from, sid, Candidate{Mode: ModeWebRTC, Candidate: line}))
+		h.svc.Deliver(msg(TypeCandidate, v.from, v.sid, Candidate{Mode: ModeWebRTC, Candidate: line}))
 	}
 	v.pending = nil
 	v.mu.Unlock()
-	v.wg.Add(1)
-	go v.follow()
-	return v
 }
 
 // follow applies what the device sends to this session until the viewer

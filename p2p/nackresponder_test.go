@@ -292,53 +292,10 @@ func TestNACKTenViewersLossy(t *testing.T) {
 	results := make([][][]byte, viewers)
 	errs := make([]error, viewers)
 	for i, c := range cs {
-		wg.Go(func() {
-			got := map[uint16]*rtp.Packet{}
-			// first, and the packets from it on that came without a
-			// gap: how many frames ended there. Reassembly waits for
-			// all frames, so that a viewer does constant work per packet
-			// and keeps up with the stream.
-			var first, gap uint16
-			ended := 0
-			deadline := time.After(60 * time.Second)
-			for n := 0; ; n++ {
-				select {
-				case p := <-c.packets:
-					if n == 0 {
-						first, gap = p.SequenceNumber, p.SequenceNumber
-					}
-					got[p.SequenceNumber] = p
-				case <-deadline:
-					errs[i] = fmt.Errorf("viewer %d: %d frames not recovered in 60 s (%d packets, %d frames in a row, %d dropped)", i, frames, len(got), ended, c.dropped.Load())
-					return
-				}
-				for p, ok := got[gap]; ok && ended < frames; p, ok = got[gap] {
-					gap++
-					if p.Marker {
-						ended++
-					}
-				}
-				if ended < frames {
-					continue
-				}
-				if f, ok := viewerFrames(got, first, frames); ok {
-					results[i] = f
-				} else {
-					errs[i] = fmt.Errorf("viewer %d: %d frames do not depacketize", i, frames)
-				}
-				return
-			}
-		})
+		wg.Go(func() { results[i], errs[i] = recoverFrames(c, i, frames) })
 	}
 	wg.Wait()
-	var resent, expired, unknown uint64
-	d.svc.nacks.mu.Lock()
-	for _, h := range d.svc.nacks.by {
-		resent += h.resent.Load()
-		expired += h.expired.Load()
-		unknown += h.unknown.Load()
-	}
-	d.svc.nacks.mu.Unlock()
+	resent, expired, unknown := nackTotals(d)
 	var dropped int64
 	skips := 0 // sessions that skipped to a keyframe
 	for i, c := range cs {
@@ -346,37 +303,7 @@ func TestNACKTenViewersLossy(t *testing.T) {
 			t.Fatalf("%v; all viewers: resent %d, expired %d, not in the history %d", errs[i], resent, expired, unknown)
 		}
 		dropped += c.dropped.Load()
-		// The first frame is the keyframe the session started at; the
-		// rest follow the clip, which loops. A session that falls behind
-		// the ring (a loaded machine) skips to the newest keyframe: a
-		// frame may be a later keyframe of the clip, and the clip goes on
-		// from there. A packet retransmitted wrong or missing makes a
-		// frame that is no access unit at all.
-		k := -1
-		for j, f := range results[i] {
-			if k >= 0 && bytes.Equal(f, units[k%len(units)].Payload) {
-				k++
-				continue
-			}
-			next := -1
-			for m := range units {
-				if u := units[(max(k, 0)+m)%len(units)]; u.Key && bytes.Equal(u.Payload, f) {
-					next = max(k, 0) + m
-					break
-				}
-			}
-			if next < 0 {
-				want := "a keyframe of the clip"
-				if k >= 0 {
-					want = fmt.Sprintf("the %d bytes of access unit %d or a later keyframe", len(units[k%len(units)].Payload), k%len(units))
-				}
-				t.Fatalf("viewer %d: frame %d is %d bytes, want %s", i, j, len(f), want)
-			}
-			if k >= 0 {
-				skips++
-			}
-			k = next + 1
-		}
+		skips += followsClip(t, i, results[i], units)
 	}
 	if dropped < viewers {
 		t.Fatalf("only %d packets dropped on the way to %d viewers", dropped, viewers)
@@ -385,4 +312,92 @@ func TestNACKTenViewersLossy(t *testing.T) {
 		t.Fatal("nothing was retransmitted")
 	}
 	t.Logf("%d packets dropped, %d retransmitted, %d skips to a keyframe", dropped, resent, skips)
+}
+
+// recoverFrames collects viewer i's packets until its first frames, from
+// the first packet on, are all there, and reassembles them.
+func recoverFrames(c *nackClient, i, frames int) ([][]byte, error) {
+	got := map[uint16]*rtp.Packet{}
+	// first, and the packets from it on that came without a
+	// gap: how many frames ended there. Reassembly waits for
+	// all frames, so that a viewer does constant work per packet
+	// and keeps up with the stream.
+	var first, gap uint16
+	ended := 0
+	deadline := time.After(60 * time.Second)
+	for n := 0; ; n++ {
+		select {
+		case p := <-c.packets:
+			if n == 0 {
+				first, gap = p.SequenceNumber, p.SequenceNumber
+			}
+			got[p.SequenceNumber] = p
+		case <-deadline:
+			return nil, fmt.Errorf("viewer %d: %d frames not recovered in 60 s (%d packets, %d frames in a row, %d dropped)", i, frames, len(got), ended, c.dropped.Load())
+		}
+		for p, ok := got[gap]; ok && ended < frames; p, ok = got[gap] {
+			gap++
+			if p.Marker {
+				ended++
+			}
+		}
+		if ended < frames {
+			continue
+		}
+		if f, ok := viewerFrames(got, first, frames); ok {
+			return f, nil
+		}
+		return nil, fmt.Errorf("viewer %d: %d frames do not depacketize", i, frames)
+	}
+}
+
+// nackTotals sums the NACK counters of all of d's senders.
+func nackTotals(d *fmDevice) (resent, expired, unknown uint64) {
+	d.svc.nacks.mu.Lock()
+	defer d.svc.nacks.mu.Unlock()
+	for _, h := range d.svc.nacks.by {
+		resent += h.resent.Load()
+		expired += h.expired.Load()
+		unknown += h.unknown.Load()
+	}
+	return resent, expired, unknown
+}
+
+// followsClip checks viewer i's frames against the clip's access units
+// and returns how often the viewer skipped to a later keyframe.
+func followsClip(t *testing.T, i int, frames [][]byte, units []media.AccessUnit) int {
+	t.Helper()
+	skips := 0
+	// The first frame is the keyframe the session started at; the
+	// rest follow the clip, which loops. A session that falls behind
+	// the ring (a loaded machine) skips to the newest keyframe: a
+	// frame may be a later keyframe of the clip, and the clip goes on
+	// from there. A packet retransmitted wrong or missing makes a
+	// frame that is no access unit at all.
+	k := -1
+	for j, f := range frames {
+		if k >= 0 && bytes.Equal(f, units[k%len(units)].Payload) {
+			k++
+			continue
+		}
+		next := -1
+		for m := range units {
+			if u := units[(max(k, 0)+m)%len(units)]; u.Key && bytes.Equal(u.Payload, f) {
+				next = max(k, 0) + m
+				break
+			}
+		}
+		if next < 0 {
+			want := "a keyframe of the clip"
+			if k >= 0 {
+				want = fmt.Sprintf("the %d bytes of access unit %d or a later keyframe", len(units[k%len(units)].Payload), k%len(units))
+			}
+			t.Fatalf("viewer %d: frame %d is %d bytes, want %s", i, j, len(f), want)
+		}
+		if k >= 0 {
+			skips++
+		}
+		k = next + 1
+	}
+	return skips
 }

@@ -470,8 +470,38 @@ func TestPlaybackCommands(t *testing.T) {
 	for range 10 {
 		v.next(t)
 	}
+	pbPauseResume(t, v)
+	pbSpeed(t, v)
+	pbMute(t, v)
+	to := pbSeek(t, v, rec)
 
-	// Pause: after the reply and what was in flight, nothing comes.
+	if r := v.do(t, 10, CmdPlaybackStop, nil); r.Res != ResOK {
+		t.Fatalf("stop: %+v", r)
+	}
+	select {
+	case dis := <-v.ended:
+		if dis.CloseReason != int(CloseUser) {
+			t.Fatalf("stop: disconnect %+v", dis)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no disconnect after playback_stop")
+	}
+	for _, e := range []EventType{EventPlaybackStart, EventPlaybackPause, EventPlaybackResume, EventPlaybackSpeed,
+		EventPlaybackMute, EventPlaybackUnmute, EventPlaybackSeek, EventPlaybackStop} {
+		if got := d.waitEvent(t, e); got.SessionID != "pb2" || got.Source != SourceWebRTC {
+			t.Fatalf("event %+v", got)
+		}
+	}
+	if e := d.waitEvent(t, EventPlaybackSeek); e.Value != int(to.Unix()) {
+		t.Fatalf("seek event value %d, want %d", e.Value, to.Unix())
+	}
+	waitUntil(t, "the playback closed", func() bool { return rec.closed.Load() == rec.opened.Load() })
+}
+
+// pbPauseResume: after pause's reply and what was in flight, nothing
+// comes; resume brings video at 1x and audio back.
+func pbPauseResume(t *testing.T, v *pbViewer) {
+	t.Helper()
 	if r := v.do(t, 1, CmdPlaybackPause, nil); r.Res != ResOK {
 		t.Fatalf("pause: %+v", r)
 	}
@@ -491,15 +521,18 @@ func TestPlaybackCommands(t *testing.T) {
 		t.Fatalf("after resume: RTP step %d, want 3600", b.ts-a.ts)
 	}
 	waitUntil(t, "audio after resume", func() bool { return v.audio.Load() > audio+5 })
+}
 
-	// Speed 4: RTP timestamps step 10 ms a frame, frames come about four
-	// times as fast, audio stops.
+// pbSpeed: at speed 4 RTP timestamps step 10 ms a frame, frames come about
+// four times as fast and audio stops; speed 3 is refused, "1" goes back.
+func pbSpeed(t *testing.T, v *pbViewer) {
+	t.Helper()
 	if r := v.do(t, 3, CmdPlaybackSpeed, 4); r.Res != ResOK {
 		t.Fatalf("speed: %+v", r)
 	}
 	time.Sleep(200 * time.Millisecond) // frames sent before the change
 	v.drain()
-	audio = v.audio.Load()
+	audio := v.audio.Load()
 	first := v.next(t)
 	prev := first
 	for range 50 {
@@ -522,13 +555,16 @@ func TestPlaybackCommands(t *testing.T) {
 	if r := v.do(t, 5, CmdPlaybackSpeed, "1"); r.Res != ResOK {
 		t.Fatalf("speed 1: %+v", r)
 	}
+}
 
-	// Mute stops the audio at speed 1; unmute brings it back.
+// pbMute: mute stops the audio at speed 1; unmute brings it back.
+func pbMute(t *testing.T, v *pbViewer) {
+	t.Helper()
 	if r := v.do(t, 6, CmdPlaybackMute, nil); r.Res != ResOK {
 		t.Fatalf("mute: %+v", r)
 	}
 	time.Sleep(300 * time.Millisecond)
-	audio = v.audio.Load()
+	audio := v.audio.Load()
 	for range 25 {
 		v.next(t)
 	}
@@ -540,9 +576,13 @@ func TestPlaybackCommands(t *testing.T) {
 	}
 	audio = v.audio.Load()
 	waitUntil(t, "audio after unmute", func() bool { return v.audio.Load() > audio+5 })
+}
 
-	// Seek to 45.5 s: the video goes on from the keyframe at 45 s, in
-	// order, with RTP timestamps that keep going forward.
+// pbSeek seeks to 45.5 s: the video goes on from the keyframe at 45 s, in
+// order, with RTP timestamps that keep going forward; a seek outside the
+// offer's window is refused. It returns the time sought.
+func pbSeek(t *testing.T, v *pbViewer, rec *memRecording) time.Time {
+	t.Helper()
 	to := rec.t0.Add(45*time.Second + 500*time.Millisecond)
 	if r := v.do(t, 8, CmdPlaybackSeek, to.Unix()); r.Res != ResOK {
 		t.Fatalf("seek: %+v", r)
@@ -571,28 +611,19 @@ func TestPlaybackCommands(t *testing.T) {
 	if r := v.do(t, 9, CmdPlaybackSeek, rec.t0.Unix()); r.Res != ResBadRequest {
 		t.Fatalf("seek before the window: %+v", r)
 	}
+	return to
+}
 
-	if r := v.do(t, 10, CmdPlaybackStop, nil); r.Res != ResOK {
-		t.Fatalf("stop: %+v", r)
-	}
+// refusal waits for the device's disconnect.
+func (v *pbViewer) refusal(t *testing.T) Disconnect {
+	t.Helper()
 	select {
 	case dis := <-v.ended:
-		if dis.CloseReason != int(CloseUser) {
-			t.Fatalf("stop: disconnect %+v", dis)
-		}
+		return dis
 	case <-time.After(waitTimeout):
-		t.Fatal("no disconnect after playback_stop")
+		t.Fatal("no disconnect")
 	}
-	for _, e := range []EventType{EventPlaybackStart, EventPlaybackPause, EventPlaybackResume, EventPlaybackSpeed,
-		EventPlaybackMute, EventPlaybackUnmute, EventPlaybackSeek, EventPlaybackStop} {
-		if got := d.waitEvent(t, e); got.SessionID != "pb2" || got.Source != SourceWebRTC {
-			t.Fatalf("event %+v", got)
-		}
-	}
-	if e := d.waitEvent(t, EventPlaybackSeek); e.Value != int(to.Unix()) {
-		t.Fatalf("seek event value %d, want %d", e.Value, to.Unix())
-	}
-	waitUntil(t, "the playback closed", func() bool { return rec.closed.Load() == rec.opened.Load() })
+	return Disconnect{}
 }
 
 // TestPlaybackRefusals: offers the device cannot play get a disconnect
@@ -603,21 +634,11 @@ func TestPlaybackRefusals(t *testing.T) {
 	in := func(d, e time.Duration) *Replay {
 		return &Replay{IsReplay: 1, StartTime: rec.t0.Add(d).Unix(), EndTime: rec.t0.Add(e).Unix()}
 	}
-	refused := func(t *testing.T, v *pbViewer) Disconnect {
-		t.Helper()
-		select {
-		case dis := <-v.ended:
-			return dis
-		case <-time.After(waitTimeout):
-			t.Fatal("no disconnect")
-		}
-		return Disconnect{}
-	}
 	t.Run("recording off", func(t *testing.T) {
 		d := startRecDevice(t, nil, Config{})
 		v := newPBViewer(t)
 		v.offer(t, d.fmDevice, "off", in(0, time.Second))
-		if dis := refused(t, v); dis.CloseReason != int(CloseRecordingOff) || dis.Code != -116 || dis.Message != "recording off" {
+		if dis := v.refusal(t); dis.CloseReason != int(CloseRecordingOff) || dis.Code != -116 || dis.Message != "recording off" {
 			t.Fatalf("disconnect %+v", dis)
 		}
 		if n := d.svc.Drops()[RuleRecordingOff]; n != 1 {
@@ -628,7 +649,7 @@ func TestPlaybackRefusals(t *testing.T) {
 		d := startRecDevice(t, rec, Config{})
 		v := newPBViewer(t)
 		v.offer(t, d.fmDevice, "none", in(-time.Hour, -time.Hour+time.Minute))
-		if dis := refused(t, v); dis.CloseReason != int(CloseNoRecording) || dis.Code != -115 || dis.Message != "no recording" {
+		if dis := v.refusal(t); dis.CloseReason != int(CloseNoRecording) || dis.Code != -115 || dis.Message != "no recording" {
 			t.Fatalf("disconnect %+v", dis)
 		}
 		if d.svc.PeerConnections() != 0 {
@@ -672,7 +693,7 @@ func TestPlaybackRefusals(t *testing.T) {
 		v.next(t)
 		w := newPBViewer(t)
 		w.offer(t, d.fmDevice, "two", in(0, 30*time.Second))
-		if dis := refused(t, w); dis.CloseReason != int(CloseBusy) {
+		if dis := w.refusal(t); dis.CloseReason != int(CloseBusy) {
 			t.Fatalf("second playback: %+v", dis)
 		}
 	})
@@ -680,7 +701,7 @@ func TestPlaybackRefusals(t *testing.T) {
 		d := startRecDevice(t, rec, Config{Budget: media.NewBudget(SessionCost(256) / 2)})
 		v := newPBViewer(t)
 		v.offer(t, d.fmDevice, "mem", in(0, 30*time.Second))
-		if dis := refused(t, v); dis.CloseReason != int(CloseNoMemory) {
+		if dis := v.refusal(t); dis.CloseReason != int(CloseNoMemory) {
 			t.Fatalf("playback over the budget: %+v", dis)
 		}
 	})
@@ -840,14 +861,10 @@ func (c *dlClient) received() int {
 	return len(c.data)
 }
 
-// TestDownload downloads a range over the download channel: the bytes are
-// exactly what the export wrote, with progress on the way and done at the
-// end; pause holds it, resume finishes it, cancel stops the export, and
-// the session loop answers control commands throughout.
-func TestDownload(t *testing.T) {
-	rec := newMemRecording(t, recT0(), time.Minute)
-	// A large export: 16 MiB of the recording's bytes, in frame-sized
-	// writes, so that flow control and pause have something to hold.
+// largeExport makes rec's export write 16 MiB of the recording's bytes,
+// in frame-sized writes, so that flow control and pause have something to
+// hold. It returns the bytes and a channel that gets each export's end.
+func (rec *memRecording) largeExport() ([]byte, chan error) {
 	var want []byte
 	for len(want) < 16<<20 {
 		for _, f := range rec.video(rec.t0, rec.end) {
@@ -873,6 +890,16 @@ func TestDownload(t *testing.T) {
 		exported <- nil
 		return n, nil
 	}
+	return want, exported
+}
+
+// TestDownload downloads a range over the download channel: the bytes are
+// exactly what the export wrote, with progress on the way and done at the
+// end; pause holds it, resume finishes it, cancel stops the export, and
+// the session loop answers control commands throughout.
+func TestDownload(t *testing.T) {
+	rec := newMemRecording(t, recT0(), time.Minute)
+	want, exported := rec.largeExport()
 	d := startRecDevice(t, rec, Config{})
 	v := newPBViewer(t)
 	dl := v.openDownload(t)
