@@ -209,7 +209,24 @@ func (se *session) adaptReport(rr *rtcp.ReceiverReport, ssrc uint32) {
 	if cfg.Off || se.fm.Load() != nil || se.svc.media.Sub == nil {
 		return
 	}
-	cur := media.Stream(se.stream.Load())
+	se.adaptSettle(cfg)
+	congested := s.loss >= cfg.Loss || s.growth >= cfg.Delay
+	why := fmt.Sprintf("loss %.0f %% (limit %.0f %%), round trip %v over its lowest (limit %v)",
+		100*s.loss, 100*cfg.Loss, s.growth.Round(time.Millisecond), cfg.Delay)
+	switch a.state {
+	case adaptMain:
+		se.adaptOnMain(cfg, now, congested, s.loss, why)
+	case adaptHeld:
+		se.adaptOnHold(now, rtx)
+	case adaptProbing:
+		se.adaptProbing(cfg, now, congested, why)
+	}
+}
+
+// adaptSettle takes the app's own stream choice, and the state of a
+// session's first report.
+func (se *session) adaptSettle(cfg *AdaptConfig) {
+	a := &se.adapt
 	if w := a.appWant.Swap(0); w != 0 {
 		a.stopProbe()
 		a.state, a.congested = adaptMain, 0
@@ -219,70 +236,78 @@ func (se *session) adaptReport(rr *rtcp.ReceiverReport, ssrc uint32) {
 	}
 	if a.state == adaptUnknown {
 		a.state, a.hold = adaptMain, cfg.Hold
-		if cur != media.StreamMain {
+		if media.Stream(se.stream.Load()) != media.StreamMain {
 			a.state = adaptManual
 		}
 	}
-	congested := s.loss >= cfg.Loss || s.growth >= cfg.Delay
-	why := fmt.Sprintf("loss %.0f %% (limit %.0f %%), round trip %v over its lowest (limit %v)",
-		100*s.loss, 100*cfg.Loss, s.growth.Round(time.Millisecond), cfg.Delay)
-	switch a.state {
-	case adaptMain:
-		if !congested {
-			a.congested = 0
-			return
-		}
-		a.congested++
-		// Two reports in a row, or one with twice the loss: a single
-		// burst does not move a viewer.
-		if a.congested < 2 && s.loss < 2*cfg.Loss {
-			return
-		}
-		if code, msg := se.svc.setClarity(se, 1); code != ResOK {
-			se.log.Debug("adapt: cannot move to sub", "reason", msg)
-			a.state = adaptManual
-			return
-		}
-		// A path that fails soon after moving back is not tried as soon.
-		if !a.lastUp.IsZero() && now.Sub(a.lastUp) < 2*cfg.HoldMax {
-			a.hold = min(2*a.hold, cfg.HoldMax)
-		} else {
-			a.hold = cfg.Hold
-		}
-		a.state, a.since, a.congested = adaptHeld, now, 0
-		a.down.Add(1)
-		se.adaptMoved("down to sub: "+why, "hold", a.hold)
-	case adaptHeld:
-		if now.Sub(a.since) < a.hold || a.mainRate == 0 || rtx == nil {
-			return
-		}
-		pad := int64(1.1*a.mainRate - a.subRate)
-		if pad <= 0 {
-			pad = 1
-		}
-		a.probeRate.Store(pad)
-		a.state, a.since = adaptProbing, now
-		a.probePkts, a.probeNack = a.mediaPkts.Load(), 0
-		a.probes.Add(1)
-		se.log.Debug("adapt: probe", "padding_bps", 8*pad, "main_bps", int64(8*a.mainRate), "sub_bps", int64(8*a.subRate))
-	case adaptProbing:
-		if congested {
-			a.probeFailed(se, why)
-			return
-		}
-		if now.Sub(a.since) < cfg.Probe {
-			return
-		}
-		a.stopProbe()
-		if code, msg := se.svc.setClarity(se, 0); code != ResOK {
-			se.log.Debug("adapt: cannot move to main", "reason", msg)
-			a.state = adaptManual
-			return
-		}
-		a.state, a.lastUp = adaptMain, now
-		a.up.Add(1)
-		se.adaptMoved(fmt.Sprintf("up to main: the path carried %d kbit/s for %v", int64(8*(a.subRate+float64(a.probeRateWas())))/1000, cfg.Probe), "hold", a.hold)
+}
+
+// adaptOnMain moves a congested session on main down to sub.
+func (se *session) adaptOnMain(cfg *AdaptConfig, now time.Time, congested bool, loss float64, why string) {
+	a := &se.adapt
+	if !congested {
+		a.congested = 0
+		return
 	}
+	a.congested++
+	// Two reports in a row, or one with twice the loss: a single
+	// burst does not move a viewer.
+	if a.congested < 2 && loss < 2*cfg.Loss {
+		return
+	}
+	if code, msg := se.svc.setClarity(se, 1); code != ResOK {
+		se.log.Debug("adapt: cannot move to sub", "reason", msg)
+		a.state = adaptManual
+		return
+	}
+	// A path that fails soon after moving back is not tried as soon.
+	if !a.lastUp.IsZero() && now.Sub(a.lastUp) < 2*cfg.HoldMax {
+		a.hold = min(2*a.hold, cfg.HoldMax)
+	} else {
+		a.hold = cfg.Hold
+	}
+	a.state, a.since, a.congested = adaptHeld, now, 0
+	a.down.Add(1)
+	se.adaptMoved("down to sub: "+why, "hold", a.hold)
+}
+
+// adaptOnHold starts a probe once the hold is over.
+func (se *session) adaptOnHold(now time.Time, rtx *rtxStream) {
+	a := &se.adapt
+	if now.Sub(a.since) < a.hold || a.mainRate == 0 || rtx == nil {
+		return
+	}
+	pad := int64(1.1*a.mainRate - a.subRate)
+	if pad <= 0 {
+		pad = 1
+	}
+	a.probeRate.Store(pad)
+	a.state, a.since = adaptProbing, now
+	a.probePkts, a.probeNack = a.mediaPkts.Load(), 0
+	a.probes.Add(1)
+	se.log.Debug("adapt: probe", "padding_bps", 8*pad, "main_bps", int64(8*a.mainRate), "sub_bps", int64(8*a.subRate))
+}
+
+// adaptProbing ends a probe: failed on congestion, or back to main once
+// the path has carried it for cfg.Probe.
+func (se *session) adaptProbing(cfg *AdaptConfig, now time.Time, congested bool, why string) {
+	a := &se.adapt
+	if congested {
+		a.probeFailed(se, why)
+		return
+	}
+	if now.Sub(a.since) < cfg.Probe {
+		return
+	}
+	a.stopProbe()
+	if code, msg := se.svc.setClarity(se, 0); code != ResOK {
+		se.log.Debug("adapt: cannot move to main", "reason", msg)
+		a.state = adaptManual
+		return
+	}
+	a.state, a.lastUp = adaptMain, now
+	a.up.Add(1)
+	se.adaptMoved(fmt.Sprintf("up to main: the path carried %d kbit/s for %v", int64(8*(a.subRate+float64(a.probeRateWas())))/1000, cfg.Probe), "hold", a.hold)
 }
 
 func (a *adaptation) stopProbe() { a.probeRate.Store(0) }

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/transport/v4/vnet"
 	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
 
 	"github.com/ipcd/ipcd/media"
@@ -127,110 +129,138 @@ type dropState struct {
 }
 
 func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
-	sb := samplebuilder.New(512, &codecs.H264Packet{}, 90000, samplebuilder.WithMaxTimeDelay(time.Second))
-	chain, seen := false, false
-	var lastTS uint32
-	var lastPLI time.Time
-	sendPLI := func(force bool) {
-		if !force && time.Since(lastPLI) < media.KeyframeRequestInterval {
-			return
-		}
-		lastPLI = time.Now()
-		_ = v.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}})
-		d.mu.Lock()
-		d.plis++
-		d.mu.Unlock()
-	}
-	var ds dropState
-	arrived := map[uint32]time.Time{} // first packet of each access unit
-	var lastAt time.Time
+	r := &decodeRun{d: d, v: v, tr: tr, arrived: map[uint32]time.Time{},
+		sb: samplebuilder.New(512, &codecs.H264Packet{}, 90000, samplebuilder.WithMaxTimeDelay(time.Second))}
 	for {
 		p, _, err := tr.ReadRTP()
 		if err != nil {
 			return
 		}
-		if _, ok := arrived[p.Timestamp]; !ok && d.timeline && len(arrived) < 4096 {
-			arrived[p.Timestamp] = time.Now()
+		if _, ok := r.arrived[p.Timestamp]; !ok && d.timeline && len(r.arrived) < 4096 {
+			r.arrived[p.Timestamp] = time.Now()
 		}
-		keyStart := startsWithSPS(p.Payload)
-		d.mu.Lock()
-		if d.dropKey && keyStart {
-			d.dropKey = false
-			ds = dropState{dropping: true, dropTS: p.Timestamp, curTS: p.Timestamp}
-		}
-		d.mu.Unlock()
-		if ds.dropping && p.Timestamp == ds.dropTS {
-			if p.Marker {
-				// The viewer knows the keyframe is gone: it asks at once.
-				ds.dropping, ds.waiting, ds.pliAt = false, true, time.Now()
-				sendPLI(true)
-			}
+		if r.dropped(p) {
 			continue
 		}
-		if ds.waiting {
-			if int32(p.Timestamp-ds.curTS) > 0 {
-				ds.curTS = p.Timestamp
-				ds.between++
-			}
-			if keyStart {
-				ds.keyTS, ds.keySeen = p.Timestamp, true
-			}
-			if p.Marker && ds.keySeen && p.Timestamp == ds.keyTS {
-				d.mu.Lock()
-				d.recoveries = append(d.recoveries, recovery{took: time.Since(ds.pliAt), frames: ds.between - 1})
-				d.mu.Unlock()
-				ds.waiting = false
-			}
+		r.sb.Push(p)
+		for s := r.sb.Pop(); s != nil; s = r.sb.Pop() {
+			r.judge(s)
 		}
-		sb.Push(p)
-		for s := sb.Pop(); s != nil; s = sb.Pop() {
-			gap := int32(s.PacketTimestamp - lastTS)
-			if seen && gap <= 0 {
-				continue // a late duplicate
-			}
+	}
+}
+
+// decodeRun is one run of a decoder over a track.
+type decodeRun struct {
+	d       *decoder
+	v       *rtpViewer
+	tr      *webrtc.TrackRemote
+	sb      *samplebuilder.SampleBuilder
+	chain   bool // the units so far decode
+	seen    bool
+	lastTS  uint32
+	lastPLI time.Time
+	ds      dropState
+	arrived map[uint32]time.Time // first packet of each access unit
+	lastAt  time.Time
+}
+
+func (r *decodeRun) sendPLI(force bool) {
+	if !force && time.Since(r.lastPLI) < media.KeyframeRequestInterval {
+		return
+	}
+	r.lastPLI = time.Now()
+	_ = r.v.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(r.tr.SSRC())}})
+	r.d.mu.Lock()
+	r.d.plis++
+	r.d.mu.Unlock()
+}
+
+// dropped discards the packets of the keyframe dropped on purpose and
+// follows the wait for the next one; true for a discarded packet.
+func (r *decodeRun) dropped(p *rtp.Packet) bool {
+	d, ds := r.d, &r.ds
+	keyStart := startsWithSPS(p.Payload)
+	d.mu.Lock()
+	if d.dropKey && keyStart {
+		d.dropKey = false
+		*ds = dropState{dropping: true, dropTS: p.Timestamp, curTS: p.Timestamp}
+	}
+	d.mu.Unlock()
+	if ds.dropping && p.Timestamp == ds.dropTS {
+		if p.Marker {
+			// The viewer knows the keyframe is gone: it asks at once.
+			ds.dropping, ds.waiting, ds.pliAt = false, true, time.Now()
+			r.sendPLI(true)
+		}
+		return true
+	}
+	if ds.waiting {
+		if int32(p.Timestamp-ds.curTS) > 0 {
+			ds.curTS = p.Timestamp
+			ds.between++
+		}
+		if keyStart {
+			ds.keyTS, ds.keySeen = p.Timestamp, true
+		}
+		if p.Marker && ds.keySeen && p.Timestamp == ds.keyTS {
 			d.mu.Lock()
-			broken := s.PrevDroppedPackets > 0
-			at, ok := arrived[s.PacketTimestamp]
-			if !ok {
-				at = time.Now()
-			}
-			// Those of units popped or given up.
-			for ts := range arrived {
-				if int32(ts-s.PacketTimestamp) <= 0 {
-					delete(arrived, ts)
-				}
-			}
-			if seen && gap > frameTicks+frameTicks/2 {
-				n := int((gap+frameTicks/2)/frameTicks) - 1
-				d.missing += n
-				broken = true
-				for range n {
-					if d.timeline {
-						d.frames = append(d.frames, decodedFrame{at: lastAt})
-					}
-				}
-			}
-			seen, lastTS = true, s.PacketTimestamp
-			switch {
-			case media.IsH264Keyframe(s.Data):
-				chain = true
-			case broken:
-				chain = false
-			}
-			if chain {
-				d.decoded++
-			} else {
-				d.undecoded++
-			}
-			if d.timeline {
-				d.frames = append(d.frames, decodedFrame{at: at, ok: chain})
-			}
-			lastAt = at
+			d.recoveries = append(d.recoveries, recovery{took: time.Since(ds.pliAt), frames: ds.between - 1})
 			d.mu.Unlock()
-			if !chain && d.pli {
-				sendPLI(false)
+			ds.waiting = false
+		}
+	}
+	return false
+}
+
+// judge counts a complete access unit as decodable or not, and the units
+// that never completed before it.
+func (r *decodeRun) judge(s *pionmedia.Sample) {
+	d := r.d
+	gap := int32(s.PacketTimestamp - r.lastTS)
+	if r.seen && gap <= 0 {
+		return // a late duplicate
+	}
+	d.mu.Lock()
+	broken := s.PrevDroppedPackets > 0
+	at, ok := r.arrived[s.PacketTimestamp]
+	if !ok {
+		at = time.Now()
+	}
+	// Those of units popped or given up.
+	for ts := range r.arrived {
+		if int32(ts-s.PacketTimestamp) <= 0 {
+			delete(r.arrived, ts)
+		}
+	}
+	if r.seen && gap > frameTicks+frameTicks/2 {
+		n := int((gap+frameTicks/2)/frameTicks) - 1
+		d.missing += n
+		broken = true
+		for range n {
+			if d.timeline {
+				d.frames = append(d.frames, decodedFrame{at: r.lastAt})
 			}
 		}
+	}
+	r.seen, r.lastTS = true, s.PacketTimestamp
+	switch {
+	case media.IsH264Keyframe(s.Data):
+		r.chain = true
+	case broken:
+		r.chain = false
+	}
+	if r.chain {
+		d.decoded++
+	} else {
+		d.undecoded++
+	}
+	if d.timeline {
+		d.frames = append(d.frames, decodedFrame{at: at, ok: r.chain})
+	}
+	r.lastAt = at
+	d.mu.Unlock()
+	if !r.chain && d.pli {
+		r.sendPLI(false)
 	}
 }
 
