@@ -105,7 +105,11 @@ func sntpQuery(ctx context.Context, server string) (ntpReply, error) {
 	if err != nil {
 		return ntpReply{}, err
 	}
-	conn := c.(*net.UDPConn)
+	conn, ok := c.(*net.UDPConn)
+	if !ok {
+		_ = c.Close()
+		return ntpReply{}, fmt.Errorf("dial %s: %T is not a UDP socket", server, c)
+	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
@@ -113,6 +117,8 @@ func sntpQuery(ctx context.Context, server string) (ntpReply, error) {
 	// Cancelling ctx unblocks the read at once.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	// The socket is connected, so the kernel already filters by source;
+	// the check below keeps that a property of this code, not of the OS.
 	peer := unmap(conn.RemoteAddr().(*net.UDPAddr).AddrPort())
 
 	// The transmit timestamp is a random nonce rather than the local clock:

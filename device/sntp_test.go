@@ -331,3 +331,23 @@ func FuzzSNTPReply(f *testing.F) {
 		}
 	})
 }
+
+// A server that answers with a kiss-o'-death is a failed round: the warning
+// names the code, and the clock is not trusted.
+func TestTimeSyncKissOfDeath(t *testing.T) {
+	srv := startNTPServer(t, func(req []byte, _ net.Addr) [][]byte {
+		p := serverReply(req, 0)
+		p[0] = 3<<6 | 4<<3 | ntpModeServer
+		p[1] = 0
+		copy(p[12:], "DENY")
+		return [][]byte{p}
+	})
+	r := startSync(t, fast(srv.addr), nil)
+	warns := r.waitLines(t, "ntp query failed", 2, 2*time.Second)
+	if !strings.Contains(warns[0], "level=WARN") || !strings.Contains(warns[0], "DENY") || !strings.Contains(warns[0], "retrying in ") {
+		t.Fatalf("failure line %q", warns[0])
+	}
+	if r.syncs.Load() != 0 || r.Synced() || r.Offset() != 0 {
+		t.Fatal("synced against a kiss-o'-death")
+	}
+}
