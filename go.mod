@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	github.com/asticode/go-astits v1.13.0
-	github.com/beevik/ntp v1.6.0
 	github.com/blackjack/webcam v0.6.1
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.22.1

@@ -64,3 +64,16 @@ func (e *MissingFieldError) Error() string { return ErrMissingField.Error() + ":
 
 // Is reports ErrMissingField so callers need not know the concrete type.
 func (e *MissingFieldError) Is(target error) bool { return target == ErrMissingField }
+
+// NTP query errors (device/sntp.go).
+var (
+	// ErrNTPNoReply: no usable reply arrived before the query's deadline;
+	// the error says how many datagrams were dropped and by which rule.
+	ErrNTPNoReply = errors.New("device: no ntp reply")
+	// ErrNTPKissOfDeath: the server answered with stratum 0, telling the
+	// client to stop or slow down; the error carries the kiss code.
+	ErrNTPKissOfDeath = errors.New("device: ntp kiss-o'-death")
+	// ErrNTPUnusable: the server is not synchronized (leap indicator 3,
+	// stratum above 15) or its reply is implausible.
+	ErrNTPUnusable = errors.New("device: unusable ntp reply")
+)

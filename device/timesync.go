@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"sync/atomic"
 	"time"
-
-	"github.com/beevik/ntp"
 )
 
 // Time sources (config key time.source).
@@ -187,7 +184,7 @@ func (t *TimeSync) runNTP(ctx context.Context, synced func()) error {
 // round asks each server once, starting at first, and returns the index
 // and answer of the first that gives a usable one. Every failure is a warn
 // line saying what happens next, so a silent server shows in the log.
-func (t *TimeSync) round(ctx context.Context, first int, retry time.Duration) (int, *ntp.Response, bool) {
+func (t *TimeSync) round(ctx context.Context, first int, retry time.Duration) (int, ntpReply, bool) {
 	n := len(t.cfg.Servers)
 	for k := range n {
 		i := (first + k) % n
@@ -197,7 +194,7 @@ func (t *TimeSync) round(ctx context.Context, first int, retry time.Duration) (i
 			return i, resp, true
 		}
 		if ctx.Err() != nil {
-			return 0, nil, false
+			return 0, ntpReply{}, false
 		}
 		then := "retrying in " + retry.Round(time.Millisecond).String()
 		if k < n-1 {
@@ -205,47 +202,29 @@ func (t *TimeSync) round(ctx context.Context, first int, retry time.Duration) (i
 		}
 		t.log.Warn("ntp query failed", "server", server, "err", err, "then", then)
 	}
-	return 0, nil, false
+	return 0, ntpReply{}, false
 }
 
-// query asks one server. The query is abandoned when ctx ends: the library
-// has no context, so the socket is closed under it.
-func (t *TimeSync) query(ctx context.Context, server string) (*ntp.Response, error) {
-	var stop func() bool
-	resp, err := ntp.QueryWithOptions(server, ntp.QueryOptions{
-		Timeout: t.cfg.QueryTimeout,
-		Dialer: func(_, remote string) (net.Conn, error) {
-			dctx, cancel := context.WithTimeout(ctx, t.cfg.QueryTimeout)
-			defer cancel()
-			var d net.Dialer
-			conn, err := d.DialContext(dctx, "udp", remote)
-			if err != nil {
-				return nil, err
-			}
-			stop = context.AfterFunc(ctx, func() { _ = conn.Close() })
-			return conn, nil
-		},
-	})
-	if stop != nil {
-		stop()
-	}
+// query asks one server, for at most the query timeout; it returns at once
+// when ctx ends.
+func (t *TimeSync) query(ctx context.Context, server string) (ntpReply, error) {
+	qctx, cancel := context.WithTimeout(ctx, t.cfg.QueryTimeout)
+	defer cancel()
+	resp, err := sntpQuery(qctx, server)
 	if err != nil {
-		return nil, err
+		return ntpReply{}, err
 	}
-	if err := resp.Validate(); err != nil {
-		return nil, fmt.Errorf("unusable answer (stratum %d): %w", resp.Stratum, err)
-	}
-	if at := t.now().Add(resp.ClockOffset); at.Before(t.cfg.BuildTime) {
-		return nil, fmt.Errorf("server time %s is before the build time %s",
+	if at := t.now().Add(resp.offset); at.Before(t.cfg.BuildTime) {
+		return ntpReply{}, fmt.Errorf("server time %s is before the build time %s",
 			at.UTC().Format(time.RFC3339), t.cfg.BuildTime.UTC().Format(time.RFC3339))
 	}
 	return resp, nil
 }
 
-func (t *TimeSync) apply(server string, resp *ntp.Response) {
-	off := resp.ClockOffset
+func (t *TimeSync) apply(server string, resp ntpReply) {
+	off := resp.offset
 	t.offset.Store(int64(off))
-	t.log.Info("ntp synced", "server", server, "offset", off, "rtt", resp.RTT, "stratum", resp.Stratum)
+	t.log.Info("ntp synced", "server", server, "offset", off, "rtt", resp.rtt, "stratum", resp.stratum, "leap", resp.leap)
 	correction := off
 	if t.cfg.SetSystemClock {
 		if err := t.setClock(time.Now().Add(off)); err != nil {
