@@ -223,53 +223,18 @@ func (m *tsMuxer) writeAudio(payload []byte, pts90 int64) error {
 // (unbounded), as an access unit may exceed 64 KiB.
 func (m *tsMuxer) writePES(pid uint16, cc *byte, streamID byte, payload []byte, pts90 int64, key bool, pcr int64) error {
 	p := &m.pkt
-	first := true
-	for len(payload) > 0 {
-		p[0], p[1], p[2], p[3] = 0x47, byte(pid>>8), byte(pid), 0x10|*cc
-		*cc = (*cc + 1) & 0x0f
-		n := 4
-		af := -1 // offset of the adaptation field's length byte
-		if first && pcr >= 0 {
-			af = n
-			flags := byte(0x10)
-			if key {
-				flags |= 0x40
-			}
-			p[n], p[n+1] = 7, flags
-			putPCR(p[n+2:n+8], pcr)
-			n += 8
-		}
+	size := len(payload)
+	for first := true; len(payload) > 0; first = false {
+		n, af := startPacket(p, pid, cc, first, key, pcr)
 		room := tsPacketSize - n
 		if first {
-			p[1] |= 0x40
 			room -= pesHeaderLen
 		}
 		chunk := min(room, len(payload))
-		stuff := room - chunk
-		if stuff > 0 {
-			// Grow the adaptation field (or add one) so the payload
-			// ends the packet.
-			if af < 0 {
-				af = n
-				if stuff == 1 {
-					p[n] = 0
-				} else {
-					p[n], p[n+1] = byte(stuff-1), 0x00
-					fill(p[n+2 : n+stuff])
-				}
-			} else {
-				p[af] += byte(stuff)
-				fill(p[n : n+stuff])
-			}
-			n += stuff
-		}
-		if af >= 0 {
-			p[3] |= 0x20
-		}
+		n = stuff(p, n, af, room-chunk)
 		if first {
-			putPESHeader(p[n:n+pesHeaderLen], streamID, len(payload), pts90)
+			putPESHeader(p[n:n+pesHeaderLen], streamID, size, pts90)
 			n += pesHeaderLen
-			first = false
 		}
 		n += copy(p[n:], payload[:chunk])
 		payload = payload[chunk:]
@@ -278,6 +243,50 @@ func (m *tsMuxer) writePES(pid uint16, cc *byte, streamID byte, payload []byte, 
 		}
 	}
 	return nil
+}
+
+// startPacket writes the 4-byte header of the next packet of pid and, on
+// the first packet of a PES with a PCR, the adaptation field holding it. It
+// returns the bytes used and the offset of the adaptation field, -1 if none.
+func startPacket(p *[tsPacketSize]byte, pid uint16, cc *byte, first, key bool, pcr int64) (n, af int) {
+	p[0], p[1], p[2], p[3] = 0x47, byte(pid>>8), byte(pid), 0x10|*cc
+	*cc = (*cc + 1) & 0x0f
+	if !first {
+		return 4, -1
+	}
+	p[1] |= 0x40 // payload unit start
+	if pcr < 0 {
+		return 4, -1
+	}
+	flags := byte(0x10)
+	if key {
+		flags |= 0x40
+	}
+	p[3] |= 0x20
+	p[4], p[5] = 7, flags
+	putPCR(p[6:12], pcr)
+	return 12, 4
+}
+
+// stuff grows the adaptation field at af, or adds one at n, by k bytes so
+// the payload ends the packet, and returns where the payload starts.
+func stuff(p *[tsPacketSize]byte, n, af, k int) int {
+	switch {
+	case k == 0:
+		return n
+	case af >= 0:
+		p[af] += byte(k)
+	case k == 1:
+		p[3] |= 0x20
+		p[n] = 0
+		return n + 1
+	default:
+		p[3] |= 0x20
+		p[n], p[n+1] = byte(k-1), 0x00
+		n, k = n+2, k-2
+	}
+	fill(p[n : n+k])
+	return n + k
 }
 
 func fill(b []byte) {
