@@ -111,99 +111,36 @@ type adaptResult struct {
 // adaptScenario runs the scenario of TestAdaptTBF; it fails t on what the
 // acceptance bounds (the 5 s and 30 s windows, viewer 2 unmoved).
 func adaptScenario(t testing.TB) adaptResult {
-	lab := newNetnsLab(t)
-	mainClip, subClip := adaptClips(t, t.TempDir())
-	t.Logf("main %d kbit/s, sub %d kbit/s", clipRate(t, mainClip), clipRate(t, subClip))
-
-	dev, v1ns, v2ns := lab.ns("d"), lab.ns("a"), lab.ns("b")
-	lab.link(dev, "ad1x", "10.77.1.1/24", v1ns, "ad1y", "10.77.1.2/24")
-	lab.link(dev, "ad2x", "10.77.2.1/24", v2ns, "ad2y", "10.77.2.2/24")
-	shaped := "ad1x" + lab.tag
-	lab.tc(dev, "qdisc", "add", "dev", shaped, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "100ms")
-
-	mainRing := fileRing(t, mainClip, media.StreamMain, media.CodecH264, 25)
-	subRing := fileRing(t, subClip, media.StreamSub, media.CodecH264, 25)
-	devNet, err := newNSNet(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evMu sync.Mutex
-	var events []Event
-	d := startDevice(t, Media{Main: mainRing, Sub: subRing}, Config{Net: devNet, Events: func(e Event) {
-		evMu.Lock()
-		events = append(events, e)
-		evMu.Unlock()
-	}}, nil)
-
-	viewer := func(ns, sid string) (*rtpViewer, *decoder, time.Time) {
-		n, err := newNSNet(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		se := &webrtc.SettingEngine{}
-		se.SetNet(n)
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		dec := &decoder{pli: true, timeline: true}
-		v := newRTPViewer(t, viewerOptions{se: se, decode: dec})
-		start := time.Now()
-		v.connect(t, d, sid, nil)
-		v.videoSSRC(t, 10*time.Second)
-		return v, dec, start
-	}
-	v1, dec1, start1 := viewer(v1ns, "adapt001")
+	b := newAdaptBed(t)
+	v1, dec1, start1 := b.viewer(b.v1ns, "adapt001")
 	defer v1.close()
-	v2, dec2, _ := viewer(v2ns, "adapt002")
+	v2, dec2, _ := b.viewer(b.v2ns, "adapt002")
 	defer v2.close()
-	defer d.stop()
-
-	stats := func() map[string]SessionStats {
-		out := map[string]SessionStats{}
-		for _, st := range d.svc.Sessions(context.Background()) {
-			out[st.ID] = st
-		}
-		return out
-	}
-	// watch polls the sessions until cond holds for viewer 1 or the
-	// deadline passes, checking on the way that viewer 2 stays on main.
-	watch := func(until time.Time, cond func(SessionStats) bool) (time.Time, bool) {
-		for time.Now().Before(until) {
-			st := stats()
-			if s2 := st["adapt002"]; s2.Stream != media.StreamMain || s2.Adapt.Down != 0 {
-				t.Fatalf("viewer 2, unshaped, moved: %+v", s2)
-			}
-			if cond(st["adapt001"]) {
-				return time.Now(), true
-			}
-			time.Sleep(50 * time.Millisecond) // polling the stats, not a synchronisation
-		}
-		return time.Time{}, false
-	}
-	onSub := func(s SessionStats) bool { return s.Stream == media.StreamSub }
-	onMain := func(s SessionStats) bool { return s.Stream == media.StreamMain }
+	defer b.d.stop()
 
 	// The window is the acceptance's; under load it is also the
 	// deadline of the wait.
-	down, ok := watch(start1.Add(5*time.Second), onSub)
+	down, ok := b.watch(start1.Add(5*time.Second), onStream(media.StreamSub))
 	if !ok {
-		t.Fatalf("viewer 1 not on the sub stream within 5 s of its offer: %+v", stats()["adapt001"])
+		t.Fatalf("viewer 1 not on the sub stream within 5 s of its offer: %+v", b.stats()["adapt001"])
 	}
 	t.Logf("viewer 1 on sub %v after its offer", down.Sub(start1).Round(time.Millisecond))
 
 	// Keep the limit past the first probe (after the 10 s hold), which
 	// must fail and leave viewer 1 on sub.
-	if at, moved := watch(down.Add(14*time.Second), onMain); moved {
-		t.Fatalf("viewer 1 back on main at %v while the limit holds: %+v", at.Sub(down), stats()["adapt001"])
+	if at, moved := b.watch(down.Add(14*time.Second), onStream(media.StreamMain)); moved {
+		t.Fatalf("viewer 1 back on main at %v while the limit holds: %+v", at.Sub(down), b.stats()["adapt001"])
 	}
-	lab.tc(dev, "qdisc", "del", "dev", shaped, "root")
+	b.lab.tc(b.dev, "qdisc", "del", "dev", b.shaped, "root")
 	lifted := time.Now()
-	up, ok := watch(lifted.Add(30*time.Second), onMain)
+	up, ok := b.watch(lifted.Add(30*time.Second), onStream(media.StreamMain))
 	if !ok {
-		t.Fatalf("viewer 1 not back on main within 30 s of the limit's end: %+v", stats()["adapt001"])
+		t.Fatalf("viewer 1 not back on main within 30 s of the limit's end: %+v", b.stats()["adapt001"])
 	}
 	// A few seconds on main, for the frames of the move up.
-	watch(time.Now().Add(3*time.Second), func(SessionStats) bool { return false })
+	b.watch(time.Now().Add(3*time.Second), func(SessionStats) bool { return false })
 
-	r := adaptResult{down: down.Sub(start1), up: up.Sub(lifted), stats: stats()["adapt001"].Adapt,
+	r := adaptResult{down: down.Sub(start1), up: up.Sub(lifted), stats: b.stats()["adapt001"].Adapt,
 		lostDown: frameLoss(dec1, start1, down), lostUp: frameLoss(dec1, up.Add(-2*time.Second), up.Add(2*time.Second))}
 	got, total := dec1.share(down)
 	if total < 25*15 {
@@ -213,20 +150,112 @@ func adaptScenario(t testing.TB) adaptResult {
 	g2, n2 := dec2.share(time.Time{})
 	t.Logf("viewer 1: on sub %v after its offer (%d frames undecodable before), back on main %v after the limit's end (%d frames undecodable within 2 s of it); from the move down %d of %d frames decodable (%.1f %%); %+v",
 		r.down.Round(time.Millisecond), r.lostDown, r.up.Round(time.Millisecond), r.lostUp, got, total, 100*r.share, r.stats)
-	t.Logf("viewer 2: %d of %d frames decodable, %+v", g2, n2, stats()["adapt002"].Adapt)
-
-	evMu.Lock()
-	defer evMu.Unlock()
-	for _, e := range events {
-		if e.Type == EventLiveLoadAdjust && strings.HasPrefix(e.Detail, "adapt ") {
-			if e.SessionID != "adapt001" {
-				t.Errorf("LiveLoadAdjust for %s: %s", e.SessionID, e.Detail)
-			}
-			r.reasons = append(r.reasons, e.Detail)
-		}
-	}
+	t.Logf("viewer 2: %d of %d frames decodable, %+v", g2, n2, b.stats()["adapt002"].Adapt)
+	r.reasons = b.loadAdjusts()
 	t.Logf("LiveLoadAdjust: %q", r.reasons)
 	return r
+}
+
+// adaptBed is TestAdaptTBF's network: the device and two viewers in their
+// own namespaces, viewer 1 behind a 1 Mbit/s token bucket.
+type adaptBed struct {
+	t               testing.TB
+	lab             *netnsLab
+	dev, v1ns, v2ns string
+	shaped          string
+	d               *fmDevice
+
+	evMu   sync.Mutex
+	events []Event
+}
+
+func newAdaptBed(t testing.TB) *adaptBed {
+	b := &adaptBed{t: t, lab: newNetnsLab(t)}
+	mainClip, subClip := adaptClips(t, t.TempDir())
+	t.Logf("main %d kbit/s, sub %d kbit/s", clipRate(t, mainClip), clipRate(t, subClip))
+
+	lab := b.lab
+	b.dev, b.v1ns, b.v2ns = lab.ns("d"), lab.ns("a"), lab.ns("b")
+	lab.link(b.dev, "ad1x", "10.77.1.1/24", b.v1ns, "ad1y", "10.77.1.2/24")
+	lab.link(b.dev, "ad2x", "10.77.2.1/24", b.v2ns, "ad2y", "10.77.2.2/24")
+	b.shaped = "ad1x" + lab.tag
+	lab.tc(b.dev, "qdisc", "add", "dev", b.shaped, "root", "tbf", "rate", "1mbit", "burst", "16kb", "latency", "100ms")
+
+	mainRing := fileRing(t, mainClip, media.StreamMain, media.CodecH264, 25)
+	subRing := fileRing(t, subClip, media.StreamSub, media.CodecH264, 25)
+	devNet, err := newNSNet(b.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.d = startDevice(t, Media{Main: mainRing, Sub: subRing}, Config{Net: devNet, Events: func(e Event) {
+		b.evMu.Lock()
+		b.events = append(b.events, e)
+		b.evMu.Unlock()
+	}}, nil)
+	return b
+}
+
+// viewer connects a decoding viewer from namespace ns.
+func (b *adaptBed) viewer(ns, sid string) (*rtpViewer, *decoder, time.Time) {
+	t := b.t
+	n, err := newNSNet(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se := &webrtc.SettingEngine{}
+	se.SetNet(n)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	dec := &decoder{pli: true, timeline: true}
+	v := newRTPViewer(t, viewerOptions{se: se, decode: dec})
+	start := time.Now()
+	v.connect(t, b.d, sid, nil)
+	v.videoSSRC(t, 10*time.Second)
+	return v, dec, start
+}
+
+func (b *adaptBed) stats() map[string]SessionStats {
+	out := map[string]SessionStats{}
+	for _, st := range b.d.svc.Sessions(context.Background()) {
+		out[st.ID] = st
+	}
+	return out
+}
+
+// watch polls the sessions until cond holds for viewer 1 or the deadline
+// passes, checking on the way that viewer 2 stays on main.
+func (b *adaptBed) watch(until time.Time, cond func(SessionStats) bool) (time.Time, bool) {
+	for time.Now().Before(until) {
+		st := b.stats()
+		if s2 := st["adapt002"]; s2.Stream != media.StreamMain || s2.Adapt.Down != 0 {
+			b.t.Fatalf("viewer 2, unshaped, moved: %+v", s2)
+		}
+		if cond(st["adapt001"]) {
+			return time.Now(), true
+		}
+		time.Sleep(50 * time.Millisecond) // polling the stats, not a synchronisation
+	}
+	return time.Time{}, false
+}
+
+func onStream(s media.Stream) func(SessionStats) bool {
+	return func(st SessionStats) bool { return st.Stream == s }
+}
+
+// loadAdjusts returns the details of the adaptation's LiveLoadAdjust
+// events, failing on one for another session than viewer 1's.
+func (b *adaptBed) loadAdjusts() []string {
+	b.evMu.Lock()
+	defer b.evMu.Unlock()
+	var out []string
+	for _, e := range b.events {
+		if e.Type == EventLiveLoadAdjust && strings.HasPrefix(e.Detail, "adapt ") {
+			if e.SessionID != "adapt001" {
+				b.t.Errorf("LiveLoadAdjust for %s: %s", e.SessionID, e.Detail)
+			}
+			out = append(out, e.Detail)
+		}
+	}
+	return out
 }
 
 // frameLoss counts the undecodable access units between from and to.

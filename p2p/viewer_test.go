@@ -90,39 +90,10 @@ type viewerOptions struct {
 
 func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 	t.Helper()
-	me := &webrtc.MediaEngine{}
-	for _, c := range []struct {
-		p webrtc.RTPCodecParameters
-		k webrtc.RTPCodecType
-	}{
-		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, PayloadType: 0}, webrtc.RTPCodecTypeAudio},
-		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline,
-			RTCPFeedback: videoFeedback}, PayloadType: 97}, webrtc.RTPCodecTypeVideo},
-	} {
-		if err := me.RegisterCodec(c.p, c.k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if opt.decode != nil {
-		// Like a browser's: retransmissions in an RTX stream.
-		if err := me.RegisterCodec(rtxFormat(98, 97), webrtc.RTPCodecTypeVideo); err != nil {
-			t.Fatal(err)
-		}
-	}
+	me := viewerMediaEngine(t, opt.decode != nil)
 	se := opt.se
 	if se == nil {
-		se = &webrtc.SettingEngine{}
-		se.SetIncludeLoopbackCandidate(true)
-		names := loopbackIfaces(t)
-		se.SetInterfaceFilter(func(n string) bool {
-			for _, l := range names {
-				if n == l {
-					return true
-				}
-			}
-			return false
-		})
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se = loopbackSettings(t)
 	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	ir := &interceptor.Registry{}
@@ -147,35 +118,82 @@ func newRTPViewer(t testing.TB, opt viewerOptions) *rtpViewer {
 			t.Fatal(err)
 		}
 	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) {
-		// The sender reports reach the report interceptor only while
-		// someone reads; a browser's receiver reports then carry their
-		// time (LSR), from which the device has the round trip.
+	pc.OnTrack(func(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver) { v.onTrack(tr, rcv, opt.decode) })
+	return v
+}
+
+// viewerMediaEngine has the formats a viewer offers: PCMU and constrained
+// baseline H.264, and with rtx its RTX format, as browsers offer.
+func viewerMediaEngine(t testing.TB, rtx bool) *webrtc.MediaEngine {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	for _, c := range []struct {
+		p webrtc.RTPCodecParameters
+		k webrtc.RTPCodecType
+	}{
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000, Channels: 1}, PayloadType: 0}, webrtc.RTPCodecTypeAudio},
+		{webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtpH264ConstrainedBaseline,
+			RTCPFeedback: videoFeedback}, PayloadType: 97}, webrtc.RTPCodecTypeVideo},
+	} {
+		if err := me.RegisterCodec(c.p, c.k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rtx {
+		// Like a browser's: retransmissions in an RTX stream.
+		if err := me.RegisterCodec(rtxFormat(98, 97), webrtc.RTPCodecTypeVideo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return me
+}
+
+// loopbackSettings keep a viewer on the loopback interfaces, UDP4.
+func loopbackSettings(t testing.TB) *webrtc.SettingEngine {
+	se := &webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	names := loopbackIfaces(t)
+	se.SetInterfaceFilter(func(n string) bool {
+		for _, l := range names {
+			if n == l {
+				return true
+			}
+		}
+		return false
+	})
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	return se
+}
+
+// onTrack reads a remote track: video into frames (or the decoder), audio
+// drained, and the track's RTCP.
+func (v *rtpViewer) onTrack(tr *webrtc.TrackRemote, rcv *webrtc.RTPReceiver, dec *decoder) {
+	// The sender reports reach the report interceptor only while
+	// someone reads; a browser's receiver reports then carry their
+	// time (LSR), from which the device has the round trip.
+	v.wg.Go(func() {
+		for {
+			if _, _, err := rcv.ReadRTCP(); err != nil {
+				return
+			}
+		}
+	})
+	if tr.Kind() != webrtc.RTPCodecTypeVideo {
 		v.wg.Go(func() {
 			for {
-				if _, _, err := rcv.ReadRTCP(); err != nil {
+				if _, _, err := tr.ReadRTP(); err != nil {
 					return
 				}
 			}
 		})
-		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			v.wg.Go(func() {
-				for {
-					if _, _, err := tr.ReadRTP(); err != nil {
-						return
-					}
-				}
-			})
-			return
-		}
-		v.ssrc <- tr.SSRC()
-		if opt.decode != nil {
-			v.wg.Go(func() { opt.decode.run(v, tr) })
-			return
-		}
-		v.wg.Go(func() { v.readVideo(tr) })
-	})
-	return v
+		return
+	}
+	v.ssrc <- tr.SSRC()
+	if dec != nil {
+		v.wg.Go(func() { dec.run(v, tr) })
+		return
+	}
+	v.wg.Go(func() { v.readVideo(tr) })
 }
 
 // readVideo reassembles access units: the depacketizer gives the NAL units
