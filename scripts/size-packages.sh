@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 tags=${CROSS_TAGS-nobroker}
 gcflags=${CROSS_GCFLAGS-all=-l}
+goexperiment=${CROSS_GOEXPERIMENT-nogreenteagc}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-env -u GOARM -u GOFLAGS CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 \
+env -u GOARM -u GOFLAGS CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 GOEXPERIMENT="$goexperiment" \
   "$GO" build -trimpath -tags "$tags" -gcflags "$gcflags" -ldflags "-R 0x1000" -o "$out" ./cmd/ipcd
 "$GO" tool nm -size -sort size "$out" | awk -v top="${SIZE_TOP:-40}" -v filesize="$(stat -c %s "$out")" '
   # Zero-filled data (B, or a symbol larger than the file) takes no room in it.
