@@ -500,7 +500,8 @@ func isFlowIndicator(c byte) bool {
 }
 
 // plain parses an unquoted scalar up to the end of the line, ": ", " #",
-// or in a flow collection ',' and the brackets.
+// or in a flow collection ',' and the brackets. A ':' followed by anything
+// but a space is part of the value: tcp://h:1883.
 func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 	start, line := p.pos, p.line
 	for !p.eof() {
@@ -511,7 +512,7 @@ func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 		if c == '\t' {
 			return nil, p.errf("tab characters are only allowed inside quotes and comments")
 		}
-		if c == ':' && (p.blankAt(p.pos+1) || flow && isFlowIndicator(p.at(p.pos+1))) {
+		if c == ':' && p.blankAt(p.pos+1) {
 			break
 		}
 		if c == '#' && p.pos > start && p.src[p.pos-1] == ' ' {
@@ -549,7 +550,7 @@ func (p *yamlParser) singleQuoted() (*yamlNode, error) {
 
 var yamlEscapes = map[byte]string{
 	'0': "\x00", 'a': "\a", 'b': "\b", 't': "\t", '\t': "\t", 'n': "\n", 'v': "\v",
-	'f': "\f", 'r': "\r", 'e': "\x1b", ' ': " ", '"': "\"", '/': "/", '\'': "'",
+	'f': "\f", 'r': "\r", 'e': "\x1b", ' ': " ", '"': "\"", '\'': "'",
 	'\\': "\\", 'N': "\u0085", '_': "\u00a0", 'L': "\u2028", 'P': "\u2029",
 }
 
@@ -625,7 +626,7 @@ func (p *yamlParser) skipFlow(open byte, line int) error {
 			}
 		default:
 			if p.eof() {
-				return p.errf("the %c opened at line %d is not closed", open, line)
+				return &yamlError{line, fmt.Sprintf("the %c is not closed", open)}
 			}
 			return nil
 		}
@@ -670,14 +671,13 @@ func (p *yamlParser) flowCollection() (*yamlNode, error) {
 			if item.Kind != scalarNode {
 				return nil, p.errf("a list or mapping cannot be a key")
 			}
-			if p.peek() != ':' {
-				return nil, p.errf("expected ':' after the key %q (a space must follow ':')", item.Value)
+			val := &yamlNode{Kind: scalarNode, Line: p.line, Plain: true} // {key} and {key:}
+			if p.peek() == ':' {
+				p.pos++
+				if err := p.skipFlow(open, line); err != nil {
+					return nil, err
+				}
 			}
-			p.pos++
-			if err := p.skipFlow(open, line); err != nil {
-				return nil, err
-			}
-			val := &yamlNode{Kind: scalarNode, Line: p.line, Plain: true}
 			if c := p.peek(); c != ',' && c != '}' {
 				if val, err = p.inline(true); err != nil {
 					return nil, err
