@@ -23,6 +23,7 @@ const (
 	maxConfigBytes = 64 << 10
 	maxYAMLLine    = 4096
 	maxYAMLDepth   = 32
+	maxYAMLKey     = 1000 // from the key's start to its ':'; YAML allows 1024 characters
 )
 
 type yamlKind uint8
@@ -170,6 +171,9 @@ func checkYAMLLines(data []byte) ([]byte, error) {
 			return nil, &yamlError{n, "not valid UTF-8"}
 		}
 		for _, r := range line {
+			if r == 0x85 || r == 0x2028 || r == 0x2029 {
+				return nil, &yamlError{n, fmt.Sprintf("the line break %U is not supported; end lines with \\n", r)}
+			}
 			if !yamlPrintable(r) {
 				return nil, &yamlError{n, fmt.Sprintf("control character %U is not allowed", r)}
 			}
@@ -306,6 +310,15 @@ func (p *yamlParser) restOfLine() string {
 	return string(p.src[p.pos:end])
 }
 
+// checkKeyLength refuses a key that starts at start and ends at the ':'
+// at the current position if it is longer than maxYAMLKey.
+func (p *yamlParser) checkKeyLength(start int) error {
+	if p.pos-start > maxYAMLKey {
+		return p.errf("a key longer than %d bytes", maxYAMLKey)
+	}
+	return nil
+}
+
 func (p *yamlParser) enter() error {
 	p.depth++
 	if p.depth > maxYAMLDepth {
@@ -326,6 +339,7 @@ func (p *yamlParser) blockNode() (*yamlNode, error) {
 	if p.isSeqEntry() {
 		return p.blockSeq(c)
 	}
+	start := p.pos
 	n, err := p.inline(false)
 	if err != nil {
 		return nil, err
@@ -337,6 +351,9 @@ func (p *yamlParser) blockNode() (*yamlNode, error) {
 	if p.peek() == ':' && p.blankAt(p.pos+1) {
 		if n.Kind != scalarNode {
 			return nil, p.errf("a list or mapping cannot be a key")
+		}
+		if err := p.checkKeyLength(start); err != nil {
+			return nil, err
 		}
 		return p.blockMap(c, n)
 	}
@@ -443,6 +460,7 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 		case p.isSeqEntry():
 			return nil, p.errf("a list entry where a key was expected")
 		}
+		start := p.pos
 		var err error
 		if key, err = p.inline(false); err != nil {
 			return nil, err
@@ -455,6 +473,9 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 		}
 		if p.peek() != ':' || !p.blankAt(p.pos+1) {
 			return nil, p.errf("expected \"key: value\", got %q", strings.TrimSpace(key.Value+p.restOfLine()))
+		}
+		if err := p.checkKeyLength(start); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -500,7 +521,7 @@ func isFlowIndicator(c byte) bool {
 }
 
 // plain parses an unquoted scalar up to the end of the line, ": ", " #",
-// or in a flow collection ',' and the brackets. A ':' followed by anything
+// or in a flow collection ',', '?' and the brackets. A ':' followed by anything
 // but a space is part of the value: tcp://h:1883.
 func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 	start, line := p.pos, p.line
@@ -518,7 +539,7 @@ func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 		if c == '#' && p.pos > start && p.src[p.pos-1] == ' ' {
 			break
 		}
-		if flow && isFlowIndicator(c) {
+		if flow && (isFlowIndicator(c) || c == '?') {
 			break
 		}
 		p.pos++
@@ -655,10 +676,12 @@ func (p *yamlParser) flowCollection() (*yamlNode, error) {
 			p.pos++
 			return n, nil
 		}
+		start := p.pos
 		item, err := p.inline(true)
 		if err != nil {
 			return nil, err
 		}
+		itemLine := p.line
 		if err := p.skipFlow(open, line); err != nil {
 			return nil, err
 		}
@@ -673,10 +696,18 @@ func (p *yamlParser) flowCollection() (*yamlNode, error) {
 			}
 			val := &yamlNode{Kind: scalarNode, Line: p.line, Plain: true} // {key} and {key:}
 			if p.peek() == ':' {
+				if p.line != itemLine {
+					return nil, p.errf("the ':' after the key %q must be on the line of the key", item.Value)
+				}
+				if err := p.checkKeyLength(start); err != nil {
+					return nil, err
+				}
 				p.pos++
 				if err := p.skipFlow(open, line); err != nil {
 					return nil, err
 				}
+			} else if c := p.peek(); c != ',' && c != '}' {
+				return nil, p.errf("expected ':', ',' or '}' after the key %q (a value cannot continue on the next line)", item.Value)
 			}
 			if c := p.peek(); c != ',' && c != '}' {
 				if val, err = p.inline(true); err != nil {

@@ -391,6 +391,8 @@ func TestYAMLSubsetRefusals(t *testing.T) {
 		{"text after flow", "stream:\n  udp_port_range: [1, 2] 3\n", 2, "after the value"},
 		{"text after quote", "log:\n  level: \"info\"x\n", 2, "closing quote"},
 		{"flow entry without comma", "log: {level: info format: text}\n", 1, "expected ','"},
+		{"long key", "log:\n  " + strings.Repeat("k", maxYAMLKey+1) + ": x\n", 2, "key longer"},
+		{"long flow key", "log: {" + strings.Repeat("k", maxYAMLKey+1) + ": x}\n", 1, "key longer"},
 		{"list where key expected", "log:\n  level: info\n  - x\n", 3, "list entry"},
 	}
 	for _, tt := range tests {
