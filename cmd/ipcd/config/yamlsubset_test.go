@@ -466,6 +466,17 @@ func TestLoadRefusesLargeFile(t *testing.T) {
 // FuzzYAMLSubsetMatchesV3: whatever the subset parser reads, yaml.v3
 // reads the same; the parser never reads more than YAML.
 func FuzzYAMLSubsetMatchesV3(f *testing.F) {
+	for _, path := range []string{"../../../configs/ipcd.yaml", "../../../configs/demo.yaml", "../../../board/profiles/demo.yaml"} {
+		if b, err := os.ReadFile(path); err == nil {
+			f.Add(b)
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 20 {
+		g := &yamlGen{r: r}
+		g.block(0, 0)
+		f.Add([]byte(g.b.String()))
+	}
 	for _, s := range []string{
 		"log: {level: debug}\n",
 		"a:\n- b\n- [c, {d: e}]\n",
