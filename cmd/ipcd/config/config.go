@@ -134,7 +134,7 @@ func readBounded(path string) ([]byte, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("config: %w: %s: the file is larger than %d bytes", ErrInvalidConfig, path, maxConfigBytes)
+		return nil, fmt.Errorf("config: %w: %s: the file is larger than %d bytes", ErrConfigTooLarge, path, maxConfigBytes)
 	}
 	return data, nil
 }

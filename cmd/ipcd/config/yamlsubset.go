@@ -104,13 +104,17 @@ func (n *yamlNode) isNumber() bool {
 	return false
 }
 
-// yamlError is a problem with the file's syntax at one line.
+// yamlError is a problem with the file at one line; Err is
+// ErrYAMLSyntax, ErrYAMLUnsupported or ErrConfigTooLarge.
 type yamlError struct {
 	Line int
 	Msg  string
+	Err  error
 }
 
 func (e *yamlError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+func (e *yamlError) Unwrap() error { return e.Err }
 
 type yamlParser struct {
 	src       []byte
@@ -125,7 +129,7 @@ type yamlParser struct {
 // value (empty, comments only, or a lone --- or null).
 func parseYAML(data []byte) (*yamlNode, error) {
 	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("the file is larger than %d bytes", maxConfigBytes)
+		return nil, fmt.Errorf("%w: the file is larger than %d bytes", ErrConfigTooLarge, maxConfigBytes)
 	}
 	src, err := checkYAMLLines(data)
 	if err != nil {
@@ -165,21 +169,21 @@ func checkYAMLLines(data []byte) ([]byte, error) {
 		n := i + 1
 		line = strings.TrimSuffix(line, "\r")
 		if len(line) > maxYAMLLine {
-			return nil, &yamlError{n, fmt.Sprintf("longer than %d bytes", maxYAMLLine)}
+			return nil, &yamlError{n, fmt.Sprintf("longer than %d bytes", maxYAMLLine), ErrConfigTooLarge}
 		}
 		if !utf8.ValidString(line) {
-			return nil, &yamlError{n, "not valid UTF-8"}
+			return nil, &yamlError{n, "not valid UTF-8", ErrYAMLSyntax}
 		}
 		for _, r := range line {
 			if r == 0x85 || r == 0x2028 || r == 0x2029 {
-				return nil, &yamlError{n, fmt.Sprintf("the line break %U is not supported; end lines with \\n", r)}
+				return nil, &yamlError{n, fmt.Sprintf("the line break %U is not supported; end lines with \\n", r), ErrYAMLUnsupported}
 			}
 			if !yamlPrintable(r) {
-				return nil, &yamlError{n, fmt.Sprintf("control character %U is not allowed", r)}
+				return nil, &yamlError{n, fmt.Sprintf("control character %U is not allowed", r), ErrYAMLSyntax}
 			}
 		}
 		if indent := len(line) - len(strings.TrimLeft(line, " \t")); strings.Contains(line[:indent], "\t") {
-			return nil, &yamlError{n, "tabs cannot indent; use spaces"}
+			return nil, &yamlError{n, "tabs cannot indent; use spaces", ErrYAMLUnsupported}
 		}
 		if i > 0 {
 			out = append(out, '\n')
@@ -201,8 +205,19 @@ func yamlPrintable(r rune) bool {
 	return false
 }
 
+// errf is an error in the YAML syntax at the current line.
 func (p *yamlParser) errf(format string, args ...any) error {
-	return &yamlError{Line: p.line, Msg: fmt.Sprintf(format, args...)}
+	return &yamlError{p.line, fmt.Sprintf(format, args...), ErrYAMLSyntax}
+}
+
+// unsupported is YAML outside the subset at the current line.
+func (p *yamlParser) unsupported(format string, args ...any) error {
+	return &yamlError{p.line, fmt.Sprintf(format, args...), ErrYAMLUnsupported}
+}
+
+// tooLarge is a bound exceeded at the current line.
+func (p *yamlParser) tooLarge(format string, args ...any) error {
+	return &yamlError{p.line, fmt.Sprintf(format, args...), ErrConfigTooLarge}
 }
 
 func (p *yamlParser) eof() bool { return p.pos >= len(p.src) }
@@ -234,7 +249,7 @@ func (p *yamlParser) skipSpaces() error {
 		case ' ':
 			p.pos++
 		case '\t':
-			return p.errf("tab characters are only allowed inside quotes and comments")
+			return p.unsupported("tab characters are only allowed inside quotes and comments")
 		default:
 			return nil
 		}
@@ -256,7 +271,7 @@ func (p *yamlParser) skipToContent() error {
 		case ' ':
 			p.pos++
 		case '\t':
-			return p.errf("tab characters are only allowed inside quotes and comments")
+			return p.unsupported("tab characters are only allowed inside quotes and comments")
 		case '#':
 			p.skipComment()
 		case '\n':
@@ -268,7 +283,7 @@ func (p *yamlParser) skipToContent() error {
 				switch string(p.src[p.pos:min(p.pos+3, len(p.src))]) {
 				case "---":
 					if p.started {
-						return p.errf("a second document (---) is not supported")
+						return p.unsupported("a second document (---) is not supported")
 					}
 					p.started = true
 					p.pos += 3
@@ -277,7 +292,7 @@ func (p *yamlParser) skipToContent() error {
 					}
 					continue
 				case "...":
-					return p.errf("the document end marker (...) is not supported")
+					return p.unsupported("the document end marker (...) is not supported")
 				}
 			}
 			p.started = true
@@ -314,7 +329,7 @@ func (p *yamlParser) restOfLine() string {
 // at the current position if it is longer than maxYAMLKey.
 func (p *yamlParser) checkKeyLength(start int) error {
 	if p.pos-start > maxYAMLKey {
-		return p.errf("a key longer than %d bytes", maxYAMLKey)
+		return p.tooLarge("a key longer than %d bytes", maxYAMLKey)
 	}
 	return nil
 }
@@ -322,7 +337,7 @@ func (p *yamlParser) checkKeyLength(start int) error {
 func (p *yamlParser) enter() error {
 	p.depth++
 	if p.depth > maxYAMLDepth {
-		return p.errf("nested deeper than %d levels", maxYAMLDepth)
+		return p.tooLarge("nested deeper than %d levels", maxYAMLDepth)
 	}
 	return nil
 }
@@ -350,7 +365,7 @@ func (p *yamlParser) blockNode() (*yamlNode, error) {
 	}
 	if p.peek() == ':' && p.blankAt(p.pos+1) {
 		if n.Kind != scalarNode {
-			return nil, p.errf("a list or mapping cannot be a key")
+			return nil, p.unsupported("a list or mapping cannot be a key")
 		}
 		if err := p.checkKeyLength(start); err != nil {
 			return nil, err
@@ -397,7 +412,7 @@ func (p *yamlParser) blockSeq(c int) (*yamlNode, error) {
 		case p.eof() || p.col() < c:
 			return seq, nil
 		case p.col() > c:
-			return nil, p.errf("unexpected indentation (a value cannot continue on the next line)")
+			return nil, p.unsupported("unexpected indentation (a value cannot continue on the next line)")
 		case !p.isSeqEntry():
 			return seq, nil // the next key of the mapping this list is the value of
 		}
@@ -456,7 +471,7 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 		case p.eof() || p.col() < c:
 			return m, nil
 		case p.col() > c:
-			return nil, p.errf("unexpected indentation (a value cannot continue on the next line)")
+			return nil, p.unsupported("unexpected indentation (a value cannot continue on the next line)")
 		case p.isSeqEntry():
 			return nil, p.errf("a list entry where a key was expected")
 		}
@@ -466,7 +481,7 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 			return nil, err
 		}
 		if key.Kind != scalarNode {
-			return nil, p.errf("a list or mapping cannot be a key")
+			return nil, p.unsupported("a list or mapping cannot be a key")
 		}
 		if err := p.skipSpaces(); err != nil {
 			return nil, err
@@ -492,9 +507,9 @@ func (p *yamlParser) inline(flow bool) (*yamlNode, error) {
 	case '"':
 		return p.doubleQuoted()
 	case '&', '*', '!':
-		return nil, p.errf("anchors (&), aliases (*) and tags (!) are not supported")
+		return nil, p.unsupported("anchors (&), aliases (*) and tags (!) are not supported")
 	case '|', '>':
-		return nil, p.errf("block text (| and >) is not supported; write the value in quotes on one line")
+		return nil, p.unsupported("block text (| and >) is not supported; write the value in quotes on one line")
 	case '%', '@', '`', ',', ']', '}', '#':
 		return nil, p.errf("a value cannot start with %q; put it in quotes", c)
 	case '-':
@@ -506,7 +521,7 @@ func (p *yamlParser) inline(flow bool) (*yamlNode, error) {
 			if c == ':' {
 				return nil, p.errf("a key is missing before ':'")
 			}
-			return nil, p.errf("complex keys (? ) are not supported")
+			return nil, p.unsupported("complex keys (? ) are not supported")
 		}
 	case 0:
 		if p.eof() {
@@ -531,7 +546,7 @@ func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 			break
 		}
 		if c == '\t' {
-			return nil, p.errf("tab characters are only allowed inside quotes and comments")
+			return nil, p.unsupported("tab characters are only allowed inside quotes and comments")
 		}
 		if c == ':' && p.blankAt(p.pos+1) {
 			break
@@ -554,7 +569,7 @@ func (p *yamlParser) singleQuoted() (*yamlNode, error) {
 	var b strings.Builder
 	for {
 		if p.eof() || p.peek() == '\n' {
-			return nil, &yamlError{line, "quoted text must end on its line"}
+			return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
 		}
 		c := p.src[p.pos]
 		p.pos++
@@ -581,7 +596,7 @@ func (p *yamlParser) doubleQuoted() (*yamlNode, error) {
 	var b strings.Builder
 	for {
 		if p.eof() || p.peek() == '\n' {
-			return nil, &yamlError{line, "quoted text must end on its line"}
+			return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
 		}
 		c := p.src[p.pos]
 		p.pos++
@@ -591,7 +606,7 @@ func (p *yamlParser) doubleQuoted() (*yamlNode, error) {
 		case '\\':
 			e := p.peek()
 			if p.eof() || e == '\n' {
-				return nil, &yamlError{line, "quoted text must end on its line"}
+				return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
 			}
 			p.pos++
 			if s, ok := yamlEscapes[e]; ok {
@@ -623,7 +638,7 @@ func (p *yamlParser) afterQuote() error {
 	case p.eof(), c == ' ', c == '\n', c == ':', c == '\t', isFlowIndicator(c):
 		return nil
 	}
-	return p.errf("unexpected %q after the closing quote", p.restOfLine())
+	return p.unsupported("unexpected %q after the closing quote", p.restOfLine())
 }
 
 // skipFlow moves to the next token inside a flow collection, across lines
@@ -642,12 +657,12 @@ func (p *yamlParser) skipFlow(open byte, line int) error {
 			p.lineStart = p.pos
 			if p.col() == 0 && p.blankAt(p.pos+3) {
 				if s := string(p.src[p.pos:min(p.pos+3, len(p.src))]); s == "---" || s == "..." {
-					return p.errf("a document marker (%s) inside the %c opened at line %d", s, open, line)
+					return p.unsupported("a document marker (%s) inside the %c opened at line %d", s, open, line)
 				}
 			}
 		default:
 			if p.eof() {
-				return &yamlError{line, fmt.Sprintf("the %c is not closed", open)}
+				return &yamlError{line, fmt.Sprintf("the %c is not closed", open), ErrYAMLSyntax}
 			}
 			return nil
 		}
@@ -687,17 +702,17 @@ func (p *yamlParser) flowCollection() (*yamlNode, error) {
 		}
 		if open == '[' {
 			if p.peek() == ':' {
-				return nil, p.errf("key: value inside [ ] is not supported; write {key: value}")
+				return nil, p.unsupported("key: value inside [ ] is not supported; write {key: value}")
 			}
 			n.Content = append(n.Content, item)
 		} else {
 			if item.Kind != scalarNode {
-				return nil, p.errf("a list or mapping cannot be a key")
+				return nil, p.unsupported("a list or mapping cannot be a key")
 			}
 			val := &yamlNode{Kind: scalarNode, Line: p.line, Plain: true} // {key} and {key:}
 			if p.peek() == ':' {
 				if p.line != itemLine {
-					return nil, p.errf("the ':' after the key %q must be on the line of the key", item.Value)
+					return nil, p.unsupported("the ':' after the key %q must be on the line of the key", item.Value)
 				}
 				if err := p.checkKeyLength(start); err != nil {
 					return nil, err
@@ -707,7 +722,7 @@ func (p *yamlParser) flowCollection() (*yamlNode, error) {
 					return nil, err
 				}
 			} else if c := p.peek(); c != ',' && c != '}' {
-				return nil, p.errf("expected ':', ',' or '}' after the key %q (a value cannot continue on the next line)", item.Value)
+				return nil, p.unsupported("expected ':', ',' or '}' after the key %q (a value cannot continue on the next line)", item.Value)
 			}
 			if c := p.peek(); c != ',' && c != '}' {
 				if val, err = p.inline(true); err != nil {
