@@ -8,6 +8,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 
@@ -100,9 +101,9 @@ func Read(path string, env []string) (Config, error) {
 	cfg := Default()
 	var errs []error
 	if path != "" {
-		data, err := os.ReadFile(path)
+		data, err := readBounded(path)
 		if err != nil {
-			return Config{}, fmt.Errorf("config: %w", err)
+			return Config{}, err
 		}
 		fileErrs, err := decodeYAML(data, &cfg)
 		if err != nil {
@@ -118,6 +119,24 @@ func Read(path string, env []string) (Config, error) {
 		cfg.MQTT.ClientID = "ipcd-" + cfg.Device.UUID
 	}
 	return cfg, nil
+}
+
+// readBounded reads the file at path, refusing one larger than
+// maxConfigBytes without reading it all.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(data) > maxConfigBytes {
+		return nil, fmt.Errorf("config: %w: %s: the file is larger than %d bytes", ErrConfigTooLarge, path, maxConfigBytes)
+	}
+	return data, nil
 }
 
 // Redacted returns a copy that is safe to log: secrets that are set read "***".

@@ -7,28 +7,23 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 var durationType = reflect.TypeFor[time.Duration]()
 
 // decodeYAML decodes data onto cfg by walking the node tree against the yaml
 // tags, so that unknown keys and bad values are reported with their dotted
-// path and line. The error return is for text that is not YAML at all.
+// path and line. The error return is for text outside the YAML subset that
+// parseYAML reads.
 func decodeYAML(data []byte, cfg *Config) ([]error, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	root, err := parseYAML(data)
+	if err != nil {
 		return nil, err
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
+	if root == nil {
 		return nil, nil // empty file: defaults only
 	}
-	root := doc.Content[0]
-	if root.ShortTag() == "!!null" {
-		return nil, nil
-	}
-	if root.Kind != yaml.MappingNode {
+	if root.Kind != mappingNode {
 		return nil, fmt.Errorf("line %d: the top level must be a mapping of sections, got %s", root.Line, nodeKind(root))
 	}
 	var d decoder
@@ -44,11 +39,8 @@ func (d *decoder) fail(key string, line int, format string, args ...any) {
 	d.errs = append(d.errs, &FieldError{Key: key, Line: line, Reason: fmt.Sprintf(format, args...)})
 }
 
-func (d *decoder) decode(key string, n *yaml.Node, v reflect.Value) {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+func (d *decoder) decode(key string, n *yamlNode, v reflect.Value) {
+	if n.isNull() {
 		switch v.Kind() {
 		case reflect.Struct:
 			// An empty section keeps its defaults.
@@ -76,8 +68,8 @@ func (d *decoder) decode(key string, n *yaml.Node, v reflect.Value) {
 	}
 }
 
-func (d *decoder) decodeStruct(key string, n *yaml.Node, v reflect.Value) {
-	if n.Kind != yaml.MappingNode {
+func (d *decoder) decodeStruct(key string, n *yamlNode, v reflect.Value) {
+	if n.Kind != mappingNode {
 		d.fail(key, n.Line, "must be a mapping, got %s", nodeKind(n))
 		return
 	}
@@ -91,7 +83,7 @@ func (d *decoder) decodeStruct(key string, n *yaml.Node, v reflect.Value) {
 		}
 		seen[kn.Value] = kn.Line
 		idx := fieldIndex(v.Type(), kn.Value)
-		if idx < 0 || kn.Kind != yaml.ScalarNode {
+		if idx < 0 || kn.Kind != scalarNode {
 			d.errs = append(d.errs, &FieldError{Key: full, Line: kn.Line, Unknown: true})
 			continue
 		}
@@ -99,13 +91,13 @@ func (d *decoder) decodeStruct(key string, n *yaml.Node, v reflect.Value) {
 	}
 }
 
-func (d *decoder) decodeSlice(key string, n *yaml.Node, v reflect.Value) {
-	var items []*yaml.Node
+func (d *decoder) decodeSlice(key string, n *yamlNode, v reflect.Value) {
+	var items []*yamlNode
 	switch {
-	case n.Kind == yaml.SequenceNode:
+	case n.Kind == sequenceNode:
 		items = n.Content
-	case n.Kind == yaml.ScalarNode && v.Type().Elem().Kind() == reflect.String:
-		items = []*yaml.Node{n} // a lone string is a list of one
+	case n.Kind == scalarNode && v.Type().Elem().Kind() == reflect.String:
+		items = []*yamlNode{n} // a lone string is a list of one
 	default:
 		d.fail(key, n.Line, "must be a list, got %s", nodeKind(n))
 		return
@@ -121,8 +113,8 @@ func (d *decoder) decodeSlice(key string, n *yaml.Node, v reflect.Value) {
 	v.Set(s)
 }
 
-func (d *decoder) decodeArray(key string, n *yaml.Node, v reflect.Value) {
-	if n.Kind != yaml.SequenceNode || len(n.Content) != v.Len() {
+func (d *decoder) decodeArray(key string, n *yamlNode, v reflect.Value) {
+	if n.Kind != sequenceNode || len(n.Content) != v.Len() {
 		d.fail(key, n.Line, "must be a list of %d numbers such as [10000, 20000]", v.Len())
 		return
 	}
@@ -131,13 +123,13 @@ func (d *decoder) decodeArray(key string, n *yaml.Node, v reflect.Value) {
 	}
 }
 
-func (d *decoder) decodeScalar(key string, n *yaml.Node, v reflect.Value) {
-	if n.Kind != yaml.ScalarNode {
+func (d *decoder) decodeScalar(key string, n *yamlNode, v reflect.Value) {
+	if n.Kind != scalarNode {
 		d.fail(key, n.Line, "must be a single value, got %s", nodeKind(n))
 		return
 	}
 	if v.Type() == durationType {
-		if tag := n.ShortTag(); tag == "!!int" || tag == "!!float" {
+		if n.isNumber() {
 			d.fail(key, n.Line, "bare number %s has no unit; write a duration such as \"%ss\"", n.Value, n.Value)
 			return
 		}
@@ -212,13 +204,13 @@ func joinKey(prefix, name string) string {
 	return prefix + "." + name
 }
 
-func nodeKind(n *yaml.Node) string {
+func nodeKind(n *yamlNode) string {
 	switch n.Kind {
-	case yaml.MappingNode:
+	case mappingNode:
 		return "a mapping"
-	case yaml.SequenceNode:
+	case sequenceNode:
 		return "a list"
-	case yaml.ScalarNode:
+	case scalarNode:
 		return fmt.Sprintf("the value %q", n.Value)
 	}
 	return "an unsupported node"

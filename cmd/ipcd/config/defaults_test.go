@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // docRow matches a key row of docs/configuration.md:
@@ -80,16 +78,16 @@ func valueAt(v reflect.Value, index []int) (reflect.Value, bool) {
 func parseDocDefault(key, doc string, t reflect.Type) (reflect.Value, error) {
 	_, rest, _ := strings.Cut(doc, "`")
 	text, _, _ := strings.Cut(rest, "`")
-	var n yaml.Node
-	if err := yaml.Unmarshal([]byte(text), &n); err != nil {
+	n, err := parseYAML([]byte(text))
+	if err != nil {
 		return reflect.Value{}, err
 	}
 	v := reflect.New(t).Elem()
-	if len(n.Content) == 0 {
+	if n == nil {
 		return v, nil
 	}
 	var d decoder
-	d.decode(key, n.Content[0], v)
+	d.decode(key, n, v)
 	if len(d.errs) > 0 {
 		return v, d.errs[0]
 	}

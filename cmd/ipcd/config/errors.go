@@ -14,6 +14,19 @@ var ErrInvalidConfig = errors.New("invalid configuration")
 // no setting; it also matches ErrInvalidConfig.
 var ErrUnknownKey = fmt.Errorf("%w: unknown key", ErrInvalidConfig)
 
+// ErrYAMLSyntax is wrapped by errors about a configuration file that is not
+// well-formed YAML; the error names the line.
+var ErrYAMLSyntax = fmt.Errorf("%w: YAML syntax", ErrInvalidConfig)
+
+// ErrYAMLUnsupported is wrapped by errors about YAML that the configuration
+// file's subset does not accept (anchors, tags, block text, a second
+// document, ...; docs/configuration.md, "File syntax"); the error names the line.
+var ErrYAMLUnsupported = fmt.Errorf("%w: outside the YAML subset of the configuration file", ErrInvalidConfig)
+
+// ErrConfigTooLarge is wrapped by errors about a configuration file beyond a
+// bound: its size, a line's length, a key's length, the nesting depth.
+var ErrConfigTooLarge = fmt.Errorf("%w: too large", ErrInvalidConfig)
+
 // FieldError is one problem with one setting. Several are joined with
 // errors.Join; each unwraps to ErrInvalidConfig (or ErrUnknownKey).
 type FieldError struct {

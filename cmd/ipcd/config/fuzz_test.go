@@ -18,6 +18,9 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("media:\n  sources:\n    main: {type: pipe, path: [1, 2]}\n"))
 	f.Add([]byte("- a\n- b\n"))
 	f.Add([]byte("device: &a {uuid: *a}\n"))
+	f.Add([]byte("---\nmqtt:\n  brokers:\n  - 'tcp://a:1883'\n  - \"ssl://b:8883\"  # c\nlog: {level: ~}\n"))
+	f.Add([]byte("stream:\n  ice_servers:\n    - urls: [\"turn:h:3478\"]\n      username: u\n    - {urls: [a,\n        b], credential: \"\\u00e9\"}\n"))
+	f.Add([]byte("log: |\n  x\n---\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := Default()
 		errs, err := decodeYAML(data, &cfg)
