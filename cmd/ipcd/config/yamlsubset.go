@@ -267,11 +267,10 @@ func (p *yamlParser) skipComment() {
 // value, handling the document markers at the start of a line.
 func (p *yamlParser) skipToContent() error {
 	for !p.eof() {
+		if err := p.skipSpaces(); err != nil || p.eof() {
+			return err
+		}
 		switch p.src[p.pos] {
-		case ' ':
-			p.pos++
-		case '\t':
-			return p.unsupported("tab characters are only allowed inside quotes and comments")
 		case '#':
 			p.skipComment()
 		case '\n':
@@ -376,45 +375,65 @@ func (p *yamlParser) blockNode() (*yamlNode, error) {
 	return n, p.lineEnd()
 }
 
+// pastIndicator steps over a '-' or ':' and the spaces after it; when
+// nothing but a comment follows on the line it moves on to the next content
+// and reports true: the value, if any, is on a later line.
+func (p *yamlParser) pastIndicator() (bool, error) {
+	p.pos++
+	if err := p.skipSpaces(); err != nil {
+		return false, err
+	}
+	if !p.eof() && p.peek() != '\n' && p.peek() != '#' {
+		return false, nil
+	}
+	return true, p.skipToContent()
+}
+
+// nextEntry moves to the next content and reports whether it is another
+// entry at column c; deeper content is an error.
+func (p *yamlParser) nextEntry(c int) (bool, error) {
+	if err := p.skipToContent(); err != nil {
+		return false, err
+	}
+	switch {
+	case p.eof() || p.col() < c:
+		return false, nil
+	case p.col() > c:
+		return false, p.unsupported("unexpected indentation (a value cannot continue on the next line)")
+	}
+	return true, nil
+}
+
 // blockSeq parses "- item" lines at column c.
 func (p *yamlParser) blockSeq(c int) (*yamlNode, error) {
 	seq := &yamlNode{Kind: sequenceNode, Line: p.line}
 	for {
 		line := p.line
-		p.pos++ // the '-'
-		if err := p.skipSpaces(); err != nil {
+		onNext, err := p.pastIndicator() // the '-'
+		if err != nil {
 			return nil, err
 		}
 		var item *yamlNode
-		if p.eof() || p.peek() == '\n' || p.peek() == '#' {
-			if err := p.skipToContent(); err != nil {
-				return nil, err
-			}
+		if onNext {
 			if !p.eof() && p.col() > c {
-				var err error
 				if item, err = p.blockNode(); err != nil {
 					return nil, err
 				}
 			} else {
 				item = &yamlNode{Kind: scalarNode, Line: line, Plain: true}
 			}
-		} else {
-			var err error
-			if item, err = p.blockNode(); err != nil {
-				return nil, err
-			}
-		}
-		seq.Content = append(seq.Content, item)
-		if err := p.skipToContent(); err != nil {
+		} else if item, err = p.blockNode(); err != nil {
 			return nil, err
 		}
-		switch {
-		case p.eof() || p.col() < c:
+		seq.Content = append(seq.Content, item)
+		more, err := p.nextEntry(c)
+		if err != nil {
+			return nil, err
+		}
+		if !more || !p.isSeqEntry() {
+			// The end of the list, or the next key of the mapping this
+			// list is the value of.
 			return seq, nil
-		case p.col() > c:
-			return nil, p.unsupported("unexpected indentation (a value cannot continue on the next line)")
-		case !p.isSeqEntry():
-			return seq, nil // the next key of the mapping this list is the value of
 		}
 	}
 }
@@ -424,16 +443,12 @@ func (p *yamlParser) blockSeq(c int) (*yamlNode, error) {
 func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 	m := &yamlNode{Kind: mappingNode, Line: key.Line}
 	for {
-		p.pos++ // the ':'
-		if err := p.skipSpaces(); err != nil {
+		onNext, err := p.pastIndicator() // the ':'
+		if err != nil {
 			return nil, err
 		}
 		var val *yamlNode
-		if p.eof() || p.peek() == '\n' || p.peek() == '#' {
-			if err := p.skipToContent(); err != nil {
-				return nil, err
-			}
-			var err error
+		if onNext {
 			switch {
 			case !p.eof() && p.col() > c:
 				val, err = p.blockNode()
@@ -449,7 +464,6 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 			if p.isSeqEntry() {
 				return nil, p.errf("a list cannot start on the line of its key")
 			}
-			var err error
 			if val, err = p.inline(false); err != nil {
 				return nil, err
 			}
@@ -464,19 +478,17 @@ func (p *yamlParser) blockMap(c int, key *yamlNode) (*yamlNode, error) {
 			}
 		}
 		m.Content = append(m.Content, key, val)
-		if err := p.skipToContent(); err != nil {
+		more, err := p.nextEntry(c)
+		if err != nil {
 			return nil, err
 		}
-		switch {
-		case p.eof() || p.col() < c:
+		if !more {
 			return m, nil
-		case p.col() > c:
-			return nil, p.unsupported("unexpected indentation (a value cannot continue on the next line)")
-		case p.isSeqEntry():
+		}
+		if p.isSeqEntry() {
 			return nil, p.errf("a list entry where a key was expected")
 		}
 		start := p.pos
-		var err error
 		if key, err = p.inline(false); err != nil {
 			return nil, err
 		}
@@ -502,10 +514,8 @@ func (p *yamlParser) inline(flow bool) (*yamlNode, error) {
 	switch c {
 	case '[', '{':
 		return p.flowCollection()
-	case '\'':
-		return p.singleQuoted()
-	case '"':
-		return p.doubleQuoted()
+	case '\'', '"':
+		return p.quoted()
 	case '&', '*', '!':
 		return nil, p.unsupported("anchors (&), aliases (*) and tags (!) are not supported")
 	case '|', '>':
@@ -563,25 +573,15 @@ func (p *yamlParser) plain(flow bool) (*yamlNode, error) {
 	return &yamlNode{Kind: scalarNode, Line: line, Value: v, Plain: true}, nil
 }
 
-func (p *yamlParser) singleQuoted() (*yamlNode, error) {
-	line := p.line
-	p.pos++
-	var b strings.Builder
-	for {
-		if p.eof() || p.peek() == '\n' {
-			return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
-		}
-		c := p.src[p.pos]
-		p.pos++
-		if c == '\'' {
-			if p.peek() != '\'' {
-				break
-			}
-			p.pos++
-		}
-		b.WriteByte(c)
+// quotedByte takes the next byte of quoted text that began on line;
+// quoted text must end on its line.
+func (p *yamlParser) quotedByte(line int) (byte, error) {
+	if p.eof() || p.peek() == '\n' {
+		return 0, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
 	}
-	return &yamlNode{Kind: scalarNode, Line: line, Value: b.String()}, p.afterQuote()
+	c := p.src[p.pos]
+	p.pos++
+	return c, nil
 }
 
 var yamlEscapes = map[byte]string{
@@ -590,46 +590,58 @@ var yamlEscapes = map[byte]string{
 	'\\': "\\", 'N': "\u0085", '_': "\u00a0", 'L': "\u2028", 'P': "\u2029",
 }
 
-func (p *yamlParser) doubleQuoted() (*yamlNode, error) {
-	line := p.line
+// quoted parses 'single' or "double" quoted text, which must end on its
+// line; a single quote doubles itself, a double-quoted one has escapes.
+func (p *yamlParser) quoted() (*yamlNode, error) {
+	q, line := p.src[p.pos], p.line
 	p.pos++
 	var b strings.Builder
 	for {
-		if p.eof() || p.peek() == '\n' {
-			return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
+		c, err := p.quotedByte(line)
+		if err != nil {
+			return nil, err
 		}
-		c := p.src[p.pos]
-		p.pos++
-		switch c {
-		case '"':
-			return &yamlNode{Kind: scalarNode, Line: line, Value: b.String()}, p.afterQuote()
-		case '\\':
-			e := p.peek()
-			if p.eof() || e == '\n' {
-				return nil, &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
-			}
+		switch {
+		case c == q && q == '\'' && p.peek() == '\'':
 			p.pos++
-			if s, ok := yamlEscapes[e]; ok {
-				b.WriteString(s)
-				continue
+			b.WriteByte(c)
+		case c == q:
+			return &yamlNode{Kind: scalarNode, Line: line, Value: b.String()}, p.afterQuote()
+		case c == '\\' && q == '"':
+			if err := p.escape(&b, line); err != nil {
+				return nil, err
 			}
-			width := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
-			if width == 0 {
-				return nil, p.errf("unknown escape \\%c in quoted text", e)
-			}
-			if p.pos+width > len(p.src) {
-				return nil, p.errf("short escape \\%c in quoted text", e)
-			}
-			code, err := strconv.ParseUint(string(p.src[p.pos:p.pos+width]), 16, 32)
-			if err != nil || code >= 0xD800 && code <= 0xDFFF || code > 0x10FFFF {
-				return nil, p.errf("invalid escape \\%c%s in quoted text", e, p.src[p.pos:p.pos+width])
-			}
-			p.pos += width
-			b.WriteRune(rune(code))
 		default:
 			b.WriteByte(c)
 		}
 	}
+}
+
+// escape reads the escape after a backslash in double-quoted text.
+func (p *yamlParser) escape(b *strings.Builder, line int) error {
+	e := p.peek()
+	if p.eof() || e == '\n' {
+		return &yamlError{line, "quoted text must end on its line", ErrYAMLUnsupported}
+	}
+	p.pos++
+	if s, ok := yamlEscapes[e]; ok {
+		b.WriteString(s)
+		return nil
+	}
+	width := map[byte]int{'x': 2, 'u': 4, 'U': 8}[e]
+	if width == 0 {
+		return p.errf("unknown escape \\%c in quoted text", e)
+	}
+	if p.pos+width > len(p.src) {
+		return p.errf("short escape \\%c in quoted text", e)
+	}
+	code, err := strconv.ParseUint(string(p.src[p.pos:p.pos+width]), 16, 32)
+	if err != nil || code >= 0xD800 && code <= 0xDFFF || code > 0x10FFFF {
+		return p.errf("invalid escape \\%c%s in quoted text", e, p.src[p.pos:p.pos+width])
+	}
+	p.pos += width
+	b.WriteRune(rune(code))
+	return nil
 }
 
 // afterQuote refuses text glued to the closing quote.
