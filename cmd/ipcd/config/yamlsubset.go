@@ -257,6 +257,13 @@ func (p *yamlParser) skipSpaces() error {
 	return nil
 }
 
+// newline steps over the line end at p.pos.
+func (p *yamlParser) newline() {
+	p.pos++
+	p.line++
+	p.lineStart = p.pos
+}
+
 func (p *yamlParser) skipComment() {
 	for !p.eof() && p.src[p.pos] != '\n' {
 		p.pos++
@@ -274,9 +281,7 @@ func (p *yamlParser) skipToContent() error {
 		case '#':
 			p.skipComment()
 		case '\n':
-			p.pos++
-			p.line++
-			p.lineStart = p.pos
+			p.newline()
 		default:
 			if p.col() == 0 && p.blankAt(p.pos+3) {
 				switch string(p.src[p.pos:min(p.pos+3, len(p.src))]) {
@@ -664,9 +669,7 @@ func (p *yamlParser) skipFlow(open byte, line int) error {
 		case '#':
 			p.skipComment()
 		case '\n':
-			p.pos++
-			p.line++
-			p.lineStart = p.pos
+			p.newline()
 			if p.col() == 0 && p.blankAt(p.pos+3) {
 				if s := string(p.src[p.pos:min(p.pos+3, len(p.src))]); s == "---" || s == "..." {
 					return p.unsupported("a document marker (%s) inside the %c opened at line %d", s, open, line)
