@@ -176,6 +176,17 @@ func TestBoardEvents(t *testing.T) {
 		t.Fatal(ctlErr)
 	}
 	b.wait(t, board.EventSessionStop, sid)
+	// The session's count goes down after its stop event: the second
+	// LiveLoadAdjust follows SessionStop.
+	waitFor(t, 5*time.Second, "the LiveLoadAdjust after SessionStop", func() bool {
+		n := 0
+		for _, name := range b.of(sid) {
+			if name == board.EventLiveLoadAdjust {
+				n++
+			}
+		}
+		return n >= 2
+	})
 	b.mu.Lock()
 	var seq uint64
 	for _, e := range b.events {
