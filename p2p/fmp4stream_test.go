@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -151,7 +150,7 @@ func startFMDevice(t *testing.T, main string, fps int) *fmDevice {
 		*s.ring = r
 	}
 	out := &sessionPublisher{out: map[string]chan Message{}}
-	svc, err := NewService(Config{NetworkInterfaces: loopbackNames(t), LoopbackCandidates: true}, m, out, slog.New(slog.DiscardHandler))
+	svc, err := NewService(Config{NetworkInterfaces: loopbackIfaces(t), LoopbackCandidates: true}, m, out, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,20 +158,6 @@ func startFMDevice(t *testing.T, main string, fps int) *fmDevice {
 	d := &fmDevice{svc: svc, out: out, stop: func() { cancel(); wg.Wait() }}
 	t.Cleanup(d.stop)
 	return d
-}
-
-func loopbackNames(t *testing.T) []string {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, i := range ifs {
-		if i.Flags&net.FlagLoopback != 0 {
-			names = append(names, i.Name)
-		}
-	}
-	return names
 }
 
 // fmClient is the app side as go2rtc's Tuya client builds it: audio
@@ -217,23 +202,12 @@ func newFMClient(t *testing.T, throttle func()) *fmClient {
 			t.Fatal(err)
 		}
 	}
-	var se webrtc.SettingEngine
+	se := loopbackSettings(t)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIncludeLoopbackCandidate(true)
-	names := loopbackNames(t)
-	se.SetInterfaceFilter(func(n string) bool {
-		for _, l := range names {
-			if n == l {
-				return true
-			}
-		}
-		return false
-	})
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	// A small receive window makes a slow reader push back on the device
 	// after a few frames rather than after a megabyte.
 	se.SetSCTPMaxReceiveBufferSize(64 << 10)
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(*se)).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}

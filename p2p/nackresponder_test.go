@@ -43,7 +43,7 @@ func startNACKDevice(t *testing.T, fps, ringFrames, maxClients, nackBuffer int) 
 	}
 	wg.Go(func() { _ = src.Run(ctx) })
 	out := &sessionPublisher{out: map[string]chan Message{}}
-	svc, err := NewService(Config{NetworkInterfaces: loopbackNames(t), LoopbackCandidates: true, MaxClients: maxClients, NACKBuffer: nackBuffer},
+	svc, err := NewService(Config{NetworkInterfaces: loopbackIfaces(t), LoopbackCandidates: true, MaxClients: maxClients, NACKBuffer: nackBuffer},
 		Media{Main: r}, out, log)
 	if err != nil {
 		t.Fatal(err)
@@ -113,25 +113,14 @@ func newNACKClient(t *testing.T, dropPeriod int) *nackClient {
 		}
 		ir.Add(gen)
 	}
-	var se webrtc.SettingEngine
+	se := loopbackSettings(t)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetIncludeLoopbackCandidate(true)
-	names := loopbackNames(t)
-	se.SetInterfaceFilter(func(n string) bool {
-		for _, l := range names {
-			if n == l {
-				return true
-			}
-		}
-		return false
-	})
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	// The test's losses happen after decryption, where SRTP's replay
 	// window has already seen the sequence number and would discard the
 	// retransmission; a packet lost on the wire never reaches it. The
 	// byte-identical check also reads a packet twice on purpose.
 	se.DisableSRTPReplayProtection(true)
-	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)).
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(*se), webrtc.WithInterceptorRegistry(ir)).
 		NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)

@@ -257,18 +257,7 @@ func (v *pbViewer) readVideo(tr *webrtc.TrackRemote) {
 // and follows the device's answer and candidates.
 func (v *pbViewer) offer(t testing.TB, d *fmDevice, sid string, replay *Replay) {
 	t.Helper()
-	o, err := v.pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(v.pc)
-	if err := v.pc.SetLocalDescription(o); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: v.pc.LocalDescription().SDP, Replay: replay,
-		Auth: SignAuth(fmPassword, fmDevID, fmApp, time.Now().Unix()+600)})
-	raw, _ := json.Marshal(Message{Header: Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: sid}, Msg: msg})
+	raw := offerMessage(t, v.pc, sid, Offer{Replay: replay})
 	out := d.out.session(sid)
 	if !d.svc.Deliver(raw) {
 		t.Fatal("offer dropped")

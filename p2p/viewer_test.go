@@ -254,23 +254,32 @@ func (v *rtpViewer) pli(t testing.TB, ssrc webrtc.SSRC) {
 	}
 }
 
+// offerMessage gathers pc's offer and returns it as the app's signed 302
+// offer for session sid, with o's other members.
+func offerMessage(t testing.TB, pc *webrtc.PeerConnection, sid string, o Offer) []byte {
+	t.Helper()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	o.Mode, o.SDP = ModeWebRTC, pc.LocalDescription().SDP
+	o.Auth = SignAuth(fmPassword, fmDevID, fmApp, time.Now().Unix()+600)
+	msg, _ := json.Marshal(o)
+	raw, _ := json.Marshal(Message{Header: Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: sid}, Msg: msg})
+	return raw
+}
+
 // connect offers to d with token as the offer's ICE servers and answers
 // the device's candidates until the test ends. It does not wait for the
 // connection.
 func (v *rtpViewer) connect(t testing.TB, d *fmDevice, sid string, token []ICEServer) {
 	t.Helper()
-	offer, err := v.pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(v.pc)
-	if err := v.pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	msg, _ := json.Marshal(Offer{Mode: ModeWebRTC, SDP: v.pc.LocalDescription().SDP, Token: token,
-		Auth: SignAuth(fmPassword, fmDevID, fmApp, time.Now().Unix()+600)})
-	raw, _ := json.Marshal(Message{Header: Header{Type: TypeOffer, From: fmApp, To: fmDevID, SessionID: sid}, Msg: msg})
+	raw := offerMessage(t, v.pc, sid, Offer{Token: token})
 	if !d.svc.Deliver(raw) {
 		t.Fatal("offer dropped")
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -331,23 +330,6 @@ func BenchmarkPlaybackTTFF(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer v.Close()
-	var ttffs []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		res, err := v.Watch(wctx, viewer.WatchOptions{Duration: time.Millisecond,
-			Replay: &p2p.Replay{IsReplay: 1, StartTime: from.Unix() + 1, EndTime: from.Unix() + 3}})
-		cancel()
-		if err != nil {
-			b.Fatal(err)
-		}
-		ttffs = append(ttffs, res.TTFF)
-	}
-	b.StopTimer()
-	slices.Sort(ttffs)
-	pct := func(p float64) float64 {
-		return float64(ttffs[int(p*float64(len(ttffs)-1)+0.5)]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(pct(0.5), "ttff-p50-ms")
-	b.ReportMetric(pct(0.95), "ttff-p95-ms")
+	benchTTFF(ctx, b, v, viewer.WatchOptions{Duration: time.Millisecond,
+		Replay: &p2p.Replay{IsReplay: 1, StartTime: from.Unix() + 1, EndTime: from.Unix() + 3}})
 }
