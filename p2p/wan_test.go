@@ -181,7 +181,12 @@ func (r *decodeRun) dropped(p *rtp.Packet) bool {
 	d, ds := r.d, &r.ds
 	keyStart := startsWithSPS(p.Payload)
 	d.mu.Lock()
-	if d.dropKey && keyStart {
+	// A keyframe is dropped only when the viewer has asked for none for
+	// two request intervals: the source coalesces requests closer than
+	// media.KeyframeRequestInterval, and what is measured is the answer to
+	// the request the drop causes, not the wait behind an earlier one that
+	// a random loss caused.
+	if d.dropKey && keyStart && time.Since(r.lastPLI) >= 2*media.KeyframeRequestInterval {
 		d.dropKey = false
 		*ds = dropState{dropping: true, dropTS: p.Timestamp, curTS: p.Timestamp}
 	}
