@@ -20,6 +20,7 @@ require (
 	github.com/pion/webrtc/v4 v4.2.20
 	github.com/smallnest/ringbuffer v0.0.0-20250317021400-0da97b586904
 	go.uber.org/goleak v1.3.0
+	golang.org/x/net v0.59.0
 	golang.org/x/sys v0.48.0
 	gopkg.in/yaml.v3 v3.0.1
 )
@@ -39,7 +40,8 @@ require (
 	github.com/wlynxg/anet v0.0.5 // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/image v0.23.0 // indirect
-	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/sync v0.17.0 // indirect
 	golang.org/x/time v0.14.0 // indirect
 )
+
+replace github.com/eclipse/paho.mqtt.golang => ./third_party/paho.mqtt.golang

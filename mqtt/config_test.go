@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/ipcd/ipcd/mqtt"
+	"github.com/ipcd/ipcd/mqtt/mqtttest"
 )
 
 func TestNewClientConfig(t *testing.T) {
@@ -82,11 +84,11 @@ func TestNewClientConfig(t *testing.T) {
 	}
 }
 
-// TestTLSBroker connects over ssl:// to a mochi TLS listener whose
-// self-signed certificate is given as tls.ca_file, presenting a client
-// certificate from tls.cert_file/key_file; without the CA the connect fails.
-func TestTLSBroker(t *testing.T) {
-	certFile, keyFile := selfSigned(t)
+// tlsBroker serves a mochi listener made by listen with the self-signed
+// certificate in certFile/keyFile, requiring a client certificate signed
+// by it.
+func tlsBroker(t *testing.T, certFile, keyFile, addr string, listen func(listeners.Config) listeners.Listener) listeners.Listener {
+	t.Helper()
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +99,7 @@ func TestTLSBroker(t *testing.T) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: &tls.Config{
+	ln := listen(listeners.Config{ID: "tls", Address: addr, TLSConfig: &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
@@ -110,23 +112,38 @@ func TestTLSBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
+	return ln
+}
 
-	cfg := mqtt.Config{Brokers: []string{"ssl://" + ln.Address()}, ClientID: "tls", TopicIn: "loop/tls", TopicOut: "loop/tls"}
-	cfg.TLS = mqtt.TLSConfig{CAFile: certFile, CertFile: certFile, KeyFile: keyFile}
-	q := make(queue, 1)
-	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
-	c.waitUp(t)
-	if err := c.Publish(7, map[string]bool{"tls": true}); err != nil {
-		t.Fatal(err)
-	}
-	jsonEqual(t, q.next(t), `{"tls":true}`)
-	c.stop(t)
+// TestTLSBroker connects over ssl:// and wss:// to mochi TLS listeners
+// whose self-signed certificate is given as tls.ca_file, presenting a
+// client certificate from tls.cert_file/key_file; without the CA the
+// connect fails.
+func TestTLSBroker(t *testing.T) {
+	certFile, keyFile := selfSigned(t)
+	tcp := tlsBroker(t, certFile, keyFile, "127.0.0.1:0", func(c listeners.Config) listeners.Listener { return listeners.NewTCP(c) })
+	// mochi's websocket listener reports the address it was given, so it
+	// gets a free port rather than :0.
+	ws := tlsBroker(t, certFile, keyFile, fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t)), func(c listeners.Config) listeners.Listener { return listeners.NewWebsocket(c) })
+	for _, broker := range []string{"ssl://" + tcp.Address(), "wss://" + ws.Address() + "/mqtt"} {
+		cfg := mqtt.Config{Brokers: []string{broker}, ClientID: "tls", TopicIn: "loop/tls", TopicOut: "loop/tls"}
+		cfg.TLS = mqtt.TLSConfig{CAFile: certFile, CertFile: certFile, KeyFile: keyFile}
+		q := make(queue, 1)
+		c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
+		c.waitUp(t)
+		if err := c.Publish(7, map[string]bool{"tls": true}); err != nil {
+			t.Fatal(err)
+		}
+		jsonEqual(t, q.next(t), `{"tls":true}`)
+		c.stop(t)
 
-	cfg.TLS.CAFile = ""
-	unverified := start(t, cfg, nil, nil)
-	var unknown x509.UnknownAuthorityError
-	if err := waitLastError(t, unverified); !errors.As(err, &unknown) || unverified.Connected() {
-		t.Fatalf("without trusting the broker's CA: %v", err)
+		cfg.TLS.CAFile = ""
+		unverified := start(t, cfg, nil, nil)
+		var unknown x509.UnknownAuthorityError
+		if err := waitLastError(t, unverified); !errors.As(err, &unknown) || unverified.Connected() {
+			t.Fatalf("%s without trusting the broker's CA: %v", broker, err)
+		}
+		unverified.stop(t)
 	}
 }
 

@@ -46,3 +46,5 @@ require (
 )
 
 replace github.com/ipcd/ipcd => ../..
+
+replace github.com/eclipse/paho.mqtt.golang => ../../third_party/paho.mqtt.golang
