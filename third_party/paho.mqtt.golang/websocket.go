@@ -42,10 +42,11 @@ import (
 // WebsocketOptions are config options for a websocket dialer
 type WebsocketOptions struct {
 	// ReadBufferSize is the size of the buffer frames are read through
-	// (default 4096, at least 512).
+	// (default 4096, at least 512, at most 1 MiB).
 	ReadBufferSize int
 	// WriteBufferSize is the initial size of the buffer frames are written
-	// from; it grows to the largest packet written.
+	// from (at most 64 KiB); it grows to the largest packet written and is
+	// kept while that is at most 64 KiB.
 	WriteBufferSize int
 	// Proxy chooses the proxy for a broker's URL; nil means the proxy named
 	// by the ALL_PROXY environment variable (NO_PROXY honoured), as for
@@ -73,7 +74,11 @@ const (
 	// 125 bytes of payload and a 14-byte header) be peeked at once.
 	wsMaxHandshake  = 16 << 10
 	wsMinReadBuffer = 512
+	wsMaxReadBuffer = 1 << 20
 	wsDefaultBuffer = 4096
+	// wsMaxKeptWriteBuffer: a write buffer grown past this by one large
+	// packet is let go rather than kept for the next.
+	wsMaxKeptWriteBuffer = 64 << 10
 
 	wsOpContinuation = 0x0
 	wsOpText         = 0x1
@@ -187,14 +192,14 @@ func websocketHandshake(conn net.Conn, u *url.URL, tlsc *tls.Config, header map[
 	if size <= 0 {
 		size = wsDefaultBuffer
 	}
-	br := bufio.NewReaderSize(conn, max(size, wsMinReadBuffer))
+	br := bufio.NewReaderSize(conn, min(max(size, wsMinReadBuffer), wsMaxReadBuffer))
 	if err := readWebsocketResponse(br, key); err != nil {
 		return nil, err
 	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return nil, err
 	}
-	return &websocketConn{Conn: conn, br: br, wbuf: make([]byte, 0, max(o.WriteBufferSize, 0))}, nil
+	return &websocketConn{Conn: conn, br: br, wbuf: make([]byte, 0, min(max(o.WriteBufferSize, 0), wsMaxKeptWriteBuffer))}, nil
 }
 
 // websocketRequest is the client's opening handshake. Extra headers may set
@@ -484,7 +489,7 @@ func (c *websocketConn) writeFrame(op byte, p []byte) error {
 	}
 	_, err := c.Conn.Write(b)
 	// Keep the buffer for the next packet unless one large packet grew it.
-	if cap(b) <= 64<<10 {
+	if cap(b) <= wsMaxKeptWriteBuffer {
 		c.wbuf = b[:0]
 	} else {
 		c.wbuf = nil
