@@ -4,7 +4,6 @@ package mqtt_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,15 +34,8 @@ func TestEmbeddedBrokerWebSocket(t *testing.T) {
 	go func() { done <- b.Run(ctx) }()
 
 	// A client whose out topic is its in topic hears itself.
-	q := make(queue, 1)
 	cfg := mqtt.Config{Brokers: []string{"ws://" + wsAddr}, ClientID: "ws", TopicIn: "loop/{id}", TopicOut: "loop/{id}", ID: "ws"}
-	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
-	c.waitUp(t)
-	if err := c.Publish(7, map[string]bool{"ws": true}); err != nil {
-		t.Fatal(err)
-	}
-	jsonEqual(t, q.next(t), `{"ws":true}`)
-	c.stop(t)
+	hearsItself(t, cfg, "ws").stop(t)
 
 	cancel()
 	if err := <-done; err != nil {

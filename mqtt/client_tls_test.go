@@ -3,7 +3,6 @@ package mqtt_test
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"testing"
@@ -37,13 +36,7 @@ func TestMosquittoTLS(t *testing.T) {
 
 	cfg := mqtt.Config{Brokers: []string{broker}, ClientID: "tls-trusted", TopicIn: "loop/tls", TopicOut: "loop/tls",
 		TLS: mqtt.TLSConfig{CAFile: files.CAFile}}
-	q := make(queue, 1)
-	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
-	c.waitUp(t)
-	if err := c.Publish(7, map[string]bool{"tls": true}); err != nil {
-		t.Fatal(err)
-	}
-	jsonEqual(t, q.next(t), `{"tls":true}`)
+	c := hearsItself(t, cfg, "tls")
 	if err := c.LastError(); err != nil {
 		t.Fatalf("LastError while connected: %v", err)
 	}

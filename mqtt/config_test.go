@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -128,14 +127,7 @@ func TestTLSBroker(t *testing.T) {
 	for _, broker := range []string{"ssl://" + tcp.Address(), "wss://" + ws.Address() + "/mqtt"} {
 		cfg := mqtt.Config{Brokers: []string{broker}, ClientID: "tls", TopicIn: "loop/tls", TopicOut: "loop/tls"}
 		cfg.TLS = mqtt.TLSConfig{CAFile: certFile, CertFile: certFile, KeyFile: keyFile}
-		q := make(queue, 1)
-		c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
-		c.waitUp(t)
-		if err := c.Publish(7, map[string]bool{"tls": true}); err != nil {
-			t.Fatal(err)
-		}
-		jsonEqual(t, q.next(t), `{"tls":true}`)
-		c.stop(t)
+		hearsItself(t, cfg, "tls").stop(t)
 
 		cfg.TLS.CAFile = ""
 		unverified := start(t, cfg, nil, nil)

@@ -288,3 +288,18 @@ func (c *cutter) setRefuse(refuse bool) {
 	c.refuse = refuse
 	c.mu.Unlock()
 }
+
+// hearsItself starts a client on cfg, whose out topic is its in topic,
+// publishes {"key":true} as protocol 7 and checks that it hears it back.
+// The client is left running.
+func hearsItself(t *testing.T, cfg mqtt.Config, key string) *running {
+	t.Helper()
+	q := make(queue, 1)
+	c := start(t, cfg, nil, map[int]func(json.RawMessage) bool{7: q.deliver})
+	c.waitUp(t)
+	if err := c.Publish(7, map[string]bool{key: true}); err != nil {
+		t.Fatal(err)
+	}
+	jsonEqual(t, q.next(t), `{"`+key+`":true}`)
+	return c
+}
