@@ -346,7 +346,7 @@ func (se *session) startSending(ctx context.Context, wg *sync.WaitGroup, tr sess
 			se.sendPlayback(ctx, p, tr.video, tr.audio)
 			return
 		}
-		se.sendMedia(ctx, wg, tr.ring, tr.video, tr.audio)
+		se.sendMedia(ctx, tr.ring, tr.video, tr.audio)
 	})
 }
 

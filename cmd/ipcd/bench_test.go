@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -184,6 +185,9 @@ func BenchmarkSessionMarginal(b *testing.B) {
 		b.ReportMetric(per(one.stack, ten.stack), "stack-KB/viewer")
 		b.ReportMetric(per(one.sys, ten.sys), "sys-KB/viewer")
 		b.ReportMetric(per(one.goroutines, ten.goroutines)*1024, "goroutines/viewer")
+		st := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+		metrics.Read(st)
+		b.ReportMetric(float64(st[0].Value.Uint64()), "stack-start-B")
 	}
 }
 
