@@ -39,8 +39,9 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 // retransmission from the rings (nackresponder.go; in the RTX stream when the
 // viewer offers one, numbered by the prober, which also sends the
 // adaptation's probes), and sender reports (senderreport.go). hn is the
-// host's network (hostnet.go), used when cfg.Net is nil.
-func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
+// host's network (hostnet.go), used when cfg.Net is nil; sinks drops the
+// audio tracks' RTCP (rtcpsink.go).
+func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -79,7 +80,7 @@ func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, log *slog.Logger, rt
 	ir.Add(nacks)
 	ir.Add(senderReportsFactory{}) // last: it counts the track's packets only
 
-	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
+	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}, BufferFactory: sinks.buffer}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 	} else {

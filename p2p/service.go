@@ -125,6 +125,7 @@ type Service struct {
 	// hostNet is the sessions' network when Config.Net is nil.
 	hostNet *hostNet
 	nacks   *nackResponders
+	sinks   *rtcpSinks   // the audio tracks' RTCP, dropped
 	rtx     *rtxRegistry // the sessions' RTX streams, for probes
 
 	in      *inbox
@@ -161,7 +162,8 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 			return nil, fmt.Errorf("p2p: %w", err)
 		}
 	}
-	api, err := newAPI(cfg, hn, nacks, log, rtx)
+	sinks := newRTCPSinks(func(ssrc uint32) bool { return nacks.lookup(ssrc) != nil })
+	api, err := newAPI(cfg, hn, nacks, sinks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -179,6 +181,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		api:     api,
 		hostNet: hn,
 		nacks:   nacks,
+		sinks:   sinks,
 		rtx:     rtx,
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),
