@@ -297,9 +297,9 @@ type skipCounts struct {
 func (c *skipCounts) Load() uint64 { return c.video.Load() + c.audio.Load() }
 
 // audioSender is a session's audio, sent from its video sender's goroutine
-// (one goroutine less per session, and the one whose stack grows deepest on
-// each write: packetizing, SRTP, the socket): between video frames it sends
-// the audio frames that are due, and it wakes the sender when one arrives.
+// (one goroutine and its stack less per session): between video frames it
+// sends the audio frames that are due, and it wakes the sender when one
+// arrives.
 type audioSender struct {
 	rd  *media.Reader
 	ap  *packetizer
