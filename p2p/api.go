@@ -8,7 +8,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -39,8 +38,10 @@ var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Paramet
 // interceptor set is trimmed to what a sending camera needs: NACK
 // retransmission from the rings (nackresponder.go; in the RTX stream when the
 // viewer offers one, numbered by the prober, which also sends the
-// adaptation's probes), and sender reports.
-func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
+// adaptation's probes), and sender reports (senderreport.go). hn is the
+// host's network (hostnet.go), used when cfg.Net is nil; sinks drops the
+// audio tracks' RTCP (rtcpsink.go).
+func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -77,15 +78,13 @@ func newAPI(cfg Config, nacks *nackResponders, log *slog.Logger, rtx *rtxRegistr
 	ir := &interceptor.Registry{}
 	ir.Add(&proberFactory{reg: rtx}) // ahead of the responder: it numbers the responder's RTX packets
 	ir.Add(nacks)
-	sr, err := report.NewSenderInterceptor()
-	if err != nil {
-		return nil, fmt.Errorf("sender reports: %w", err)
-	}
-	ir.Add(sr)
+	ir.Add(senderReportsFactory{}) // last: it counts the track's packets only
 
-	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}}
+	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}, BufferFactory: sinks.buffer}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
+	} else {
+		se.SetNet(hn)
 	}
 	// mDNS candidates would send multicast on every LAN interface and the
 	// app never needs them: the device is reached by its real addresses.

@@ -63,8 +63,13 @@ func reportRTT(r rtcp.ReceptionReport, now time.Time) (time.Duration, bool) {
 // ntpEpochOffset is the seconds from 1900 (NTP) to 1970 (Unix).
 const ntpEpochOffset = 2208988800
 
-func ntpMiddle(t time.Time) uint32 {
+// ntpTime is t as a 64-bit NTP timestamp: seconds since 1900, and the
+// fraction of the second in 1/2^32.
+func ntpTime(t time.Time) uint64 {
 	secs := uint64(t.Unix()) + ntpEpochOffset
 	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
-	return uint32(secs<<16 | frac>>16)
+	return secs<<32 | frac
 }
+
+// ntpMiddle is the middle 32 bits of t's NTP timestamp, the form of LSR.
+func ntpMiddle(t time.Time) uint32 { return uint32(ntpTime(t) >> 16) }

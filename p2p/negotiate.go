@@ -210,7 +210,7 @@ type sessionTracks struct {
 	video   *webrtc.TrackLocalStaticRTP
 	vsender *webrtc.RTPSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
-	release func()                      // unregisters the retransmission history
+	release func()                      // unregisters the retransmission history and the audio's RTCP sink
 }
 
 // negotiate applies the offer and adds the tracks: the stream the offer
@@ -321,8 +321,13 @@ func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 		se.log.Warn("add audio track", "err", err)
 		return false
 	}
-	drainRTCP(wg, asender)
 	tr.audio = audio
+	if enc := asender.GetParameters().Encodings; len(enc) > 0 && se.svc.sinks.add(uint32(enc[0].SSRC)) {
+		ssrc, release := uint32(enc[0].SSRC), tr.release
+		tr.release = func() { release(); se.svc.sinks.remove(ssrc) }
+		return true
+	}
+	drainRTCP(wg, asender)
 	return true
 }
 

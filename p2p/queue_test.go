@@ -335,3 +335,38 @@ func TestRefusalBudget(t *testing.T) {
 		t.Fatalf("tracked %d budgets, %d ended sessions", len(s.refusals), len(s.recent))
 	}
 }
+
+// TestSigQueue: a session holds at most candidateQueue signaling messages,
+// refuses the next, and hands them over in order with one ready token;
+// once taken, the queue holds nothing and takes messages again.
+func TestSigQueue(t *testing.T) {
+	q := sigQueue{ready: make(chan struct{}, 1)}
+	for i := range candidateQueue {
+		if !q.put(Message{Header: Header{TID: fmt.Sprint(i)}}) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	if q.put(Message{Header: Header{TID: "over"}}) {
+		t.Fatalf("message %d taken, limit %d", candidateQueue+1, candidateQueue)
+	}
+	select {
+	case <-q.ready:
+	default:
+		t.Fatal("no ready token with messages queued")
+	}
+	msgs := q.take()
+	if len(msgs) != candidateQueue {
+		t.Fatalf("took %d messages, want %d", len(msgs), candidateQueue)
+	}
+	for i, m := range msgs {
+		if m.Header.TID != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: out of order", i, m.Header.TID)
+		}
+	}
+	if rest := q.take(); len(rest) != 0 || cap(rest) != 0 {
+		t.Fatalf("queue keeps %d messages (capacity %d) after take", len(rest), cap(rest))
+	}
+	if !q.put(Message{}) {
+		t.Fatal("an emptied queue refuses a message")
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,15 +141,17 @@ const behindLive = 100 // ms
 // stream's first keyframe after the last frame sent: until it arrives the
 // old stream goes on, so the viewer neither freezes nor gets a frame of the
 // old stream after one of the new.
-func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *media.Ring, vtrack, atrack *webrtc.TrackLocalStaticRTP) {
+func (se *session) sendMedia(ctx context.Context, ring *media.Ring, vtrack, atrack *webrtc.TrackLocalStaticRTP) {
 	video, audio, ok := se.mediaOuts(ctx, vtrack, atrack)
 	if !ok {
 		return
 	}
 	sw := &streamSwitcher{se: se, ring: ring, rd: ring.NewReader()}
 	defer sw.close()
+	var au *audioSender
 	if audio != nil && se.svc.media.Audio != nil {
-		se.startAudio(ctx, wg, sw.rd, audio)
+		au = se.newAudioSender(sw.rd, audio)
+		sw.audio = au.rd
 	}
 	vp := newPacketizer(newPayloader(ring.Codec()), 90000)
 	vp.ring, vp.frags = ring, se.svc.nacks.frags
@@ -164,7 +165,15 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 	var lastWall int64
 	var ask keyframeAsk
 	rebase := false // rd moved back: the next frame's timestamp follows the last one sent
+	// The audio that is due goes out between video frames, from the top of
+	// the loop after the first pass: the first keyframe, when there is
+	// one, is not held up by the audio buffered since it.
+	audioDue := false
 	for ctx.Err() == nil {
+		if audioDue && au != nil && !se.sendAudioDue(au) {
+			au, sw.audio = nil, nil
+		}
+		audioDue = true
 		select {
 		case <-se.keyc:
 			rebase = ask.serve(se, sw.ring, sw.rd) || rebase
@@ -177,6 +186,11 @@ func (se *session) sendMedia(ctx context.Context, wg *sync.WaitGroup, ring *medi
 		}
 		f, skipped, st := sw.next(ctx)
 		if st == nextStop {
+			if au != nil {
+				// The video reader ended before the session: the
+				// audio goes on alone.
+				se.sendAudio(ctx, au)
+			}
 			return
 		}
 		if st == nextRetry {
@@ -245,17 +259,21 @@ func (se *session) catchUp(ctx context.Context, f media.Frame) bool {
 	}
 }
 
-// wait blocks until rd or pending may have a frame, or a stream switch or a
-// keyframe request is to be served at the top of the sender's loop. It
-// reports false when ctx ended.
-func (se *session) wait(ctx context.Context, rd, pending *media.Reader) bool {
-	var pw <-chan struct{}
+// wait blocks until rd, pending or audio may have a frame, or a stream
+// switch or a keyframe request is to be served at the top of the sender's
+// loop. It reports false when ctx ended.
+func (se *session) wait(ctx context.Context, rd, pending, audio *media.Reader) bool {
+	var pw, aw <-chan struct{}
 	if pending != nil {
 		pw = pending.Wake()
+	}
+	if audio != nil {
+		aw = audio.Wake()
 	}
 	select {
 	case <-rd.Wake():
 	case <-pw:
+	case <-aw:
 	case s := <-se.switchc:
 		se.switchStream(s)
 	case <-se.keyc:
@@ -278,43 +296,70 @@ type skipCounts struct {
 // Load returns the total of both tracks.
 func (c *skipCounts) Load() uint64 { return c.video.Load() + c.audio.Load() }
 
-// startAudio starts the audio sender at the instant video starts: the
+// audioSender is a session's audio, sent from its video sender's goroutine
+// (one goroutine and its stack less per session): between video frames it
+// sends the audio frames that are due, and it wakes the sender when one
+// arrives.
+type audioSender struct {
+	rd  *media.Reader
+	ap  *packetizer
+	out mediaOut
+}
+
+// newAudioSender starts the audio at the instant video starts: the
 // keyframe the video reader begins with, or, with none buffered yet, the
 // newest audio. It does not wait for a video frame to be sent: a session
 // whose video is stopped, or whose video source has nothing yet, still
 // gets audio.
-func (se *session) startAudio(ctx context.Context, wg *sync.WaitGroup, video *media.Reader, track mediaOut) {
+func (se *session) newAudioSender(video *media.Reader, track mediaOut) *audioSender {
 	var rd *media.Reader
 	if f, ok := video.Peek(); ok {
 		rd = se.svc.media.Audio.NewReaderAt(f.Timestamp)
 	} else {
 		rd = se.svc.media.Audio.NewReader()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer rd.Close()
-		se.sendAudio(ctx, rd, track)
-	}()
+	return &audioSender{rd: rd, ap: newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000), out: track}
 }
 
-func (se *session) sendAudio(ctx context.Context, rd *media.Reader, track mediaOut) {
-	ap := newPacketizer(newPayloader(se.svc.media.Audio.Codec()), 8000)
+// sendAudioDue sends every audio frame available now; false once the audio
+// reader has ended (then it is closed).
+func (se *session) sendAudioDue(a *audioSender) bool {
 	for {
-		f, skipped, err := rd.Next(ctx)
+		f, skipped, ok, err := a.rd.TryNext()
+		if err != nil {
+			a.rd.Close()
+			return false
+		}
+		if !ok {
+			return true
+		}
+		se.sendAudioFrame(a, f, skipped)
+	}
+}
+
+// sendAudio sends a's frames until ctx ends or its reader does: the audio
+// of a session whose video reader has ended.
+func (se *session) sendAudio(ctx context.Context, a *audioSender) {
+	defer a.rd.Close()
+	for {
+		f, skipped, err := a.rd.Next(ctx)
 		if err != nil {
 			return
 		}
-		if skipped > 0 {
-			se.skipped.audio.Add(uint64(skipped))
-		}
-		if se.pause.audio.Load() || !se.admitted(track, f) {
-			continue
-		}
-		if err := ap.write(track, f); err != nil {
-			se.log.Debug("write audio", "err", err)
-		}
-		se.audioFrames.Add(1)
-		se.audioBytes.Add(uint64(len(f.Payload)))
+		se.sendAudioFrame(a, f, skipped)
 	}
+}
+
+func (se *session) sendAudioFrame(a *audioSender, f media.Frame, skipped int) {
+	if skipped > 0 {
+		se.skipped.audio.Add(uint64(skipped))
+	}
+	if se.pause.audio.Load() || !se.admitted(a.out, f) {
+		return
+	}
+	if err := a.ap.write(a.out, f); err != nil {
+		se.log.Debug("write audio", "err", err)
+	}
+	se.audioFrames.Add(1)
+	se.audioBytes.Add(uint64(len(f.Payload)))
 }

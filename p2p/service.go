@@ -122,8 +122,11 @@ type Service struct {
 	media Media
 	log   *slog.Logger
 	api   *webrtc.API
-	nacks *nackResponders
-	rtx   *rtxRegistry // the sessions' RTX streams, for probes
+	// hostNet is the sessions' network when Config.Net is nil.
+	hostNet *hostNet
+	nacks   *nackResponders
+	sinks   *rtcpSinks   // the audio tracks' RTCP, dropped
+	rtx     *rtxRegistry // the sessions' RTX streams, for probes
 
 	in      *inbox
 	out     *outbox
@@ -152,7 +155,15 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 	log = log.With("component", "p2p")
 	nacks := newNACKResponders(log)
 	rtx := &rtxRegistry{}
-	api, err := newAPI(cfg, nacks, log, rtx)
+	var hn *hostNet
+	if cfg.Net == nil {
+		var err error
+		if hn, err = newHostNet(); err != nil {
+			return nil, fmt.Errorf("p2p: %w", err)
+		}
+	}
+	sinks := newRTCPSinks(func(ssrc uint32) bool { return nacks.lookup(ssrc) != nil })
+	api, err := newAPI(cfg, hn, nacks, sinks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -168,7 +179,9 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		media:   m,
 		log:     log,
 		api:     api,
+		hostNet: hn,
 		nacks:   nacks,
+		sinks:   sinks,
 		rtx:     rtx,
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),

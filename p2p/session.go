@@ -72,7 +72,7 @@ type session struct {
 	log     *slog.Logger
 	created time.Time
 
-	in     chan Message
+	in     sigQueue
 	stopc  chan stopRequest
 	reason atomic.Int32
 
@@ -118,18 +118,50 @@ func newSession(svc *Service, h Header, offer Offer, log *slog.Logger) *session 
 		offer:   offer,
 		log:     log,
 		created: time.Now(),
-		in:      make(chan Message, candidateQueue),
+		in:      sigQueue{ready: make(chan struct{}, 1)},
 		stopc:   make(chan stopRequest, 1),
 	}
 }
 
 // deliver hands a candidate to the session without blocking.
 func (se *session) deliver(m Message) {
-	select {
-	case se.in <- m:
-	default:
+	if !se.in.put(m) {
 		se.svc.drops.warn(se.log, RuleSessionQueueFull, "drop 302 message", "type", m.Header.Type)
 	}
+}
+
+// sigQueue holds the app's signaling for a session's loop, at most
+// candidateQueue messages, in order. Its storage follows what is queued and
+// is let go once taken: a channel of that capacity would keep about 5 KB
+// for the whole session, which gets its candidates in its first seconds.
+type sigQueue struct {
+	mu    sync.Mutex
+	msgs  []Message
+	ready chan struct{} // holds a token while messages are queued
+}
+
+// put queues m; false when candidateQueue messages are already waiting.
+func (q *sigQueue) put(m Message) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.msgs) >= candidateQueue {
+		return false
+	}
+	q.msgs = append(q.msgs, m)
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take returns every queued message, oldest first, and empties the queue.
+func (q *sigQueue) take() []Message {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	msgs := q.msgs
+	q.msgs = nil
+	return msgs
 }
 
 // stopRequest is why the service closes a session, and whether the app is
@@ -217,6 +249,9 @@ type peerEvents struct {
 func (se *session) newPeer(ctx context.Context) (*webrtc.PeerConnection, peerEvents, error) {
 	ev := peerEvents{cands: make(chan *webrtc.ICECandidate, 8), states: make(chan webrtc.PeerConnectionState, 8)}
 	se.svc.pcs.Add(1)
+	if hn := se.svc.hostNet; hn != nil {
+		hn.refresh()
+	}
 	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
 	if err != nil {
 		return nil, ev, err
@@ -257,8 +292,10 @@ func (se *session) loop(ctx context.Context, wg *sync.WaitGroup, pc *webrtc.Peer
 		case r := <-se.stopc:
 			return r.reason, r.notify
 
-		case m := <-se.in:
-			se.addCandidate(pc, m)
+		case <-se.in.ready:
+			for _, m := range se.in.take() {
+				se.addCandidate(pc, m)
+			}
 
 		case c := <-ev.cands:
 			line := ""
@@ -309,7 +346,7 @@ func (se *session) startSending(ctx context.Context, wg *sync.WaitGroup, tr sess
 			se.sendPlayback(ctx, p, tr.video, tr.audio)
 			return
 		}
-		se.sendMedia(ctx, wg, tr.ring, tr.video, tr.audio)
+		se.sendMedia(ctx, tr.ring, tr.video, tr.audio)
 	})
 }
 

@@ -18,6 +18,9 @@ type streamSwitcher struct {
 
 	pending       *media.Reader // the stream being switched to
 	pendingStream media.Stream
+	// audio, when set, is the session's audio reader, which the sender
+	// serves between video frames: waiting for video wakes on it too.
+	audio *media.Reader
 }
 
 // nextState is what streamSwitcher.next found.
@@ -33,6 +36,9 @@ func (sw *streamSwitcher) close() {
 	sw.rd.Close()
 	if sw.pending != nil {
 		sw.pending.Close()
+	}
+	if sw.audio != nil {
+		sw.audio.Close()
 	}
 }
 
@@ -71,7 +77,7 @@ func (sw *streamSwitcher) next(ctx context.Context) (media.Frame, int, nextState
 		return f, 0, nextStop
 	case ok:
 		return f, skipped, nextFrame
-	case !sw.se.wait(ctx, sw.rd, sw.pending):
+	case !sw.se.wait(ctx, sw.rd, sw.pending, sw.audio):
 		return f, 0, nextStop
 	}
 	return f, 0, nextRetry

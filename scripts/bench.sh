@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: one table of the numbers that matter on a camera board.
-# Go benchmarks (ring, ingest, in-process time to first frame and heap per
-# session), then a real ipcd process on the embedded broker with a 2 Mbit/s
+# Go benchmarks (ring, ingest, in-process time to first frame, heap per
+# session, and heap, stacks and goroutines per viewer from 1 to 10), then a real ipcd process on the embedded broker with a 2 Mbit/s
 # clip, measured from /proc while ipcapp viewers watch it. It reports; it
 # fails only when something does not run. Then memory, Go heap and CPU at 1,
 # 5, 10 and 16 viewers with the clip coming through a pipe source, with the
@@ -25,7 +25,7 @@ go test -run '^$' -bench 'RingAppend$|ReaderNext|PipeIngest|FeedIngest' -benchme
 go test -run '^$' -bench 'TTFF' -benchtime 20x ./cmd/ipcd/ 2>/dev/null | tee "$work/ttff.txt" | grep -E '^Benchmark'
 # BenchmarkTTFF above matches BenchmarkPlaybackTTFF too: a playback offer of
 # the card's first seconds (ipcd recording to a temporary directory).
-go test -run '^$' -bench 'SessionHeap' -benchtime 1x ./cmd/ipcd/ 2>/dev/null | tee "$work/heap.txt" | grep -E '^Benchmark'
+go test -run '^$' -bench 'SessionHeap|SessionMarginal' -benchtime 1x ./cmd/ipcd/ 2>/dev/null | tee "$work/heap.txt" | grep -E '^Benchmark'
 go test -run '^$' -bench 'StartToReady' -benchtime 10x ./cmd/ipcd/ 2>/dev/null | tee "$work/ready.txt" | grep -E '^Benchmark'
 # Time to first frame over pion's virtual WAN: 25 ms each way, up to 5 ms
 # jitter, 0/1/5 % loss, full-cone NATs and STUN; p50/p95 of 20 sessions.
@@ -122,6 +122,7 @@ printf '%-52s %s\n' "RSS with 1 viewer (+ per viewer)" "$(mb "$rss_1") MB (+$(mb
 printf '%-52s %s\n' "RSS with 5 viewers (+ per viewer)" "$(mb "$rss_5") MB (+$(mb $(( (rss_5 - rss_idle) / 5 ))) MB)"
 printf '%-52s %s\n' "RSS per additional viewer (5 viewers vs 1)" "$(mb $(( (rss_5 - rss_1) / 4 ))) MB"
 printf '%-52s %s\n' "heap per session, live / in use (Go bench)" "$(metric "$work/heap.txt" BenchmarkSessionHeap heap-live-KB/session) / $(metric "$work/heap.txt" BenchmarkSessionHeap heap-inuse-KB/session) KB"
+printf '%-52s %s\n' "per viewer 1 to 10: heap live / stacks, goroutines" "$(metric "$work/heap.txt" BenchmarkSessionMarginal heap-live-KB/viewer) / $(metric "$work/heap.txt" BenchmarkSessionMarginal stack-KB/viewer) KB, $(metric "$work/heap.txt" BenchmarkSessionMarginal goroutines/viewer)"
 printf '%-52s %s\n' "CPU idle (of one core)" "$(pct "$cpu_idle" 1) %"
 printf '%-52s %s\n' "CPU per viewer, 1 viewer / 5 viewers (of one core)" "$(pct "$cpu_1" 1) % / $(pct "$cpu_5" 5) %"
 printf '%-52s %s\n' "ring append / reader next" "$(metric "$work/media.txt" BenchmarkRingAppend- ns/op) / $(metric "$work/media.txt" BenchmarkReaderNext ns/op) ns/op, $(metric "$work/media.txt" BenchmarkRingAppend- allocs/op) / $(metric "$work/media.txt" BenchmarkReaderNext allocs/op) allocs/op"

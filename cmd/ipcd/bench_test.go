@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -60,23 +64,7 @@ func benchTTFF(ctx context.Context, b *testing.B, v *viewer.Client, opt viewer.W
 // 2 Mbit/s clip. The viewers run in a separate ipcapp process so that only
 // the device's heap is counted.
 func BenchmarkSessionHeap(b *testing.B) {
-	ffmpeg, err := exec.LookPath("ffmpeg")
-	if err != nil {
-		b.Skip("ffmpeg not installed: cannot make the 2 Mbit/s clip")
-	}
-	dir := b.TempDir()
-	clip := filepath.Join(dir, "2mbit.h264")
-	gen := exec.Command(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
-		"-c:v", "libx264", "-profile:v", "baseline", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M",
-		"-x264-params", "keyint=25:min-keyint=25:scenecut=0:repeat-headers=1", "-f", "h264", clip)
-	if out, err := gen.CombinedOutput(); err != nil {
-		b.Fatalf("ffmpeg: %v: %s", err, out)
-	}
-	ipcapp := filepath.Join(dir, "ipcapp")
-	if out, err := exec.Command("go", "build", "-o", ipcapp, "../ipcapp").CombinedOutput(); err != nil {
-		b.Fatalf("build ipcapp: %v: %s", err, out)
-	}
-
+	clip, ipcapp := benchClip(b)
 	const viewers = 5
 	broker := mqtttest.Embedded(b)
 	cfg := testConfig(broker)
@@ -123,6 +111,106 @@ func BenchmarkSessionHeap(b *testing.B) {
 		b.ReportMetric(float64(streamingInuse-idleInuse)/viewers/1024, "heap-inuse-KB/session")
 		b.ReportMetric(float64(idle)/1024/1024, "heap-idle-MB")
 	}
+}
+
+// BenchmarkSessionMarginal measures what each viewer past the first costs
+// the device on a 2 Mbit/s clip, from 1 to 10 viewers (the span of the
+// RSS-per-viewer figure of make bench): live heap, heap spans, goroutine
+// stacks and goroutines. The viewers run in a separate ipcapp process. With
+// BENCH_PROFILE_DIR set, heap and goroutine profiles at 1 and 10 viewers are
+// written there (go tool pprof -diff_base heap1.pb.gz heap10.pb.gz).
+func BenchmarkSessionMarginal(b *testing.B) {
+	clip, ipcapp := benchClip(b)
+	dir := os.Getenv("BENCH_PROFILE_DIR")
+	if dir != "" {
+		runtime.MemProfileRate = 512 // every allocation of a session, not one in 512 KB
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(defaultGCPercent)) // as ipcd runs
+	broker := mqtttest.Embedded(b)
+	cfg := testConfig(broker)
+	cfg.Log.Level = "info"
+	cfg.Media.Sources.Main.Path = clip
+	cfg.Media.MemoryMB = 16
+	cfg.Stream.MaxClients = 16
+	rd := startDaemon(b, cfg)
+	// The rings full (buffer_seconds of the clip), so that only sessions grow.
+	time.Sleep(time.Duration(cfg.Media.BufferSeconds+1) * time.Second)
+
+	type sample struct{ live, inuse, retained, stack, sys, goroutines uint64 }
+	measure := func(viewers int) sample {
+		cmd := exec.Command(ipcapp, "bench", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
+			"-sessions", "0", "-viewers", strconv.Itoa(viewers), "-seconds", "7")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for rd.sessions(b) < viewers {
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				b.Fatalf("only %d of %d sessions started", rd.sessions(b), viewers)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(3 * time.Second)
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		s := sample{ms.HeapAlloc, ms.HeapInuse, ms.HeapSys - ms.HeapReleased, ms.StackInuse, ms.Sys - ms.HeapReleased, uint64(runtime.NumGoroutine())}
+		if dir != "" {
+			for _, name := range []string{"heap", "goroutine"} {
+				f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s%d.pb.gz", name, viewers)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = pprof.Lookup(name).WriteTo(f, 0)
+				_ = f.Close()
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("ipcapp bench: %v", err)
+		}
+		for rd.sessions(b) > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		return s
+	}
+	b.ResetTimer()
+	for range b.N {
+		one, ten := measure(1), measure(10)
+		per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / 9 / 1024 }
+		b.ReportMetric(per(one.live, ten.live), "heap-live-KB/viewer")
+		b.ReportMetric(per(one.inuse, ten.inuse), "heap-inuse-KB/viewer")
+		b.ReportMetric(per(one.retained, ten.retained), "heap-retained-KB/viewer")
+		b.ReportMetric(per(one.stack, ten.stack), "stack-KB/viewer")
+		b.ReportMetric(per(one.sys, ten.sys), "sys-KB/viewer")
+		b.ReportMetric(per(one.goroutines, ten.goroutines)*1024, "goroutines/viewer")
+		st := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+		metrics.Read(st)
+		b.ReportMetric(float64(st[0].Value.Uint64()), "stack-start-B")
+	}
+}
+
+// benchClip makes a 10 s 2 Mbit/s 720p H.264 clip and builds ipcapp, in a
+// temporary directory; it skips without ffmpeg.
+func benchClip(b *testing.B) (clip, ipcapp string) {
+	ffmpeg, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		b.Skip("ffmpeg not installed: cannot make the 2 Mbit/s clip")
+	}
+	dir := b.TempDir()
+	clip = filepath.Join(dir, "2mbit.h264")
+	gen := exec.Command(ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "10",
+		"-c:v", "libx264", "-profile:v", "baseline", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M",
+		"-x264-params", "keyint=25:min-keyint=25:scenecut=0:repeat-headers=1", "-f", "h264", clip)
+	if out, err := gen.CombinedOutput(); err != nil {
+		b.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	ipcapp = filepath.Join(dir, "ipcapp")
+	if out, err := exec.Command("go", "build", "-o", ipcapp, "../ipcapp").CombinedOutput(); err != nil {
+		b.Fatalf("build ipcapp: %v: %s", err, out)
+	}
+	return clip, ipcapp
 }
 
 func heapLive() (alloc, inuse uint64) {
