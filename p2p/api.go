@@ -80,7 +80,7 @@ func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, lo
 	ir.Add(nacks)
 	ir.Add(senderReportsFactory{}) // last: it counts the track's packets only
 
-	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: log}, BufferFactory: sinks.buffer}
+	se := webrtc.SettingEngine{LoggerFactory: newPionLogs(log), BufferFactory: sinks.buffer}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 	} else {

@@ -61,7 +61,7 @@ func newNATWorld(t testing.TB, dev, view natKind, wanCfg func(*vnet.RouterConfig
 	t.Helper()
 	vnetBuild.Lock()
 	defer vnetBuild.Unlock()
-	quiet := pionLogs{log: slog.New(slog.DiscardHandler)}
+	quiet := newPionLogs(slog.New(slog.DiscardHandler))
 	cfg := &vnet.RouterConfig{CIDR: "0.0.0.0/0", LoggerFactory: quiet}
 	if wanCfg != nil {
 		wanCfg(cfg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/pion/logging"
 )
@@ -12,10 +13,23 @@ import (
 // an error (a failed STUN read from a departed peer, say) is routine for a
 // camera serving many short sessions, and pion's own logger would write to
 // stderr past the configured format.
-type pionLogs struct{ log *slog.Logger }
+//
+// pion asks for a logger per component of every peer connection (ICE,
+// DTLS, SCTP, SRTP, ...); a handful of scopes in all, so one logger per
+// scope serves every connection instead of a handler clone each.
+type pionLogs struct {
+	log    *slog.Logger
+	scopes *sync.Map // scope -> pionLogger
+}
+
+func newPionLogs(log *slog.Logger) pionLogs { return pionLogs{log: log, scopes: new(sync.Map)} }
 
 func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{log: f.log.With("pion", scope)}
+	if l, ok := f.scopes.Load(scope); ok {
+		return l.(pionLogger)
+	}
+	l, _ := f.scopes.LoadOrStore(scope, pionLogger{log: f.log.With("pion", scope)})
+	return l.(pionLogger)
 }
 
 type pionLogger struct{ log *slog.Logger }

@@ -3,7 +3,8 @@
 # through a pipe source (ffmpeg writing a FIFO in real time), idle and with
 # 1, 5, 10 and 16 ipcapp viewers, once with the default stream.nack_buffer
 # and once with nack_buffer 1 (the smallest valid history: the floor, what a
-# session costs without retransmission). Numbers, not verdicts.
+# session costs without retransmission). Memory figures are medians of nine
+# readings over four seconds. Numbers, not verdicts.
 #
 # Environment: BENCH_BIN (directory holding ipcd and ipcapp, default bin),
 # BENCH_PORT (default 18850), BENCH_CLIP (default bin/bench/2mbit.h264, made
@@ -38,6 +39,19 @@ file_kb() { awk '/^RssFile/ {print $2}' "/proc/$pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # Live Go heap after the last collection, from GODEBUG=gctrace=1 ("A->B->C MB").
 heap_mb() { grep -oE '[0-9]+->[0-9]+->[0-9]+ MB' "$work/ipcd.log" | tail -1 | sed -E 's/.*->([0-9]+) MB/\1/'; }
+# sample: RSS, anonymous and file-backed pages, each the median of 9 readings
+# taken 0.5 s apart (the collector and the heap grow in steps, so a single
+# reading is off by up to a few hundred KB); sets rss, anon and file.
+sample() {
+  local r=() a=() f=() i
+  for i in $(seq 1 9); do
+    r+=("$(rss_kb)"); a+=("$(anon_kb)"); f+=("$(file_kb)")
+    [ "$i" = 9 ] || sleep 0.5
+  done
+  rss=$(printf '%s\n' "${r[@]}" | sort -n | sed -n 5p)
+  anon=$(printf '%s\n' "${a[@]}" | sort -n | sed -n 5p)
+  file=$(printf '%s\n' "${f[@]}" | sort -n | sed -n 5p)
+}
 mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 pct() { awk -v t="$1" -v hz="$hz" -v s=4 -v n="$2" 'BEGIN {printf "%.2f", 100 * t / hz / s / n}'; }
 
@@ -71,8 +85,9 @@ run() { # nack_buffer
 
   sleep 4
   local rss0 anon0 file0 heap0 t0 cpu0
-  rss0=$(rss_kb); anon0=$(anon_kb); file0=$(file_kb); heap0=$(heap_mb)
-  t0=$(cpu_ticks); sleep 4; cpu0=$(( $(cpu_ticks) - t0 ))
+  local rss anon file
+  t0=$(cpu_ticks); sample; cpu0=$(( $(cpu_ticks) - t0 ))
+  rss0=$rss; anon0=$anon; file0=$file; heap0=$(heap_mb)
   echo
   echo "== stream.nack_buffer $nack: pipe source, 2 Mbit/s 1280x720 H.264 + PCMU, memory_mb 16"
   printf '%-10s %10s %10s %10s %12s %16s\n' viewers "RSS MB" "anon MB" "file MB" "Go heap MB" "CPU/viewer %"
@@ -83,9 +98,9 @@ run() { # nack_buffer
     local b=$!
     sleep 4
     local c0; c0=$(cpu_ticks)
-    sleep 4
-    local cpu=$(( $(cpu_ticks) - c0 )) rss anon file heap
-    rss=$(rss_kb); anon=$(anon_kb); file=$(file_kb); heap=$(heap_mb)
+    sample
+    local cpu=$(( $(cpu_ticks) - c0 )) heap
+    heap=$(heap_mb)
     wait "$b" || echo "bench: ipcapp with $n viewers failed: $(tail -3 "$work/viewers$n.err")"
     [ "$n" = 1 ] && rss1=$rss
     [ "$n" = 10 ] && rss10=$rss

@@ -21,7 +21,7 @@ import (
 )
 
 // defaultGCPercent is the GC target used unless GOGC is set.
-const defaultGCPercent = 25
+const defaultGCPercent = 10
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -56,12 +56,12 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.Log, stderr)
-	// Camera boards have 64-256 MB and no swap: collect at 25% heap growth
+	// Camera boards have 64-256 MB and no swap: collect at 10% heap growth
 	// instead of Go's 100%. The live heap is a few MB, mostly frames the
 	// collector does not scan, and sessions make little garbage (a frame is
-	// cut into packets once for all of them), so a collection a second
-	// costs little CPU and keeps RSS per viewer near the live heap. GOGC in
-	// the environment wins.
+	// cut into packets once for all of them), so a collection or two a
+	// second costs little CPU and keeps RSS per viewer near the live heap.
+	// GOGC in the environment wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
