@@ -77,20 +77,7 @@ func BenchmarkSessionHeap(b *testing.B) {
 
 	b.ResetTimer()
 	for range b.N {
-		cmd := exec.Command(ipcapp, "bench", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
-			"-sessions", "0", "-viewers", "5", "-seconds", "6")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		deadline := time.Now().Add(15 * time.Second)
-		for rd.sessions(b) < viewers {
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				b.Fatalf("only %d sessions started", rd.sessions(b))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		cmd := startViewers(b, rd, ipcapp, broker, viewers, 6)
 		time.Sleep(3 * time.Second)
 		streaming, streamingInuse := heapLive()
 		if p := os.Getenv("BENCH_HEAPPROFILE"); p != "" {
@@ -111,6 +98,27 @@ func BenchmarkSessionHeap(b *testing.B) {
 		b.ReportMetric(float64(streamingInuse-idleInuse)/viewers/1024, "heap-inuse-KB/session")
 		b.ReportMetric(float64(idle)/1024/1024, "heap-idle-MB")
 	}
+}
+
+// startViewers runs ipcapp bench with n viewers for seconds and returns
+// once the daemon has n sessions; the caller waits for the command.
+func startViewers(b *testing.B, rd *runningDaemon, ipcapp, broker string, n, seconds int) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command(ipcapp, "bench", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
+		"-sessions", "0", "-viewers", strconv.Itoa(n), "-seconds", strconv.Itoa(seconds))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for rd.sessions(b) < n {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			b.Fatalf("only %d of %d sessions started", rd.sessions(b), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cmd
 }
 
 // BenchmarkSessionMarginal measures what each viewer past the first costs
@@ -138,20 +146,7 @@ func BenchmarkSessionMarginal(b *testing.B) {
 
 	type sample struct{ live, inuse, retained, stack, sys, goroutines uint64 }
 	measure := func(viewers int) sample {
-		cmd := exec.Command(ipcapp, "bench", "-broker", broker, "-dev-id", testDevID, "-p2p-password", testPassword,
-			"-sessions", "0", "-viewers", strconv.Itoa(viewers), "-seconds", "7")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		deadline := time.Now().Add(15 * time.Second)
-		for rd.sessions(b) < viewers {
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				b.Fatalf("only %d of %d sessions started", rd.sessions(b), viewers)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		cmd := startViewers(b, rd, ipcapp, broker, viewers, 7)
 		time.Sleep(3 * time.Second)
 		runtime.GC()
 		var ms runtime.MemStats
