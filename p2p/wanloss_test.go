@@ -3,6 +3,7 @@
 package p2p
 
 import (
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -26,6 +27,13 @@ import (
 func TestWANLossDecodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s sessions")
+	}
+	if emu := os.Getenv("TEST_ARM_EMULATOR"); emu != "" {
+		// Decoding in real time over a 50 ms path measures the machine:
+		// under emulation the sender and the viewer fall behind the
+		// stream's pace, and a recovery stretches past its bound by a
+		// frame. make test runs it natively.
+		t.Skipf("real-time decoding over a lossy path, not under %s", emu)
 	}
 	noLeaks(t)
 	for _, source := range []string{"file", "feed"} {
