@@ -43,7 +43,7 @@ vet:
 	cd third_party/paho.mqtt.golang && $(GO) vet ./...
 
 fmt:
-	gofmt -w $$(git ls-files '*.go' ':!third_party')
+	gofmt -w $$(git ls-files '*.go')
 
 # ipcd on the embedded broker with the sample media and a pre-provisioned
 # activation, and the browser viewer; prints the URL. Ctrl-C stops both.
