@@ -199,6 +199,14 @@ func (r *decodeRun) dropped(p *rtp.Packet) bool {
 		}
 		return true
 	}
+	if ds.dropping && int32(p.Timestamp-ds.dropTS) > 0 {
+		// The path lost the keyframe's last packet before it could be
+		// discarded here: this frame tells the viewer it is gone, and
+		// the frames between its PLI and the next keyframe are counted
+		// from here.
+		ds.dropping, ds.waiting, ds.pliAt, ds.curTS = false, true, time.Now(), p.Timestamp
+		r.sendPLI(true)
+	}
 	if ds.waiting {
 		if int32(p.Timestamp-ds.curTS) > 0 {
 			ds.curTS = p.Timestamp
