@@ -4,6 +4,8 @@ package p2p
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,7 +78,7 @@ func TestAdaptTBF(t *testing.T) {
 	noLeaks(t)
 	r := adaptScenario(t)
 	if r.share < 0.95 {
-		t.Errorf("viewer 1 decoded %.1f %% of its frames from its move to sub, want ≥ 95 %%", 100*r.share)
+		t.Errorf("viewer 1 decoded %.1f %% of its frames from its move to sub, want ≥ 95 %%; undecodable from the move on: %s", 100*r.share, r.breaks)
 	}
 	if r.stats.Down != 1 || r.stats.Up != 1 {
 		t.Errorf("viewer 1 moved down %d and up %d times, want once each", r.stats.Down, r.stats.Up)
@@ -112,6 +114,7 @@ type adaptResult struct {
 	share            float64       // decoded from the move down on
 	stats            AdaptStats
 	reasons          []string // LiveLoadAdjust details
+	breaks           string   // viewer 1's runs of undecodable frames, for a failure
 }
 
 // adaptScenario runs the scenario of TestAdaptTBF; it fails t on what the
@@ -153,12 +156,18 @@ func adaptScenario(t testing.TB) adaptResult {
 		t.Fatalf("viewer 1 had %d frames from its move to sub", total)
 	}
 	r.share = float64(got) / float64(total)
+	r.breaks = undecodableRuns(dec1, down)
 	g2, n2 := dec2.share(time.Time{})
-	t.Logf("viewer 1: on sub %v after its offer (%d frames undecodable before), back on main %v after the limit's end (%d frames undecodable within 2 s of it); from the move down %d of %d frames decodable (%.1f %%); %+v",
-		r.down.Round(time.Millisecond), r.lostDown, r.up.Round(time.Millisecond), r.lostUp, got, total, 100*r.share, r.stats)
+	t.Logf("viewer 1: on sub %v after its offer (%d frames undecodable before), back on main %v after the limit's end (%d frames undecodable within 2 s of it); from the move down %d of %d frames decodable (%.1f %%: undecodable %s); %+v",
+		r.down.Round(time.Millisecond), r.lostDown, r.up.Round(time.Millisecond), r.lostUp, got, total, 100*r.share, r.breaks, r.stats)
 	t.Logf("viewer 2: %d of %d frames decodable, %+v", g2, n2, b.stats()["adapt002"].Adapt)
 	r.reasons = b.loadAdjusts()
 	t.Logf("LiveLoadAdjust: %q", r.reasons)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("device log:\n%s", b.log.String())
+		}
+	})
 	return r
 }
 
@@ -173,6 +182,7 @@ type adaptBed struct {
 
 	evMu   sync.Mutex
 	events []Event
+	log    syncBuffer // the device's, shown when the test fails
 }
 
 func newAdaptBed(t testing.TB) *adaptBed {
@@ -197,7 +207,7 @@ func newAdaptBed(t testing.TB) *adaptBed {
 		b.evMu.Lock()
 		b.events = append(b.events, e)
 		b.evMu.Unlock()
-	}}, nil)
+	}}, slog.New(slog.NewTextHandler(&b.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	return b
 }
 
@@ -262,6 +272,39 @@ func (b *adaptBed) loadAdjusts() []string {
 		}
 	}
 	return out
+}
+
+// undecodableRuns lists d's runs of undecodable frames from `from` on:
+// when each began (after from) and how many frames it held.
+func undecodableRuns(d *decoder, from time.Time) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	n := 0
+	var began time.Time
+	for _, f := range d.frames {
+		if f.at.Before(from) {
+			continue
+		}
+		if !f.ok {
+			if n == 0 {
+				began = f.at
+			}
+			n++
+			continue
+		}
+		if n > 0 {
+			out = append(out, fmt.Sprintf("%d at +%v", n, began.Sub(from).Round(10*time.Millisecond)))
+			n = 0
+		}
+	}
+	if n > 0 {
+		out = append(out, fmt.Sprintf("%d at +%v (to the end)", n, began.Sub(from).Round(10*time.Millisecond)))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 // frameLoss counts the undecodable access units between from and to.

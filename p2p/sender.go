@@ -133,6 +133,15 @@ func (p *packetizer) write(t mediaOut, f media.Frame) error {
 // small receivers. 5 ms a frame is 8x real time at 25 fps.
 const catchUpGap = 5 * time.Millisecond
 
+// congestedCatchUp is how much faster than its stream's rate a session
+// that adaptation moved down sends backlog (a replay from a keyframe after
+// a keyframe request, the switch's catch-up): its path could not carry the
+// main stream, and a backlog at 8x the sub stream's rate overflows the
+// bottleneck's queue, loses the replayed keyframe, and the viewer's next
+// request replays again. At twice the rate the backlog still reaches live
+// within its own span.
+const congestedCatchUp = 2
+
 // behindLive is how old a frame must be to count as backlog.
 const behindLive = 100 // ms
 
@@ -245,18 +254,41 @@ func (se *session) noteSkipped(skipped int) {
 	}
 }
 
-// catchUp paces frames read from the ring's backlog catchUpGap apart; false
-// when ctx ended.
+// catchUp paces frames read from the ring's backlog; false when ctx ended.
 func (se *session) catchUp(ctx context.Context, f media.Frame) bool {
 	if time.Now().UnixMilli()-f.Timestamp <= behindLive {
 		return true
 	}
 	select {
-	case <-time.After(catchUpGap):
+	case <-time.After(se.catchUpDelay(len(f.Payload))):
 		return true
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// catchUpDelay is the pause after a backlog frame of n bytes: catchUpGap,
+// or for a session on a congested path the frame's time at congestedCatchUp
+// times its stream's rate, when the sender has measured it.
+func (se *session) catchUpDelay(n int) time.Duration {
+	a := &se.adapt
+	if a.down.Load() <= a.up.Load() {
+		return catchUpGap
+	}
+	i := 0
+	if media.Stream(se.stream.Load()) == media.StreamSub {
+		i = 1
+	}
+	return paceDelay(n, a.rates[i].rate()*congestedCatchUp)
+}
+
+// paceDelay is how long n bytes take at rate bytes per second, at least
+// catchUpGap; catchUpGap when the rate is unknown.
+func paceDelay(n int, rate float64) time.Duration {
+	if rate <= 0 {
+		return catchUpGap
+	}
+	return max(catchUpGap, time.Duration(float64(n)/rate*float64(time.Second)))
 }
 
 // wait blocks until rd, pending or audio may have a frame, or a stream
