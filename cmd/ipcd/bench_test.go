@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,8 +124,10 @@ func startViewers(b *testing.B, rd *runningDaemon, ipcapp, broker string, n, sec
 
 // BenchmarkSessionMarginal measures what each viewer past the first costs
 // the device on a 2 Mbit/s clip, from 1 to 10 viewers (the span of the
-// RSS-per-viewer figure of make bench): live heap, heap spans, goroutine
-// stacks and goroutines. The viewers run in a separate ipcapp process. With
+// RSS-per-viewer figure of make bench): the anonymous RSS as it runs, then
+// after a collection the live heap, heap spans, free heap not returned to
+// the system, goroutine stacks, the runtime's own structures, goroutines
+// and OS threads. The viewers run in a separate ipcapp process. With
 // BENCH_PROFILE_DIR set, heap and goroutine profiles at 1 and 10 viewers are
 // written there (go tool pprof -diff_base heap1.pb.gz heap10.pb.gz).
 func BenchmarkSessionMarginal(b *testing.B) {
@@ -144,14 +147,17 @@ func BenchmarkSessionMarginal(b *testing.B) {
 	// The rings full (buffer_seconds of the clip), so that only sessions grow.
 	time.Sleep(time.Duration(cfg.Media.BufferSeconds+1) * time.Second)
 
-	type sample struct{ live, inuse, retained, stack, sys, goroutines uint64 }
+	type sample struct{ anon, live, inuse, free, retained, stack, meta, sys, goroutines, threads uint64 }
 	measure := func(viewers int) sample {
 		cmd := startViewers(b, rd, ipcapp, broker, viewers, 7)
 		time.Sleep(3 * time.Second)
+		anon, threads := procStatus(b, "RssAnon")*1024, procStatus(b, "Threads") // as it runs, before the collection below
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		s := sample{ms.HeapAlloc, ms.HeapInuse, ms.HeapSys - ms.HeapReleased, ms.StackInuse, ms.Sys - ms.HeapReleased, uint64(runtime.NumGoroutine())}
+		s := sample{anon, ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle - ms.HeapReleased, ms.HeapSys - ms.HeapReleased, ms.StackInuse,
+			ms.MSpanInuse + ms.MCacheInuse + ms.GCSys + ms.OtherSys + ms.BuckHashSys, ms.Sys - ms.HeapReleased,
+			uint64(runtime.NumGoroutine()), threads}
 		if dir != "" {
 			for _, name := range []string{"heap", "goroutine"} {
 				f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s%d.pb.gz", name, viewers)))
@@ -174,16 +180,39 @@ func BenchmarkSessionMarginal(b *testing.B) {
 	for range b.N {
 		one, ten := measure(1), measure(10)
 		per := func(a, b uint64) float64 { return (float64(b) - float64(a)) / 9 / 1024 }
+		b.ReportMetric(per(one.anon, ten.anon), "anon-rss-KB/viewer")
 		b.ReportMetric(per(one.live, ten.live), "heap-live-KB/viewer")
 		b.ReportMetric(per(one.inuse, ten.inuse), "heap-inuse-KB/viewer")
 		b.ReportMetric(per(one.retained, ten.retained), "heap-retained-KB/viewer")
+		b.ReportMetric(per(one.free, ten.free), "heap-free-KB/viewer")
 		b.ReportMetric(per(one.stack, ten.stack), "stack-KB/viewer")
+		b.ReportMetric(per(one.meta, ten.meta), "runtime-meta-KB/viewer")
 		b.ReportMetric(per(one.sys, ten.sys), "sys-KB/viewer")
 		b.ReportMetric(per(one.goroutines, ten.goroutines)*1024, "goroutines/viewer")
+		b.ReportMetric(float64(ten.threads)-float64(one.threads), "threads-added")
 		st := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
 		metrics.Read(st)
 		b.ReportMetric(float64(st[0].Value.Uint64()), "stack-start-B")
 	}
+}
+
+// procStatus is a number field of /proc/self/status (kB for sizes).
+func procStatus(b *testing.B, field string) uint64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseUint(strings.Fields(v)[0], 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/self/status %s: %v", field, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("/proc/self/status has no %s", field)
+	return 0
 }
 
 // benchClip makes a 10 s 2 Mbit/s 720p H.264 clip and builds ipcapp, in a
