@@ -127,6 +127,7 @@ type Service struct {
 	nacks   *nackResponders
 	sinks   *rtcpSinks   // the audio tracks' RTCP, dropped
 	rtx     *rtxRegistry // the sessions' RTX streams, for probes
+	certs   *certStore   // the DTLS certificate all sessions share
 
 	in      *inbox
 	out     *outbox
@@ -183,6 +184,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		nacks:   nacks,
 		sinks:   sinks,
 		rtx:     rtx,
+		certs:   newCertStore(),
 		drops:   drops,
 		in:      newInbox(cfg.QueueSize, cfg.SenderQueue, drops),
 		out:     newOutbox(pub, cfg.QueueSize, log, drops),

@@ -252,7 +252,11 @@ func (se *session) newPeer(ctx context.Context) (*webrtc.PeerConnection, peerEve
 	if hn := se.svc.hostNet; hn != nil {
 		hn.refresh()
 	}
-	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers()})
+	cert, err := se.svc.certs.get()
+	if err != nil {
+		return nil, ev, err
+	}
+	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers(), Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return nil, ev, err
 	}

@@ -155,6 +155,18 @@ func BenchmarkSessionMarginal(b *testing.B) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
+		if os.Getenv("BENCH_CLASSES") != "" {
+			var all []metrics.Sample
+			for _, d := range metrics.All() {
+				if strings.HasPrefix(d.Name, "/memory/classes/") {
+					all = append(all, metrics.Sample{Name: d.Name})
+				}
+			}
+			metrics.Read(all)
+			for _, m := range all {
+				fmt.Fprintf(os.Stderr, "classes %d %s %d\n", viewers, m.Name, m.Value.Uint64())
+			}
+		}
 		s := sample{anon, ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle - ms.HeapReleased, ms.HeapSys - ms.HeapReleased, ms.StackInuse,
 			ms.MSpanInuse + ms.MCacheInuse + ms.GCSys + ms.OtherSys + ms.BuckHashSys, ms.Sys - ms.HeapReleased,
 			uint64(runtime.NumGoroutine()), threads}
