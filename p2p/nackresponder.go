@@ -22,29 +22,54 @@ import (
 // has evicted is no longer retransmittable: the viewer's jitter buffer has
 // given up on it by then.
 
-// historyEntryBytes is what one history entry costs, rounded up.
-const historyEntryBytes = 48
+// historyEntryBytes is what one history entry costs (historyEntry).
+const historyEntryBytes = 16
 
 // sessionFixedCost is what a session is charged besides its history: the
 // packetizer's and the responder's state.
 const sessionFixedCost = 4 << 10
 
-// sentPacket is one history entry: where the packet with sequence number seq
-// came from.
+// sentPacket is where the packet with sequence number seq came from.
 type sentPacket struct {
 	ring   *media.Ring
-	frame  uint64 // media.Frame.Seq; 0 for an empty entry
+	frame  uint64 // media.Frame.Seq
 	seq    uint16
 	frag   uint16 // index in the payloader's output for the frame
 	ts     uint32
 	marker bool
 }
 
+// historyEntry is a sentPacket as the history keeps it, in 16 bytes: the
+// ring by its index in history.rings, and the low 32 bits of the frame's
+// sequence number, which the ring's newest frame sent completes (a ring
+// holds far fewer than 2^32 frames).
+type historyEntry struct {
+	frame  uint32
+	ts     uint32
+	seq    uint16
+	frag   uint16
+	ring   uint8 // 1 + index in history.rings; 0 for an empty entry
+	marker bool
+}
+
+// historyRing is a ring the session sent from and the newest frame of it
+// the history has.
+type historyRing struct {
+	ring *media.Ring
+	last uint64
+}
+
+// maxHistoryRings bounds history.rings: a session sends from its stream's
+// ring and the one a switch moves it to. A history that would name more
+// starts again empty.
+const maxHistoryRings = 8
+
 // history is a session's retransmission history for one track: the last
 // len(entries) packets, by sequence number.
 type history struct {
 	mu      sync.Mutex
-	entries []sentPacket // len is a power of two
+	entries []historyEntry // len is a power of two
+	rings   []historyRing
 
 	resent  atomic.Uint64 // packets retransmitted
 	expired atomic.Uint64 // NACKed packets whose frame the ring had evicted
@@ -53,20 +78,48 @@ type history struct {
 
 // newHistory makes a history of size entries, a power of two.
 func newHistory(size int) *history {
-	return &history{entries: make([]sentPacket, size)}
+	return &history{entries: make([]historyEntry, size)}
 }
 
 func (h *history) add(p sentPacket) {
 	h.mu.Lock()
-	h.entries[int(p.seq)&(len(h.entries)-1)] = p
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	i := h.ringIndex(p.ring)
+	if r := &h.rings[i]; p.frame > r.last {
+		r.last = p.frame
+	}
+	h.entries[int(p.seq)&(len(h.entries)-1)] = historyEntry{
+		frame: uint32(p.frame), ts: p.ts, seq: p.seq, frag: p.frag, ring: uint8(i + 1), marker: p.marker,
+	}
+}
+
+// ringIndex is ring's index in h.rings, added when new; h.mu is held.
+func (h *history) ringIndex(ring *media.Ring) int {
+	for i, r := range h.rings {
+		if r.ring == ring {
+			return i
+		}
+	}
+	if len(h.rings) == maxHistoryRings {
+		clear(h.entries)
+		h.rings = h.rings[:0]
+	}
+	h.rings = append(h.rings, historyRing{ring: ring})
+	return len(h.rings) - 1
 }
 
 func (h *history) get(seq uint16) (sentPacket, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	p := h.entries[int(seq)&(len(h.entries)-1)]
-	return p, p.frame != 0 && p.seq == seq
+	e := h.entries[int(seq)&(len(h.entries)-1)]
+	if e.ring == 0 || e.seq != seq {
+		return sentPacket{}, false
+	}
+	r := h.rings[e.ring-1]
+	return sentPacket{
+		ring: r.ring, frame: r.last - uint64(uint32(r.last)-e.frame),
+		seq: e.seq, frag: e.frag, ts: e.ts, marker: e.marker,
+	}, true
 }
 
 // nackResponders is the interceptor factory of the one pion API: it keeps

@@ -70,7 +70,7 @@ type Config struct {
 
 // SessionCost is what a session is charged against the media memory
 // budget: a small fixed part and its retransmission history of nackBuffer
-// entries, each naming a frame in the ring and a fragment of it (48 bytes,
+// entries, each naming a frame in the ring and a fragment of it (16 bytes,
 // not the packet: a NACK re-packetizes from the ring's copy). The frames it
 // sends and retransmits are the ring's and are not copied.
 func SessionCost(nackBuffer int) int { return sessionFixedCost + nackBuffer*historyEntryBytes }

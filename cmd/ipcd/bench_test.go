@@ -129,7 +129,9 @@ func startViewers(b *testing.B, rd *runningDaemon, ipcapp, broker string, n, sec
 // the system, goroutine stacks, the runtime's own structures, goroutines
 // and OS threads. The viewers run in a separate ipcapp process. With
 // BENCH_PROFILE_DIR set, heap and goroutine profiles at 1 and 10 viewers are
-// written there (go tool pprof -diff_base heap1.pb.gz heap10.pb.gz).
+// written there (go tool pprof -diff_base heap1.pb.gz heap10.pb.gz); with
+// BENCH_CLASSES set, the runtime's memory classes (runtime/metrics
+// /memory/classes/...) at 1 and 10 viewers go to stderr.
 func BenchmarkSessionMarginal(b *testing.B) {
 	clip, ipcapp := benchClip(b)
 	dir := os.Getenv("BENCH_PROFILE_DIR")

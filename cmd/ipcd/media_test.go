@@ -26,8 +26,8 @@ func TestMemoryBudget(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
 	cfg.Media.MemoryMB = 1 // half for the rings, room for one session
-	// A history of 8192 entries makes a session cost about 390 KiB.
-	cfg.Stream.NACKBuffer = 8192
+	// A history of 16384 entries makes a session cost 260 KiB.
+	cfg.Stream.NACKBuffer = 16384
 	if p2p.SessionCost(cfg.Stream.NACKBuffer) > 1<<19 || 2*p2p.SessionCost(cfg.Stream.NACKBuffer) <= 1<<19 {
 		t.Fatalf("session cost %d does not make 1 MiB hold exactly one session", p2p.SessionCost(cfg.Stream.NACKBuffer))
 	}
