@@ -269,7 +269,9 @@ func (se *session) catchUp(ctx context.Context, f media.Frame) bool {
 
 // catchUpDelay is the pause after a backlog frame of n bytes: catchUpGap,
 // or for a session on a congested path the frame's time at congestedCatchUp
-// times its stream's rate, when the sender has measured it.
+// times its stream's rate. Until the sender has a second of the stream it
+// moved to (the backlog of the switch itself), a quarter of the main
+// stream's rate stands for it: the path could not carry the main stream.
 func (se *session) catchUpDelay(n int) time.Duration {
 	a := &se.adapt
 	if a.down.Load() <= a.up.Load() {
@@ -279,7 +281,11 @@ func (se *session) catchUpDelay(n int) time.Duration {
 	if media.Stream(se.stream.Load()) == media.StreamSub {
 		i = 1
 	}
-	return paceDelay(n, a.rates[i].rate()*congestedCatchUp)
+	rate := a.rates[i].rate() * congestedCatchUp
+	if rate == 0 {
+		rate = a.rates[0].rate() / 4
+	}
+	return paceDelay(n, rate)
 }
 
 // paceDelay is how long n bytes take at rate bytes per second, at least

@@ -9,7 +9,8 @@ import (
 
 // TestCatchUpDelay: backlog goes out at 8x real time, except on a path
 // adaptation found congested, where it goes at twice the rate of the
-// stream the session is on.
+// stream the session is on, or a quarter of the main stream's until that
+// rate is known.
 func TestCatchUpDelay(t *testing.T) {
 	se := &session{}
 	se.stream.Store(uint32(media.StreamSub))
@@ -29,7 +30,17 @@ func TestCatchUpDelay(t *testing.T) {
 	}
 	se.stream.Store(uint32(media.StreamMain)) // main's rate not measured yet
 	if got := se.catchUpDelay(10_000); got != catchUpGap {
-		t.Errorf("unmeasured stream: %v, want %v", got, catchUpGap)
+		t.Errorf("no stream measured: %v, want %v", got, catchUpGap)
+	}
+	// Just moved to a sub stream not measured yet: a quarter of main's
+	// 2 Mbit/s.
+	sub := &session{}
+	sub.stream.Store(uint32(media.StreamSub))
+	sub.adapt.down.Add(1)
+	sub.adapt.rates[0].add(0, 0)
+	sub.adapt.rates[0].add(250_000, 1_000_000)
+	if got, want := sub.catchUpDelay(10_000), 10_000*time.Second/62_500; got != want {
+		t.Errorf("sub not measured yet: %v after a 10 kB frame, want %v (at 500 kbit/s)", got, want)
 	}
 	se.stream.Store(uint32(media.StreamSub))
 	se.adapt.up.Add(1)

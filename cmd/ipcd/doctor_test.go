@@ -180,7 +180,7 @@ func TestDoctorMemoryBudget(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
 	cfg.Media.MemoryMB = 1 // room for one session (TestMemoryBudget)
-	cfg.Stream.NACKBuffer = 8192
+	cfg.Stream.NACKBuffer = oneSessionHistory
 	rd := startDaemon(t, cfg)
 	v := newViewer(t, broker)
 	w := startWatch(t, v, viewer.WatchOptions{})

@@ -18,6 +18,11 @@ import (
 	"github.com/ipcd/ipcd/p2p"
 )
 
+// oneSessionHistory is a stream.nack_buffer with which media.memory_mb 1
+// holds the rings and one session: 16384 entries make a session cost
+// 260 KiB of the 512 KiB left to sessions.
+const oneSessionHistory = 16384
+
 // TestMemoryBudget: with a budget that holds the rings and one session's
 // retransmission history, the second session is refused with close reason
 // 14 and the first goes on without losing a frame.
@@ -26,8 +31,7 @@ func TestMemoryBudget(t *testing.T) {
 	broker := mqtttest.Embedded(t)
 	cfg := testConfig(broker)
 	cfg.Media.MemoryMB = 1 // half for the rings, room for one session
-	// A history of 16384 entries makes a session cost 260 KiB.
-	cfg.Stream.NACKBuffer = 16384
+	cfg.Stream.NACKBuffer = oneSessionHistory
 	if p2p.SessionCost(cfg.Stream.NACKBuffer) > 1<<19 || 2*p2p.SessionCost(cfg.Stream.NACKBuffer) <= 1<<19 {
 		t.Fatalf("session cost %d does not make 1 MiB hold exactly one session", p2p.SessionCost(cfg.Stream.NACKBuffer))
 	}
