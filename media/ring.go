@@ -407,6 +407,23 @@ func (c RejectCounts) Total() uint64 {
 		c.PTSTooFarAhead + c.OtherProducer + c.AwaitingKeyframe
 }
 
+// Rate is the stream's rate as the ring holds it: the payload bytes of the
+// buffered frames, the newest but one, over the PTS span from the oldest to
+// the newest, in bytes per second; 0 while that span is under a second.
+func (r *Ring) Rate() float64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.tail-r.head < 2 {
+		return 0
+	}
+	first, last := r.slotLocked(r.head), r.slotLocked(r.tail-1)
+	span := last.PTS - first.PTS
+	if span < 1_000_000 {
+		return 0
+	}
+	return float64(r.bytes-len(last.Payload)) / (float64(span) / 1e6)
+}
+
 // Stats returns the ring's counters.
 func (r *Ring) Stats() RingStats {
 	r.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -699,5 +700,44 @@ func TestReaderNextDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per Next, want 0", allocs)
+	}
+}
+
+// TestRingRate: the rate is the buffered bytes over their PTS span, 0
+// until the ring holds a second, and it follows the frames the ring keeps.
+func TestRingRate(t *testing.T) {
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, Codec: media.CodecH264, MaxBytes: 1 << 20, MaxFrames: 50})
+	if got := r.Rate(); got != 0 {
+		t.Fatalf("empty ring: rate %v", got)
+	}
+	// 25 fps: a 10,000-byte keyframe and 1,000-byte P frames.
+	add := func(i int) {
+		pts := int64(i) * 40_000
+		f := pFrame(pts, 1000)
+		if i%25 == 0 {
+			f = keyFrame(pts, 10_000)
+		}
+		if err := r.Append(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 25 {
+		add(i)
+	}
+	if got := r.Rate(); got != 0 {
+		t.Fatalf("0.96 s buffered: rate %v, want 0 until a second", got)
+	}
+	add(25)
+	// One second: frames 0..24, a keyframe and 24 P frames.
+	if got, want := r.Rate(), float64(10_000+24*1000); got != want {
+		t.Errorf("one second buffered: rate %v, want %v", got, want)
+	}
+	for i := 26; i < 100; i++ {
+		add(i)
+	}
+	// 50 frames kept (50..99): 49 counted (keyframes 50 and 75, 47 P
+	// frames) over 1.96 s.
+	if got, want := r.Rate(), float64(2*10_000+47*1000)/1.96; math.Abs(got-want) > 1 {
+		t.Errorf("a full ring: rate %v, want %v", got, want)
 	}
 }

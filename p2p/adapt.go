@@ -315,14 +315,22 @@ func (a *adaptation) stopProbe() { a.probeRate.Store(0) }
 // probeRateWas is the padding rate the last probe used, for the log.
 func (a *adaptation) probeRateWas() int64 { return int64(1.1*a.mainRate - a.subRate) }
 
-// adaptRates takes the streams' rates as the sender measured them.
+// adaptRates takes the streams' rates as the sender measured them, or,
+// for a stream the session has not sent a second of (moved down within its
+// first second, or not yet on sub), as the stream's ring holds them: without
+// a main rate a session would never probe.
 func (se *session) adaptRates() {
 	a := &se.adapt
+	m := &se.svc.media
 	if r := a.rates[0].rate(); r > 0 {
 		a.mainRate = r
+	} else if a.mainRate == 0 {
+		a.mainRate = m.Main.Rate()
 	}
 	if r := a.rates[1].rate(); r > 0 {
 		a.subRate = r
+	} else if a.subRate == 0 && m.Sub != nil {
+		a.subRate = m.Sub.Rate()
 	}
 }
 

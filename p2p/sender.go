@@ -269,23 +269,25 @@ func (se *session) catchUp(ctx context.Context, f media.Frame) bool {
 
 // catchUpDelay is the pause after a backlog frame of n bytes: catchUpGap,
 // or for a session on a congested path the frame's time at congestedCatchUp
-// times its stream's rate. Until the sender has a second of the stream it
-// moved to (the backlog of the switch itself), a quarter of the main
-// stream's rate stands for it: the path could not carry the main stream.
+// times its stream's rate: as the sender measured it, or until the sender
+// has a second of the stream (the backlog of the switch itself), as the
+// stream's ring holds it.
 func (se *session) catchUpDelay(n int) time.Duration {
 	a := &se.adapt
 	if a.down.Load() <= a.up.Load() {
 		return catchUpGap
 	}
-	i := 0
-	if media.Stream(se.stream.Load()) == media.StreamSub {
+	s, i := media.Stream(se.stream.Load()), 0
+	if s == media.StreamSub {
 		i = 1
 	}
-	rate := a.rates[i].rate() * congestedCatchUp
+	rate := a.rates[i].rate()
 	if rate == 0 {
-		rate = a.rates[0].rate() / 4
+		if r := se.svc.media.ring(s); r != nil {
+			rate = r.Rate()
+		}
 	}
-	return paceDelay(n, rate)
+	return paceDelay(n, rate*congestedCatchUp)
 }
 
 // paceDelay is how long n bytes take at rate bytes per second, at least
