@@ -148,13 +148,17 @@ func (r *streamRate) rate() float64 {
 	return float64(r.bytes.Load()) / (float64(span) / 1e6)
 }
 
+// rate is what the sender measured of video stream s.
+func (a *adaptation) rate(s media.Stream) *streamRate {
+	if s == media.StreamSub {
+		return &a.rates[1]
+	}
+	return &a.rates[0]
+}
+
 // sent counts a frame the sender wrote on stream s.
 func (a *adaptation) sent(s media.Stream, f media.Frame) {
-	i := 0
-	if s == media.StreamSub {
-		i = 1
-	}
-	a.rates[i].add(len(f.Payload), f.PTS)
+	a.rate(s).add(len(f.Payload), f.PTS)
 	a.mediaPkts.Add(uint64(len(f.Payload)/rtpMTU + 1))
 }
 

@@ -277,11 +277,8 @@ func (se *session) catchUpDelay(n int) time.Duration {
 	if a.down.Load() <= a.up.Load() {
 		return catchUpGap
 	}
-	s, i := media.Stream(se.stream.Load()), 0
-	if s == media.StreamSub {
-		i = 1
-	}
-	rate := a.rates[i].rate()
+	s := media.Stream(se.stream.Load())
+	rate := a.rate(s).rate()
 	if rate == 0 {
 		if r := se.svc.media.ring(s); r != nil {
 			rate = r.Rate()
