@@ -4,7 +4,10 @@
 # 1, 5, 10 and 16 ipcapp viewers, once with the default stream.nack_buffer
 # and once with nack_buffer 1 (the smallest valid history: the floor, what a
 # session costs without retransmission). Memory figures are medians of nine
-# readings over four seconds. Numbers, not verdicts.
+# readings over four seconds, all taken once the rings hold
+# media.buffer_seconds of the clip: a ring still filling would count its
+# growth as idle memory not yet there and as viewers' memory. Numbers, not
+# verdicts.
 #
 # Environment: BENCH_BIN (directory holding ipcd and ipcapp, default bin),
 # BENCH_PORT (default 18850), BENCH_CLIP (default bin/bench/2mbit.h264, made
@@ -16,6 +19,7 @@ bindir=${BENCH_BIN:-bin}
 port=${BENCH_PORT:-18850}
 clip=${BENCH_CLIP:-bin/bench/2mbit.h264}
 nacks=${BENCH_NACK:-256 1}
+buffer_seconds=${BENCH_BUFFER_SECONDS:-10}
 work=$(mktemp -d)
 pid=""
 feeder=""
@@ -68,6 +72,7 @@ run() { # nack_buffer
   IPCD_MEDIA_SOURCES_MAIN_TYPE=pipe \
   IPCD_MEDIA_SOURCES_MAIN_PATH="$work/main.fifo" \
   IPCD_MEDIA_MEMORY_MB=16 \
+  IPCD_MEDIA_BUFFER_SECONDS="$buffer_seconds" \
   IPCD_STREAM_MAX_CLIENTS=16 \
   IPCD_STREAM_NACK_BUFFER="$nack" \
     "$bindir/ipcd" -config configs/demo.yaml 2>"$work/ipcd.log" &
@@ -83,13 +88,15 @@ run() { # nack_buffer
   grep -q "listen ok" "$work/ipcd.log" || { echo "bench: ipcd never became ready"; cat "$work/ipcd.log"; exit 1; }
   local app=("$bindir/ipcapp" bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
 
-  sleep 4
+  # The rings full: the feeder started with ipcd, and the first second
+  # covers its start.
+  sleep $((buffer_seconds + 1))
   local rss0 anon0 file0 heap0 t0 cpu0
   local rss anon file
   t0=$(cpu_ticks); sample; cpu0=$(( $(cpu_ticks) - t0 ))
   rss0=$rss; anon0=$anon; file0=$file; heap0=$(heap_mb)
   echo
-  echo "== stream.nack_buffer $nack: pipe source, 2 Mbit/s 1280x720 H.264 + PCMU, memory_mb 16"
+  echo "== stream.nack_buffer $nack: pipe source, 2 Mbit/s 1280x720 H.264 + PCMU, memory_mb 16, buffer_seconds $buffer_seconds (rings full)"
   printf '%-10s %10s %10s %10s %12s %16s\n' viewers "RSS MB" "anon MB" "file MB" "Go heap MB" "CPU/viewer %"
   printf '%-10s %10s %10s %10s %12s %16s\n' idle "$(mb "$rss0")" "$(mb "$anon0")" "$(mb "$file0")" "${heap0:-?}" "$(pct "$cpu0" 1) (total)"
   local n rss1="" rss10=""
