@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -210,14 +209,14 @@ type sessionTracks struct {
 	video   *webrtc.TrackLocalStaticRTP
 	vsender *webrtc.RTPSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
-	release func()                      // unregisters the retransmission history and the audio's RTCP sink
+	release func()                      // unregisters the retransmission history and the video's RTCP handler
 }
 
 // negotiate applies the offer and adds the tracks: the stream the offer
 // asks for (or the one its codecs allow), its video track restricted to the
 // payload type sent on, and audio when the offer takes its codec. false
 // means the session ends with close reason 1; release is set either way.
-func (se *session) negotiate(pc *webrtc.PeerConnection, wg *sync.WaitGroup) (sessionTracks, bool) {
+func (se *session) negotiate(pc *webrtc.PeerConnection) (sessionTracks, bool) {
 	tr := sessionTracks{release: func() {}}
 	offered, err := parseOffered(se.offer.SDP)
 	if err != nil {
@@ -236,10 +235,10 @@ func (se *session) negotiate(pc *webrtc.PeerConnection, wg *sync.WaitGroup) (ses
 	if tr.ring = se.chooseRing(offered); tr.ring == nil {
 		return tr, false
 	}
-	if !se.addVideo(pc, wg, offered, &tr) {
+	if !se.addVideo(pc, offered, &tr) {
 		return tr, false
 	}
-	return tr, se.addAudio(pc, wg, offered, &tr)
+	return tr, se.addAudio(pc, offered, &tr)
 }
 
 // chooseRing picks the ring to send from: the stream the offer asks for,
@@ -271,7 +270,7 @@ func (se *session) chooseRing(offered offered) *media.Ring {
 
 // addVideo adds the video track with the offer's fmtp for the codec sent,
 // registers its retransmission history and starts reading its RTCP.
-func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
+func (se *session) addVideo(pc *webrtc.PeerConnection, offered offered, tr *sessionTracks) bool {
 	tc := se.trackCodec(tr.ring.Codec())
 	video, err := newVideoTrack(tc, offered.fmtp[tc])
 	if err != nil {
@@ -297,12 +296,13 @@ func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
 		}
 	}
-	se.readVideoRTCP(wg, vsender)
+	history, rtcp := tr.release, se.handleVideoRTCP(vsender)
+	tr.release = func() { history(); rtcp() }
 	return true
 }
 
 // addAudio adds the audio track when the offer takes the audio codec.
-func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
+func (se *session) addAudio(pc *webrtc.PeerConnection, offered offered, tr *sessionTracks) bool {
 	ar := se.svc.media.Audio
 	if ar == nil {
 		return true
@@ -316,18 +316,13 @@ func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 		se.log.Warn("audio track", "err", err)
 		return false
 	}
-	asender, err := pc.AddTrack(audio)
-	if err != nil {
+	// Its RTCP (receiver reports) is of no use: the buffer factory drops it
+	// (rtcpsink.go).
+	if _, err := pc.AddTrack(audio); err != nil {
 		se.log.Warn("add audio track", "err", err)
 		return false
 	}
 	tr.audio = audio
-	if enc := asender.GetParameters().Encodings; len(enc) > 0 && se.svc.sinks.add(uint32(enc[0].SSRC)) {
-		ssrc, release := uint32(enc[0].SSRC), tr.release
-		tr.release = func() { release(); se.svc.sinks.remove(ssrc) }
-		return true
-	}
-	drainRTCP(wg, asender)
 	return true
 }
 

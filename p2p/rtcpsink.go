@@ -7,74 +7,72 @@ import (
 	"github.com/pion/transport/v4/packetio"
 )
 
-// Limits of pion's own buffers (srtp's stream_srtp.go and stream_srtcp.go),
-// kept for every stream whose packets are read.
-const (
-	rtpBufferLimit  = 1000 * 1000
-	rtcpBufferLimit = 100 * 1000
-)
+// Limit of pion's own buffer (srtp's stream_srtp.go), kept for every
+// incoming RTP stream.
+const rtpBufferLimit = 1000 * 1000
 
-// rtcpSinks lets the sessions drop the RTCP viewers send about the audio
-// track. pion keeps each local stream's incoming RTCP in a buffer until
-// someone reads it from the stream's RTPSender (up to 100 KB). A session
-// reads its video track's (NACK, PLI, FIR, receiver reports), but nothing
-// uses the audio track's receiver reports, and reading them only to drop
-// them took a goroutine and a read buffer per session. The API's buffer
-// factory (buffer) gives the RTCP of a registered SSRC a buffer that
-// drops what is written; every other stream gets pion's buffer.
+// rtcpSinks decides what becomes of the RTCP the viewers send. pion keeps
+// each SSRC's incoming RTCP in a buffer until someone reads it from the
+// stream's RTPSender, up to 100 KB, and opens such a buffer for every SSRC
+// an RTCP packet names: the video and audio tracks, and also the RTX stream
+// and the viewer's own SSRCs, which nothing reads. A viewer's receiver
+// reports (32 bytes a second or so) filled those to 100 KB in about
+// 17 minutes, 128 KB of buffer per viewer. The API's buffer factory (buffer)
+// instead hands the RTCP of a session's video track to the session's
+// handler as it arrives, on pion's SRTCP goroutine (no reader goroutine, no
+// buffer), and drops every other SSRC's.
 //
-// SSRCs are per connection and random: an audio SSRC that is already
-// registered, or that a video track with retransmission (video) uses, is
-// refused, and the session then reads its audio RTCP as before. A video
-// track's SSRC always gets a real buffer.
+// SSRCs are per connection and random: a video SSRC another session's
+// video already has is refused, and that session's video RTCP is dropped
+// (it goes without keyframe requests, retransmission and adaptation, as it
+// goes without a retransmission history; see nackResponders.register).
 type rtcpSinks struct {
-	video func(ssrc uint32) bool // the SSRC is a video track's, whose RTCP is read
-	mu    sync.Mutex
-	ssrcs map[uint32]bool
+	mu       sync.Mutex
+	handlers map[uint32]func(pkt []byte)
 }
 
-func newRTCPSinks(video func(ssrc uint32) bool) *rtcpSinks {
-	return &rtcpSinks{video: video, ssrcs: map[uint32]bool{}}
+func newRTCPSinks() *rtcpSinks {
+	return &rtcpSinks{handlers: map[uint32]func([]byte){}}
 }
 
-// add makes ssrc's incoming RTCP dropped; false when another track has it.
-func (s *rtcpSinks) add(ssrc uint32) bool {
-	if s.video(ssrc) {
-		return false
-	}
+// handle makes fn the handler of ssrc's incoming RTCP, one packet at a time
+// (srtp splits compound packets); false when another track has ssrc. fn
+// runs on pion's SRTCP goroutine of the connection, one call at a time, and
+// must not keep pkt.
+func (s *rtcpSinks) handle(ssrc uint32, fn func(pkt []byte)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ssrcs[ssrc] {
+	if _, ok := s.handlers[ssrc]; ok {
 		return false
 	}
-	s.ssrcs[ssrc] = true
+	s.handlers[ssrc] = fn
 	return true
 }
 
-// remove forgets ssrc; its buffer, once made, keeps dropping until pion
-// closes it with the connection.
-func (s *rtcpSinks) remove(ssrc uint32) {
+// release forgets ssrc's handler; a buffer already made with it keeps
+// calling it until pion closes the buffer with the connection.
+func (s *rtcpSinks) release(ssrc uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.ssrcs, ssrc)
+	delete(s.handlers, ssrc)
 }
 
-func (s *rtcpSinks) has(ssrc uint32) bool {
+func (s *rtcpSinks) handler(ssrc uint32) func([]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ssrcs[ssrc]
+	return s.handlers[ssrc]
 }
 
 // buffer is the API's SettingEngine.BufferFactory.
 func (s *rtcpSinks) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWriteCloser {
-	if t == packetio.RTCPBufferPacket && s.has(ssrc) && !s.video(ssrc) {
-		return &dropBuffer{closed: make(chan struct{})}
-	}
-	b := packetio.NewBuffer()
-	if t == packetio.RTCPBufferPacket {
-		b.SetLimitSize(rtcpBufferLimit)
-	} else {
+	if t != packetio.RTCPBufferPacket {
+		b := packetio.NewBuffer()
 		b.SetLimitSize(rtpBufferLimit)
+		return b
+	}
+	b := &dropBuffer{closed: make(chan struct{})}
+	if fn := s.handler(ssrc); fn != nil {
+		return &handlerBuffer{dropBuffer: b, fn: fn}
 	}
 	return b
 }
@@ -95,4 +93,20 @@ func (b *dropBuffer) Read([]byte) (int, error) {
 func (b *dropBuffer) Close() error {
 	b.once.Do(func() { close(b.closed) })
 	return nil
+}
+
+// handlerBuffer hands each packet written to its handler, until Close.
+type handlerBuffer struct {
+	*dropBuffer
+	fn func([]byte)
+}
+
+func (b *handlerBuffer) Write(p []byte) (int, error) {
+	select {
+	case <-b.closed:
+		return 0, io.ErrClosedPipe
+	default:
+	}
+	b.fn(p)
+	return len(p), nil
 }

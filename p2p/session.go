@@ -238,7 +238,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		return CloseUnknown, true
 	}
 	hooks := se.hook(ctx, pc)
-	tr, ok := se.negotiate(pc, wg)
+	tr, ok := se.negotiate(pc)
 	defer tr.release()
 	if !ok || !se.answer(pc, tr.ring) {
 		return CloseCodec, true
@@ -438,61 +438,54 @@ func (se *session) iceServers() []webrtc.ICEServer {
 	return out
 }
 
-// drainRTCP reads a sender's RTCP so the interceptors see it: NACKs are
-// answered from the retransmission history only while someone reads.
-func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := s.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-}
-
-// readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
-// interceptor from the retransmission history, which sees them only while
-// someone reads; PLI and FIR are handed to the sender as a keyframe
-// request; receiver reports give the viewer's loss.
-func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+// handleVideoRTCP has the session's video RTCP handed to videoRTCP as it
+// arrives (rtcpsink.go) and returns what undoes that.
+func (se *session) handleVideoRTCP(s *webrtc.RTPSender) (release func()) {
 	var ssrc uint32
 	if enc := s.GetParameters().Encodings; len(enc) > 0 {
 		ssrc = uint32(enc[0].SSRC)
 	}
 	se.adapt.ssrc.Store(ssrc)
-	wg.Go(func() {
-		for {
-			pkts, _, err := s.ReadRTCP()
-			if err != nil {
-				return
-			}
-			want := false
-			for _, p := range pkts {
-				switch p := p.(type) {
-				case *rtcp.PictureLossIndication:
-					se.kf.pli.Add(1)
-					want = true
-				case *rtcp.FullIntraRequest:
-					se.kf.fir.Add(1)
-					want = true
-				case *rtcp.ReceiverReport:
-					se.loss.note(p, ssrc)
-					se.adaptReport(p, ssrc)
-				case *rtcp.TransportLayerNack:
-					se.adaptNACK(p)
-				}
-			}
-			if want {
-				select {
-				case se.keyc <- struct{}{}:
-				default: // one is pending: they coalesce
-				}
-			}
+	if !se.svc.sinks.handle(ssrc, func(pkt []byte) { se.videoRTCP(pkt, ssrc) }) {
+		se.log.Warn("no video RTCP: another session's video has the same SSRC", "ssrc", ssrc)
+		return func() {}
+	}
+	return func() { se.svc.sinks.release(ssrc) }
+}
+
+// videoRTCP acts on one RTCP packet about the video track: NACKs are
+// answered from the retransmission history, PLI and FIR are handed to the
+// sender as a keyframe request, receiver reports give the viewer's loss
+// and drive the adaptation. It runs on pion's SRTCP goroutine, one packet
+// at a time, so the adaptation's state has one owner; it never waits.
+func (se *session) videoRTCP(raw []byte, ssrc uint32) {
+	pkts, err := rtcp.Unmarshal(raw)
+	if err != nil {
+		return
+	}
+	want := false
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.PictureLossIndication:
+			se.kf.pli.Add(1)
+			want = true
+		case *rtcp.FullIntraRequest:
+			se.kf.fir.Add(1)
+			want = true
+		case *rtcp.ReceiverReport:
+			se.loss.note(p, ssrc)
+			se.adaptReport(p, ssrc)
+		case *rtcp.TransportLayerNack:
+			se.svc.nacks.resend(p)
+			se.adaptNACK(p)
 		}
-	})
+	}
+	if want {
+		select {
+		case se.keyc <- struct{}{}:
+		default: // one is pending: they coalesce
+		}
+	}
 }
 
 func (se *session) stats() SessionStats {
