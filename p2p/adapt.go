@@ -81,8 +81,8 @@ const (
 	adaptManual             // the app chose sub: no moves
 )
 
-// adaptation is a session's adaptation state. The video RTCP handler
-// (session.videoRTCP, on pion's SRTCP goroutine) owns the plain fields; the sender reads probeRate and adds to the byte counts.
+// adaptation is a session's adaptation state. The RTCP reader owns the
+// plain fields; the sender reads probeRate and adds to the byte counts.
 type adaptation struct {
 	state     adaptState
 	est       pathEstimator

@@ -12,7 +12,7 @@ import (
 // which is the queue a bottleneck builds before it drops (a token bucket's
 // latency, a home router's buffer). The round trip comes from the report's
 // LSR and DLSR against the sender report the device sent (RFC 3550 §6.4.1).
-// The session's video RTCP handler owns it.
+// The session's RTCP reader owns it.
 type pathEstimator struct {
 	minRTT time.Duration
 	last   pathSample

@@ -129,24 +129,10 @@ type nackResponders struct {
 	frags *fragCache // the payloads of the frames sent last, for all sessions
 	mu    sync.Mutex
 	by    map[uint32]*history
-	bound map[uint32]*nackResponder // the connection that sends each SSRC, for its NACKs
 }
 
 func newNACKResponders(log *slog.Logger) *nackResponders {
-	return &nackResponders{log: log, frags: &fragCache{}, by: map[uint32]*history{}, bound: map[uint32]*nackResponder{}}
-}
-
-// resend answers a NACK from the history of the track it names, through
-// the connection that sends that track. The session's video RTCP handler
-// calls it (rtcpsink.go): pion's RTCP reader chain, where an interceptor
-// would see NACKs, runs only for RTCP that someone reads.
-func (f *nackResponders) resend(nack *rtcp.TransportLayerNack) {
-	f.mu.Lock()
-	n := f.bound[nack.MediaSSRC]
-	f.mu.Unlock()
-	if n != nil {
-		n.resend(nack)
-	}
+	return &nackResponders{log: log, frags: &fragCache{}, by: map[uint32]*history{}}
 }
 
 // register makes h the history of the track sent with ssrc, and reports
@@ -209,13 +195,6 @@ func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w intercep
 			n.streams[info.SSRC] = boundStream{w: w, pt: info.PayloadType,
 				rtxSSRC: info.SSRCRetransmission, rtxPT: info.PayloadTypeRetransmission}
 			n.mu.Unlock()
-			// The first connection to send an SSRC keeps it (as its
-			// history does, see register).
-			n.f.mu.Lock()
-			if _, ok := n.f.bound[info.SSRC]; !ok {
-				n.f.bound[info.SSRC] = n
-			}
-			n.f.mu.Unlock()
 			break
 		}
 	}
@@ -227,11 +206,31 @@ func (n *nackResponder) UnbindLocalStream(info *interceptor.StreamInfo) {
 	n.mu.Lock()
 	delete(n.streams, info.SSRC)
 	n.mu.Unlock()
-	n.f.mu.Lock()
-	if n.f.bound[info.SSRC] == n {
-		delete(n.f.bound, info.SSRC)
-	}
-	n.f.mu.Unlock()
+}
+
+// BindRTCPReader answers NACKs as they are read, on the goroutine that reads
+// the sender's RTCP: no goroutine per NACK, and a viewer that NACKs faster
+// than packets can be resent slows its own RTCP reading only.
+func (n *nackResponder) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		i, attr, err := reader.Read(b, a)
+		if err != nil {
+			return 0, nil, err
+		}
+		if attr == nil {
+			attr = make(interceptor.Attributes)
+		}
+		pkts, err := attr.GetRTCPPackets(b[:i])
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, p := range pkts {
+			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				n.resend(nack)
+			}
+		}
+		return i, attr, nil
+	})
 }
 
 // maxResendPerNACK bounds the work one NACK packet can ask for: a pair

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -209,14 +210,14 @@ type sessionTracks struct {
 	video   *webrtc.TrackLocalStaticRTP
 	vsender *webrtc.RTPSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
-	release func()                      // unregisters the retransmission history and the video's RTCP handler
+	release func()                      // unregisters the retransmission history and the video's RTCP reader
 }
 
 // negotiate applies the offer and adds the tracks: the stream the offer
 // asks for (or the one its codecs allow), its video track restricted to the
 // payload type sent on, and audio when the offer takes its codec. false
 // means the session ends with close reason 1; release is set either way.
-func (se *session) negotiate(pc *webrtc.PeerConnection) (sessionTracks, bool) {
+func (se *session) negotiate(pc *webrtc.PeerConnection, wg *sync.WaitGroup) (sessionTracks, bool) {
 	tr := sessionTracks{release: func() {}}
 	offered, err := parseOffered(se.offer.SDP)
 	if err != nil {
@@ -235,7 +236,7 @@ func (se *session) negotiate(pc *webrtc.PeerConnection) (sessionTracks, bool) {
 	if tr.ring = se.chooseRing(offered); tr.ring == nil {
 		return tr, false
 	}
-	if !se.addVideo(pc, offered, &tr) {
+	if !se.addVideo(pc, wg, offered, &tr) {
 		return tr, false
 	}
 	return tr, se.addAudio(pc, offered, &tr)
@@ -270,7 +271,7 @@ func (se *session) chooseRing(offered offered) *media.Ring {
 
 // addVideo adds the video track with the offer's fmtp for the codec sent,
 // registers its retransmission history and starts reading its RTCP.
-func (se *session) addVideo(pc *webrtc.PeerConnection, offered offered, tr *sessionTracks) bool {
+func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
 	tc := se.trackCodec(tr.ring.Codec())
 	video, err := newVideoTrack(tc, offered.fmtp[tc])
 	if err != nil {
@@ -296,8 +297,8 @@ func (se *session) addVideo(pc *webrtc.PeerConnection, offered offered, tr *sess
 			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
 		}
 	}
-	history, rtcp := tr.release, se.handleVideoRTCP(vsender)
-	tr.release = func() { history(); rtcp() }
+	history, rtcpRead := tr.release, se.readVideoRTCP(wg, vsender)
+	tr.release = func() { history(); rtcpRead() }
 	return true
 }
 

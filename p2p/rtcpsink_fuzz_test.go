@@ -1,20 +1,18 @@
 package p2p
 
 import (
-	"io"
 	"testing"
 	"time"
 
 	"github.com/pion/rtcp"
-	"github.com/pion/transport/v4/packetio"
 )
 
 const rtcpTestSSRC = 0x1234
 
-// videoRTCPSession is a session whose video RTCP handler is registered
-// with the service's buffer factory, as handleVideoRTCP registers it, and
-// the buffer pion would write that RTCP to.
-func videoRTCPSession(t testing.TB) (*session, io.Writer) {
+// videoRTCPSession is a session with a retransmission history for the
+// video track rtcpTestSSRC, and what hands it that track's RTCP as the
+// session's reader does, from the bytes pion decrypted.
+func videoRTCPSession(t testing.TB) (*session, func([]byte)) {
 	h := newHarness(t, Config{MaxClients: 1}, nil)
 	se := newSession(h.svc, Header{SessionID: "s", From: "app"}, Offer{}, h.svc.log)
 	se.adapt.ssrc.Store(rtcpTestSSRC)
@@ -23,12 +21,14 @@ func videoRTCPSession(t testing.TB) (*session, io.Writer) {
 		t.Fatal("history refused")
 	}
 	se.hist = hist
-	if !h.svc.sinks.handle(rtcpTestSSRC, func(p []byte) { se.videoRTCP(p, rtcpTestSSRC) }) {
-		t.Fatal("handler refused")
+	return se, func(raw []byte) {
+		// What RTPSender.ReadRTCP does with what it read.
+		pkts, err := rtcp.Unmarshal(raw)
+		if err != nil {
+			return
+		}
+		se.videoRTCP(pkts, rtcpTestSSRC)
 	}
-	b := h.svc.sinks.buffer(packetio.RTCPBufferPacket, rtcpTestSSRC)
-	t.Cleanup(func() { _ = b.Close() })
-	return se, b
 }
 
 func marshalRTCP(t testing.TB, p rtcp.Packet) []byte {
@@ -39,18 +39,13 @@ func marshalRTCP(t testing.TB, p rtcp.Packet) []byte {
 	return b
 }
 
-// TestVideoRTCPDispatch writes what a viewer sends about the video track,
-// packet by packet as srtp hands it over, back to back: PLI and FIR become
+// TestVideoRTCPDispatch hands the session what a viewer sends about the
+// video track, packet by packet as srtp delivers it, back to back: PLI and FIR become
 // one pending keyframe request, a receiver report gives the session's
 // loss, and what does not parse changes nothing. (NACKs go through a real
 // connection: TestNACKRetransmitsFromRing.)
 func TestVideoRTCPDispatch(t *testing.T) {
-	se, w := videoRTCPSession(t)
-	write := func(p []byte) {
-		if n, err := w.Write(p); n != len(p) || err != nil {
-			t.Fatalf("write = %d, %v", n, err)
-		}
-	}
+	se, write := videoRTCPSession(t)
 	write([]byte{0x81, 0xc9, 0x00}) // cut short
 	if st := se.stats(); st.Keyframes.PLI+st.Keyframes.FIR != 0 || st.Lost != 0 || len(se.keyc) != 0 {
 		t.Fatalf("a broken packet changed the session: %+v", st)
@@ -72,8 +67,8 @@ func TestVideoRTCPDispatch(t *testing.T) {
 	}
 }
 
-// FuzzVideoRTCP writes arbitrary bytes where pion writes a session's
-// decrypted video RTCP: the handler must neither panic nor wait.
+// FuzzVideoRTCP hands a session arbitrary bytes as its video track's
+// decrypted RTCP: it must neither panic nor wait.
 func FuzzVideoRTCP(f *testing.F) {
 	f.Add(marshalRTCP(f, &rtcp.PictureLossIndication{MediaSSRC: rtcpTestSSRC}))
 	f.Add(marshalRTCP(f, &rtcp.FullIntraRequest{MediaSSRC: rtcpTestSSRC, FIR: []rtcp.FIREntry{{SSRC: rtcpTestSSRC}}}))
@@ -81,12 +76,12 @@ func FuzzVideoRTCP(f *testing.F) {
 	f.Add(marshalRTCP(f, &rtcp.TransportLayerNack{MediaSSRC: rtcpTestSSRC, Nacks: []rtcp.NackPair{{PacketID: 1, LostPackets: 0xffff}}}))
 	f.Add(marshalRTCP(f, &rtcp.SourceDescription{Chunks: []rtcp.SourceDescriptionChunk{{Source: 1, Items: []rtcp.SourceDescriptionItem{{Type: rtcp.SDESCNAME, Text: "x"}}}}}))
 	f.Add([]byte{0x80, 0xc8, 0xff, 0xff})
-	se, w := videoRTCPSession(f)
+	se, write := videoRTCPSession(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_, _ = w.Write(data)
+			write(data)
 		}()
 		select {
 		case <-done:

@@ -238,7 +238,7 @@ func (se *session) serve(ctx context.Context, wg *sync.WaitGroup) (CloseReason, 
 		return CloseUnknown, true
 	}
 	hooks := se.hook(ctx, pc)
-	tr, ok := se.negotiate(pc)
+	tr, ok := se.negotiate(pc, wg)
 	defer tr.release()
 	if !ok || !se.answer(pc, tr.ring) {
 		return CloseCodec, true
@@ -438,31 +438,35 @@ func (se *session) iceServers() []webrtc.ICEServer {
 	return out
 }
 
-// handleVideoRTCP has the session's video RTCP handed to videoRTCP as it
-// arrives (rtcpsink.go) and returns what undoes that.
-func (se *session) handleVideoRTCP(s *webrtc.RTPSender) (release func()) {
+// readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
+// interceptor from the retransmission history, which sees them only while
+// someone reads; PLI and FIR are handed to the sender as a keyframe
+// request; receiver reports give the viewer's loss. It returns what undoes
+// the buffer factory's keeping of that RTCP (rtcpsink.go).
+func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) (release func()) {
 	var ssrc uint32
 	if enc := s.GetParameters().Encodings; len(enc) > 0 {
 		ssrc = uint32(enc[0].SSRC)
 	}
 	se.adapt.ssrc.Store(ssrc)
-	if !se.svc.sinks.handle(ssrc, func(pkt []byte) { se.videoRTCP(pkt, ssrc) }) {
-		se.log.Warn("no video RTCP: another session's video has the same SSRC", "ssrc", ssrc)
-		return func() {}
-	}
+	se.svc.sinks.keep(ssrc)
+	wg.Go(func() {
+		for {
+			pkts, _, err := s.ReadRTCP()
+			if err != nil {
+				return
+			}
+			se.videoRTCP(pkts, ssrc)
+		}
+	})
 	return func() { se.svc.sinks.release(ssrc) }
 }
 
-// videoRTCP acts on one RTCP packet about the video track: NACKs are
-// answered from the retransmission history, PLI and FIR are handed to the
-// sender as a keyframe request, receiver reports give the viewer's loss
-// and drive the adaptation. It runs on pion's SRTCP goroutine, one packet
-// at a time, so the adaptation's state has one owner; it never waits.
-func (se *session) videoRTCP(raw []byte, ssrc uint32) {
-	pkts, err := rtcp.Unmarshal(raw)
-	if err != nil {
-		return
-	}
+// videoRTCP acts on the RTCP packets about the video track that the
+// reader got: PLI and FIR become one pending keyframe request, receiver
+// reports give the loss and drive the adaptation, NACKs end a failing
+// probe (the interceptor answered them already). It never waits.
+func (se *session) videoRTCP(pkts []rtcp.Packet, ssrc uint32) {
 	want := false
 	for _, p := range pkts {
 		switch p := p.(type) {
@@ -476,7 +480,6 @@ func (se *session) videoRTCP(raw []byte, ssrc uint32) {
 			se.loss.note(p, ssrc)
 			se.adaptReport(p, ssrc)
 		case *rtcp.TransportLayerNack:
-			se.svc.nacks.resend(p)
 			se.adaptNACK(p)
 		}
 	}
