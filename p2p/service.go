@@ -163,7 +163,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 			return nil, fmt.Errorf("p2p: %w", err)
 		}
 	}
-	sinks := newRTCPSinks()
+	sinks := newRTCPSinks(func(ssrc uint32) bool { return nacks.lookup(ssrc) != nil })
 	api, err := newAPI(cfg, hn, nacks, sinks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
