@@ -15,8 +15,7 @@ package media
 type H265AUSplitter struct {
 	ps     [psCount][]byte // most recently seen VPS, SPS, PPS; owned copies
 	buf    []byte          // the access unit being assembled, already normalised
-	reused reusedUnit
-	has    [psCount]bool // which parameter sets the current access unit carries
+	has    [psCount]bool   // which parameter sets the current access unit carries
 	hasVCL bool
 	key    bool
 }
@@ -96,21 +95,13 @@ func (s *H265AUSplitter) emit() (AccessUnit, bool) {
 			}
 		}
 	}
-	if n == len(s.buf) {
-		var p []byte
-		p, s.buf = s.reused.take(s.buf)
-		au := AccessUnit{Payload: p, Key: s.key}
-		s.reset()
-		return au, true
-	}
-	p := s.reused.buffer(n)
+	p := make([]byte, 0, n)
 	for i, a := range add {
 		if a {
 			p = append(append(p, 0, 0, 0, 1), s.ps[i]...)
 		}
 	}
 	p = append(p, s.buf...)
-	s.reused.keep(p)
 	au := AccessUnit{Payload: p, Key: s.key}
 	s.reset()
 	return au, true

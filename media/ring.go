@@ -77,8 +77,6 @@ type Ring struct {
 	rejected    [ruleCount]atomic.Uint64
 
 	kf keyframeGate
-
-	slab slab // where payloads are carved from
 }
 
 // NewRing builds an empty ring. A nil logger discards.
@@ -229,7 +227,7 @@ func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, ti
 		r.evictLocked()
 	}
 
-	buf := r.slab.alloc(size, r.bytes)
+	buf := make([]byte, size)
 	off := 0
 	for i, m := range missing {
 		if m {
