@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${BENCH_PORT:-18840}
+buffer_seconds=${BENCH_BUFFER_SECONDS:-10} # media.buffer_seconds, as in configs/demo.yaml
 work=$(mktemp -d)
 pid=""
 cleanup() {
@@ -61,6 +62,7 @@ IPCD_MQTT_EMBEDDED_BROKER_WS="127.0.0.1:$((port + 1))" \
 IPCD_DEVICE_STORE="$work/state.json" \
 IPCD_MEDIA_SOURCES_MAIN_PATH="$clip" \
 IPCD_MEDIA_MEMORY_MB=8 \
+IPCD_MEDIA_BUFFER_SECONDS="$buffer_seconds" \
   bin/ipcd -config configs/demo.yaml 2>"$work/ipcd.log" &
 pid=$!
 start=$(date +%s%N)
@@ -79,9 +81,9 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 app=(bin/ipcapp bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
 
-# Idle means with the rings full (configs/demo.yaml keeps 10 s): a ring
-# still filling would count its growth as the viewers' memory.
-sleep 11
+# Idle means with the rings full: a ring still filling would count its
+# growth as the viewers' memory.
+sleep $((buffer_seconds + 1))
 rss_idle=$(rss_kb)
 rss_idle_split=$(rss_split)
 t0=$(cpu_ticks); sleep 3; cpu_idle=$(( $(cpu_ticks) - t0 ))
