@@ -59,10 +59,10 @@ func newAUSink(ring *Ring, stream Stream, codec Codec, clock *ptsClock, stats *s
 	a := &auSink{ring: ring, tl: ring.NewTimeline(), stream: stream, codec: codec, clock: clock, stats: stats,
 		waitStart: true, waitKey: true}
 	if codec == CodecH265 {
-		a.split = &H265AUSplitter{}
+		a.split = &H265AUSplitter{reused: reusedUnit{on: true}}
 		a.startsAU = func(nal []byte) bool { return len(nal) >= 2 && h265StartsAU(nal) }
 	} else {
-		a.split = &H264AUSplitter{}
+		a.split = &H264AUSplitter{reused: reusedUnit{on: true}}
 		a.startsAU = func(nal []byte) bool { return h264StartsAU(nal[0]&0x1f, nal) }
 	}
 	return a

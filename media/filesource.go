@@ -123,10 +123,9 @@ func codecFromExt(path string) (Codec, error) {
 func readUnits(path string, codec Codec) ([]AccessUnit, error) {
 	var units []AccessUnit
 	err := eachUnit(path, codec, func(au AccessUnit) bool {
-		if codec.IsAudio() {
-			// An audio payload aliases the read buffer, reused on return.
-			au.Payload = slices.Clone(au.Payload)
-		}
+		// A payload aliases the read buffer (audio) or the splitter's
+		// (video), both reused on return.
+		au.Payload = slices.Clone(au.Payload)
 		units = append(units, au)
 		return true
 	})
@@ -176,10 +175,11 @@ func eachUnit(path string, codec Codec, fn func(AccessUnit) bool) error {
 	if r.size == 0 {
 		return fmt.Errorf("%w: %s is empty", ErrEmptyFile, path)
 	}
-	var split auSplitter = &H264AUSplitter{}
+	// A payload is valid during fn only, so the splitters reuse their arrays.
+	var split auSplitter = &H264AUSplitter{reused: reusedUnit{on: true}}
 	hasPS := H264HasParameterSets
 	if codec == CodecH265 {
-		split, hasPS = &H265AUSplitter{}, H265HasParameterSets
+		split, hasPS = &H265AUSplitter{reused: reusedUnit{on: true}}, H265HasParameterSets
 	}
 	// Pictures before the first decodable keyframe would reach no reader
 	// (readers start at keyframes) and would break decoding when the file loops.

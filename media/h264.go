@@ -1,5 +1,7 @@
 package media
 
+import "slices"
+
 // H.264 NAL unit types (ITU-T H.264 table 7-1).
 const (
 	h264NALSlice  = 1
@@ -18,6 +20,44 @@ const (
 type AccessUnit struct {
 	Payload []byte
 	Key     bool
+}
+
+// reusedUnit is how a splitter hands out its access units. Off (the zero
+// value, for the exported splitters), every payload is an allocation of its
+// own that the caller keeps. On, a payload is valid until the next Push or
+// Flush, whose access unit is then assembled in its array: the live sources
+// (auSink, the file source) copy each access unit into the ring at once, and
+// a fresh allocation for every picture was the allocator's largest load.
+type reusedUnit struct {
+	on   bool
+	last []byte // the payload returned last, which the caller is done with at the next Push or Flush
+}
+
+// take makes the access unit assembled in buf the payload, and returns the
+// (empty) array to assemble the next one in.
+func (r *reusedUnit) take(buf []byte) (payload, next []byte) {
+	if !r.on {
+		return slices.Clone(buf), buf
+	}
+	prev := r.last
+	r.last = buf
+	return buf, prev[:0]
+}
+
+// buffer returns an empty payload with room for n bytes, to be handed out
+// with keep.
+func (r *reusedUnit) buffer(n int) []byte {
+	if r.on && cap(r.last) >= n {
+		return r.last[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// keep records p as the payload returned last.
+func (r *reusedUnit) keep(p []byte) {
+	if r.on {
+		r.last = p
+	}
 }
 
 // IsH264Keyframe reports whether an H.264 access unit is an IDR picture. All
@@ -52,6 +92,7 @@ func H264HasParameterSets(payload []byte) bool {
 type H264AUSplitter struct {
 	sps, pps []byte // most recently seen, owned copies
 	buf      []byte // the access unit being assembled, already normalised
+	reused   reusedUnit
 	hasVCL   bool
 	key      bool
 	hasSPS   bool
@@ -60,6 +101,7 @@ type H264AUSplitter struct {
 
 // Push adds one NAL unit (without start code). When nal begins a new access
 // unit, the previous one is returned. nal is copied, so the caller may reuse it.
+// The payloads returned are the caller's to keep.
 func (s *H264AUSplitter) Push(nal []byte) (AccessUnit, bool) {
 	nal = trimTrailingZeros(nal)
 	if len(nal) == 0 {
@@ -130,7 +172,14 @@ func (s *H264AUSplitter) emit() (AccessUnit, bool) {
 	if addPPS != nil {
 		n += 4 + len(addPPS)
 	}
-	p := make([]byte, 0, n)
+	if addSPS == nil && addPPS == nil {
+		var p []byte
+		p, s.buf = s.reused.take(s.buf)
+		au := AccessUnit{Payload: p, Key: s.key}
+		s.reset()
+		return au, true
+	}
+	p := s.reused.buffer(n)
 	if addSPS != nil {
 		p = append(append(p, 0, 0, 0, 1), addSPS...)
 	}
@@ -138,6 +187,7 @@ func (s *H264AUSplitter) emit() (AccessUnit, bool) {
 		p = append(append(p, 0, 0, 0, 1), addPPS...)
 	}
 	p = append(p, s.buf...)
+	s.reused.keep(p)
 	au := AccessUnit{Payload: p, Key: s.key}
 	s.reset()
 	return au, true

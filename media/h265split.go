@@ -15,7 +15,8 @@ package media
 type H265AUSplitter struct {
 	ps     [psCount][]byte // most recently seen VPS, SPS, PPS; owned copies
 	buf    []byte          // the access unit being assembled, already normalised
-	has    [psCount]bool   // which parameter sets the current access unit carries
+	reused reusedUnit
+	has    [psCount]bool // which parameter sets the current access unit carries
 	hasVCL bool
 	key    bool
 }
@@ -95,13 +96,21 @@ func (s *H265AUSplitter) emit() (AccessUnit, bool) {
 			}
 		}
 	}
-	p := make([]byte, 0, n)
+	if n == len(s.buf) {
+		var p []byte
+		p, s.buf = s.reused.take(s.buf)
+		au := AccessUnit{Payload: p, Key: s.key}
+		s.reset()
+		return au, true
+	}
+	p := s.reused.buffer(n)
 	for i, a := range add {
 		if a {
 			p = append(append(p, 0, 0, 0, 1), s.ps[i]...)
 		}
 	}
 	p = append(p, s.buf...)
+	s.reused.keep(p)
 	au := AccessUnit{Payload: p, Key: s.key}
 	s.reset()
 	return au, true

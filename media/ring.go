@@ -77,6 +77,8 @@ type Ring struct {
 	rejected    [ruleCount]atomic.Uint64
 
 	kf keyframeGate
+
+	slab slab // where payloads are carved from
 }
 
 // NewRing builds an empty ring. A nil logger discards.
@@ -227,7 +229,7 @@ func (r *Ring) appendLocked(t *Timeline, f Frame, now time.Time) (rejectRule, ti
 		r.evictLocked()
 	}
 
-	buf := make([]byte, size)
+	buf := r.slab.alloc(size, r.bytes)
 	off := 0
 	for i, m := range missing {
 		if m {

@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+	"unsafe"
 
 	"github.com/ipcd/ipcd/media"
 )
@@ -739,5 +741,44 @@ func TestRingRate(t *testing.T) {
 	// frames) over 1.96 s.
 	if got, want := r.Rate(), float64(2*10_000+47*1000)/1.96; math.Abs(got-want) > 1 {
 		t.Errorf("a full ring: rate %v, want %v", got, want)
+	}
+}
+
+// TestRingPayloadsShareNothing checks the promise of Ring.Frame on a ring
+// large enough that its frames are carved from shared chunks: a kept
+// payload is a copy of the caller's, and has no room past its end, so that
+// appending to it can never write into the next frame.
+func TestRingPayloadsShareNothing(t *testing.T) {
+	r := newRing(t, media.RingConfig{Stream: media.StreamMain, MaxBytes: 4 << 20, MaxFrames: 1000})
+	var last media.Frame
+	for i := range 400 {
+		f := pFrame(int64(i), 2000)
+		if i == 0 {
+			f = keyFrame(0, 2000)
+		}
+		last = f
+		if err := r.Append(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := r.Stats()
+	kept, ok := r.Frame(st.Appended)
+	prev, ok2 := r.Frame(st.Appended - 1)
+	if !ok || !ok2 {
+		t.Fatalf("the last two frames are not buffered: %+v", st)
+	}
+	if uintptr(unsafe.Pointer(&kept.Payload[0]))-uintptr(unsafe.Pointer(&prev.Payload[0])) != uintptr(len(prev.Payload)) {
+		t.Fatal("the last two frames are not carved one after the other from a chunk")
+	}
+	if cap(prev.Payload) != len(prev.Payload) {
+		t.Errorf("a payload has room past its end (len %d, cap %d): appending to it would write into the next", len(prev.Payload), cap(prev.Payload))
+	}
+	if &kept.Payload[0] == &last.Payload[0] {
+		t.Error("the ring keeps the caller's payload instead of a copy")
+	}
+	want := slices.Clone(kept.Payload)
+	_ = append(prev.Payload, 0xff)
+	if !bytes.Equal(kept.Payload, want) {
+		t.Error("appending to a frame's payload changed the next frame")
 	}
 }
