@@ -210,7 +210,7 @@ type sessionTracks struct {
 	video   *webrtc.TrackLocalStaticRTP
 	vsender *webrtc.RTPSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
-	release func()                      // unregisters the retransmission history and the audio's RTCP sink
+	release func()                      // unregisters the retransmission history and the video's RTCP reader
 }
 
 // negotiate applies the offer and adds the tracks: the stream the offer
@@ -239,7 +239,7 @@ func (se *session) negotiate(pc *webrtc.PeerConnection, wg *sync.WaitGroup) (ses
 	if !se.addVideo(pc, wg, offered, &tr) {
 		return tr, false
 	}
-	return tr, se.addAudio(pc, wg, offered, &tr)
+	return tr, se.addAudio(pc, offered, &tr)
 }
 
 // chooseRing picks the ring to send from: the stream the offer asks for,
@@ -297,12 +297,13 @@ func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
 		}
 	}
-	se.readVideoRTCP(wg, vsender)
+	history, rtcpRead := tr.release, se.readVideoRTCP(wg, vsender)
+	tr.release = func() { history(); rtcpRead() }
 	return true
 }
 
 // addAudio adds the audio track when the offer takes the audio codec.
-func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offered offered, tr *sessionTracks) bool {
+func (se *session) addAudio(pc *webrtc.PeerConnection, offered offered, tr *sessionTracks) bool {
 	ar := se.svc.media.Audio
 	if ar == nil {
 		return true
@@ -316,18 +317,13 @@ func (se *session) addAudio(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 		se.log.Warn("audio track", "err", err)
 		return false
 	}
-	asender, err := pc.AddTrack(audio)
-	if err != nil {
+	// Its RTCP (receiver reports) is of no use: the buffer factory drops it
+	// (rtcpsink.go).
+	if _, err := pc.AddTrack(audio); err != nil {
 		se.log.Warn("add audio track", "err", err)
 		return false
 	}
 	tr.audio = audio
-	if enc := asender.GetParameters().Encodings; len(enc) > 0 && se.svc.sinks.add(uint32(enc[0].SSRC)) {
-		ssrc, release := uint32(enc[0].SSRC), tr.release
-		tr.release = func() { release(); se.svc.sinks.remove(ssrc) }
-		return true
-	}
-	drainRTCP(wg, asender)
 	return true
 }
 

@@ -7,67 +7,71 @@ import (
 	"github.com/pion/transport/v4/packetio"
 )
 
-// Limits of pion's own buffers (srtp's stream_srtp.go and stream_srtcp.go),
-// kept for every stream whose packets are read.
-const (
-	rtpBufferLimit  = 1000 * 1000
-	rtcpBufferLimit = 100 * 1000
-)
+// Limit of pion's own buffer (srtp's stream_srtp.go), kept for every
+// incoming RTP stream.
+const rtpBufferLimit = 1000 * 1000
 
-// rtcpSinks lets the sessions drop the RTCP viewers send about the audio
-// track. pion keeps each local stream's incoming RTCP in a buffer until
-// someone reads it from the stream's RTPSender (up to 100 KB). A session
-// reads its video track's (NACK, PLI, FIR, receiver reports), but nothing
-// uses the audio track's receiver reports, and reading them only to drop
-// them took a goroutine and a read buffer per session. The API's buffer
-// factory (buffer) gives the RTCP of a registered SSRC a buffer that
-// drops what is written; every other stream gets pion's buffer.
-//
-// SSRCs are per connection and random: an audio SSRC that is already
-// registered, or that a video track with retransmission (video) uses, is
-// refused, and the session then reads its audio RTCP as before. A video
-// track's SSRC always gets a real buffer.
+// Limit of pion's own buffer (srtp's stream_srtcp.go), kept for the RTCP
+// stream a session reads.
+const rtcpBufferLimit = 100 * 1000
+
+// rtcpSinks decides what becomes of the RTCP the viewers send. pion keeps
+// each SSRC's incoming RTCP in a buffer until someone reads it from the
+// stream's RTPSender, up to 100 KB, and opens such a buffer for every SSRC
+// an RTCP packet names: the video and audio tracks, and also the RTX stream
+// and the viewer's own SSRCs. A session reads its video track's RTCP (NACK,
+// PLI, FIR, receiver reports) and nothing reads the others': a viewer's
+// receiver reports (32 bytes a second or so) filled them to 100 KB in about
+// 17 minutes, 128 KB of buffer per viewer. The API's buffer factory
+// (buffer) gives the RTCP of the SSRCs that a session reads pion's buffer,
+// and drops every other SSRC's.
 type rtcpSinks struct {
-	video func(ssrc uint32) bool // the SSRC is a video track's, whose RTCP is read
-	mu    sync.Mutex
-	ssrcs map[uint32]bool
+	mu      sync.Mutex
+	read    map[uint32]int // SSRCs whose RTCP a session reads, with how many do
+	dropped int            // RTCP streams given a dropBuffer
 }
 
-func newRTCPSinks(video func(ssrc uint32) bool) *rtcpSinks {
-	return &rtcpSinks{video: video, ssrcs: map[uint32]bool{}}
+func newRTCPSinks() *rtcpSinks {
+	return &rtcpSinks{read: map[uint32]int{}}
 }
 
-// add makes ssrc's incoming RTCP dropped; false when another track has it.
-func (s *rtcpSinks) add(ssrc uint32) bool {
-	if s.video(ssrc) {
-		return false
+// keep makes ssrc's incoming RTCP kept for a reader, until release. It
+// must come before the connection opens the stream (its DTLS handshake).
+func (s *rtcpSinks) keep(ssrc uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.read[ssrc]++
+}
+
+// release undoes one keep; a buffer already made keeps its packets until
+// pion closes it with the connection.
+func (s *rtcpSinks) release(ssrc uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.read[ssrc]--; s.read[ssrc] <= 0 {
+		delete(s.read, ssrc)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ssrcs[ssrc] {
-		return false
-	}
-	s.ssrcs[ssrc] = true
-	return true
 }
 
-// remove forgets ssrc; its buffer, once made, keeps dropping until pion
-// closes it with the connection.
-func (s *rtcpSinks) remove(ssrc uint32) {
+// drops returns how many RTCP streams have been given a buffer that drops.
+func (s *rtcpSinks) drops() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.ssrcs, ssrc)
+	return s.dropped
 }
 
-func (s *rtcpSinks) has(ssrc uint32) bool {
+func (s *rtcpSinks) kept(ssrc uint32) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ssrcs[ssrc]
+	return s.read[ssrc] > 0
 }
 
 // buffer is the API's SettingEngine.BufferFactory.
 func (s *rtcpSinks) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWriteCloser {
-	if t == packetio.RTCPBufferPacket && s.has(ssrc) && !s.video(ssrc) {
+	if t == packetio.RTCPBufferPacket && !s.kept(ssrc) {
+		s.mu.Lock()
+		s.dropped++
+		s.mu.Unlock()
 		return &dropBuffer{closed: make(chan struct{})}
 	}
 	b := packetio.NewBuffer()

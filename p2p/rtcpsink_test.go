@@ -8,32 +8,25 @@ import (
 	"github.com/pion/transport/v4/packetio"
 )
 
-// TestRTCPSinks: a registered audio SSRC's RTCP is dropped, its RTP and
-// every other stream get pion's buffers; an SSRC a video track or another
-// audio track has is refused, and a video track's RTCP is always kept.
+// TestRTCPSinks: the RTCP of an SSRC a session reads (its video track's)
+// gets pion's buffer, as does every SSRC's RTP; the RTCP of every other
+// SSRC (audio, RTX, the viewer's own) is dropped, and so is a read SSRC's
+// once every reader released it.
 func TestRTCPSinks(t *testing.T) {
-	const audio, video, other = 11, 22, 33
-	s := newRTCPSinks(func(ssrc uint32) bool { return ssrc == video })
-	if !s.add(audio) {
-		t.Fatal("audio SSRC refused")
-	}
-	if s.add(audio) {
-		t.Error("the same SSRC registered twice")
-	}
-	if s.add(video) {
-		t.Error("a video track's SSRC registered as an audio sink")
-	}
-
+	const video, audio, other = 22, 11, 33
+	s := newRTCPSinks()
+	s.keep(video)
+	s.keep(video) // a second session with the same SSRC
 	for _, tc := range []struct {
 		name string
 		typ  packetio.BufferPacketType
 		ssrc uint32
 		drop bool
 	}{
-		{"audio RTCP", packetio.RTCPBufferPacket, audio, true},
-		{"audio RTP", packetio.RTPBufferPacket, audio, false},
 		{"video RTCP", packetio.RTCPBufferPacket, video, false},
-		{"other RTCP", packetio.RTCPBufferPacket, other, false},
+		{"audio RTCP", packetio.RTCPBufferPacket, audio, true},
+		{"other RTCP", packetio.RTCPBufferPacket, other, true},
+		{"audio RTP", packetio.RTPBufferPacket, audio, false},
 	} {
 		b := s.buffer(tc.typ, tc.ssrc)
 		_, drop := b.(*dropBuffer)
@@ -53,11 +46,12 @@ func TestRTCPSinks(t *testing.T) {
 		}
 	}
 
-	s.remove(audio)
-	if _, drop := s.buffer(packetio.RTCPBufferPacket, audio).(*dropBuffer); drop {
-		t.Error("a removed SSRC's RTCP is still dropped")
+	s.release(video)
+	if _, drop := s.buffer(packetio.RTCPBufferPacket, video).(*dropBuffer); drop {
+		t.Error("an SSRC one session still reads is dropped")
 	}
-	if !s.add(audio) {
-		t.Error("a removed SSRC cannot be registered again")
+	s.release(video)
+	if _, drop := s.buffer(packetio.RTCPBufferPacket, video).(*dropBuffer); !drop {
+		t.Error("an SSRC no session reads any more is kept")
 	}
 }

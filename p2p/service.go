@@ -125,7 +125,7 @@ type Service struct {
 	// hostNet is the sessions' network when Config.Net is nil.
 	hostNet *hostNet
 	nacks   *nackResponders
-	sinks   *rtcpSinks   // the audio tracks' RTCP, dropped
+	sinks   *rtcpSinks   // the RTCP of every SSRC no session reads, dropped
 	rtx     *rtxRegistry // the sessions' RTX streams, for probes
 	certs   *certStore   // the DTLS certificate all sessions share
 
@@ -163,7 +163,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 			return nil, fmt.Errorf("p2p: %w", err)
 		}
 	}
-	sinks := newRTCPSinks(func(ssrc uint32) bool { return nacks.lookup(ssrc) != nil })
+	sinks := newRTCPSinks()
 	api, err := newAPI(cfg, hn, nacks, sinks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)

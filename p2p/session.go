@@ -438,31 +438,18 @@ func (se *session) iceServers() []webrtc.ICEServer {
 	return out
 }
 
-// drainRTCP reads a sender's RTCP so the interceptors see it: NACKs are
-// answered from the retransmission history only while someone reads.
-func drainRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := s.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
-}
-
 // readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
 // interceptor from the retransmission history, which sees them only while
 // someone reads; PLI and FIR are handed to the sender as a keyframe
-// request; receiver reports give the viewer's loss.
-func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
+// request; receiver reports give the viewer's loss. It returns what undoes
+// the buffer factory's keeping of that RTCP (rtcpsink.go).
+func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) (release func()) {
 	var ssrc uint32
 	if enc := s.GetParameters().Encodings; len(enc) > 0 {
 		ssrc = uint32(enc[0].SSRC)
 	}
 	se.adapt.ssrc.Store(ssrc)
+	se.svc.sinks.keep(ssrc)
 	wg.Go(func() {
 		for {
 			pkts, _, err := s.ReadRTCP()
@@ -472,6 +459,7 @@ func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 			se.videoRTCP(pkts, ssrc)
 		}
 	})
+	return func() { se.svc.sinks.release(ssrc) }
 }
 
 // videoRTCP acts on the RTCP packets about the video track that the
