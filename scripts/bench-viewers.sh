@@ -5,8 +5,9 @@
 # and once with nack_buffer 1 (the smallest valid history: the floor, what a
 # session costs without retransmission). Memory figures are medians of nine
 # readings over four seconds, all taken once the rings hold
-# media.buffer_seconds of the clip: a ring still filling would count its
-# growth as idle memory not yet there and as viewers' memory. Numbers, not
+# media.buffer_seconds of the clip and idle memory has settled (twice
+# buffer_seconds after start): a ring still filling would count its growth
+# as idle memory not yet there and as viewers' memory. Numbers, not
 # verdicts.
 #
 # Environment: BENCH_BIN (directory holding ipcd and ipcapp, default bin),
@@ -88,9 +89,12 @@ run() { # nack_buffer
   grep -q "listen ok" "$work/ipcd.log" || { echo "bench: ipcd never became ready"; cat "$work/ipcd.log"; exit 1; }
   local app=("$bindir/ipcapp" bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
 
-  # The rings full: the feeder started with ipcd, and the first second
-  # covers its start.
-  sleep $((buffer_seconds + 1))
+  # Idle in its steady state: sampled every second, anonymous memory
+  # grows for the feeder's start, buffer_seconds of ring filling and a few
+  # collections after that (about 15 s with buffer_seconds 10), then stays
+  # within a few hundred KB. A sample taken earlier counts ring growth as
+  # the viewers' memory and reads idle low.
+  sleep $((2 * buffer_seconds + 1))
   local rss0 anon0 file0 heap0 t0 cpu0
   local rss anon file
   t0=$(cpu_ticks); sample; cpu0=$(( $(cpu_ticks) - t0 ))

@@ -81,9 +81,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 app=(bin/ipcapp bench -broker "tcp://127.0.0.1:$port" -dev-id 6c1ed3m0demo0001 -p2p-password ad12ab34 -json)
 
-# Idle means with the rings full: a ring still filling would count its
-# growth as the viewers' memory.
-sleep $((buffer_seconds + 1))
+# Idle means with the rings full and memory settled (see
+# scripts/bench-viewers.sh): a ring still filling would count its growth
+# as the viewers' memory.
+sleep $((2 * buffer_seconds + 1))
 rss_idle=$(rss_kb)
 rss_idle_split=$(rss_split)
 t0=$(cpu_ticks); sleep 3; cpu_idle=$(( $(cpu_ticks) - t0 ))
