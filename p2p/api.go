@@ -34,14 +34,32 @@ const (
 // videoFeedback is the RTCP feedback the device takes for video.
 var videoFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
 
-// newAPI builds the one pion API the service uses for every session. The
-// interceptor set is trimmed to what a sending camera needs: NACK
-// retransmission from the rings (nackresponder.go; in the RTX stream when the
-// viewer offers one, numbered by the prober, which also sends the
-// adaptation's probes), and sender reports (senderreport.go). hn is the
-// host's network (hostnet.go), used when cfg.Net is nil; sinks drops the
-// audio tracks' RTCP (rtcpsink.go).
-func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, log *slog.Logger, rtx *rtxRegistry) (*webrtc.API, error) {
+// apiParts are what every session's pion API shares: the media engine
+// (which pion copies for each connection), the interceptors and the
+// settings. Each session gets an API of its own (forSession) only so that
+// its buffer factory knows the connection it serves (rtcpsink.go); an API
+// is a few small structs.
+type apiParts struct {
+	me *webrtc.MediaEngine
+	ir *interceptor.Registry
+	se webrtc.SettingEngine
+}
+
+// forSession returns the pion API of a session whose incoming streams sink
+// buffers.
+func (p *apiParts) forSession(sink *rtcpSink) *webrtc.API {
+	se := p.se
+	se.BufferFactory = sink.buffer
+	return webrtc.NewAPI(webrtc.WithMediaEngine(p.me), webrtc.WithInterceptorRegistry(p.ir), webrtc.WithSettingEngine(se))
+}
+
+// newAPI builds what the sessions' pion APIs share. The interceptor set is
+// trimmed to what a sending camera needs: NACK retransmission from the
+// rings (nackresponder.go; in the RTX stream when the viewer offers one,
+// numbered by the prober, which also sends the adaptation's probes), and
+// sender reports (senderreport.go). hn is the host's network (hostnet.go),
+// used when cfg.Net is nil.
+func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, log *slog.Logger, rtx *rtxRegistry) (*apiParts, error) {
 	me := &webrtc.MediaEngine{}
 	videoFB := videoFeedback
 	codecs := []struct {
@@ -80,7 +98,7 @@ func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, lo
 	ir.Add(nacks)
 	ir.Add(senderReportsFactory{}) // last: it counts the track's packets only
 
-	se := webrtc.SettingEngine{LoggerFactory: newPionLogs(log), BufferFactory: sinks.buffer}
+	se := webrtc.SettingEngine{LoggerFactory: newPionLogs(log)}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 	} else {
@@ -112,7 +130,7 @@ func newAPI(cfg Config, hn *hostNet, nacks *nackResponders, sinks *rtcpSinks, lo
 	se.SetICETimeouts(disc, cfg.LivenessTimeout-disc, 2*time.Second)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+	return &apiParts{me: me, ir: ir, se: se}, nil
 }
 
 // loopbackOnly reports whether every named interface is a loopback one.

@@ -210,7 +210,7 @@ type sessionTracks struct {
 	video   *webrtc.TrackLocalStaticRTP
 	vsender *webrtc.RTPSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
-	release func()                      // unregisters the retransmission history and the video's RTCP reader
+	release func()                      // unregisters the retransmission history
 }
 
 // negotiate applies the offer and adds the tracks: the stream the offer
@@ -297,8 +297,7 @@ func (se *session) addVideo(pc *webrtc.PeerConnection, wg *sync.WaitGroup, offer
 			se.log.Warn("no retransmission: another session's video has the same SSRC", "ssrc", ssrc)
 		}
 	}
-	history, rtcpRead := tr.release, se.readVideoRTCP(wg, vsender)
-	tr.release = func() { history(); rtcpRead() }
+	se.readVideoRTCP(wg, vsender)
 	return true
 }
 

@@ -3,83 +3,79 @@ package p2p
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/transport/v4/packetio"
 )
 
-// Limit of pion's own buffer (srtp's stream_srtp.go), kept for every
-// incoming RTP stream.
-const rtpBufferLimit = 1000 * 1000
+// Limits of the buffers pion keeps for a stream the session reads (srtp's
+// stream_srtp.go and stream_srtcp.go). The only RTP a device receives is
+// the app's talkback audio, a few KB a second, which the session reads as
+// it comes: 256 KB is half a minute of it.
+const (
+	rtpBufferLimit  = 256 * 1000
+	rtcpBufferLimit = 100 * 1000
+)
 
-// Limit of pion's own buffer (srtp's stream_srtcp.go), kept for the RTCP
-// stream a session reads.
-const rtcpBufferLimit = 100 * 1000
+// MaxUnreadSSRCs bounds the streams pion opens for one session's viewer
+// besides the video track's RTCP: its talkback RTP, and the SSRCs its RTCP
+// names that the session does not read (the device's audio and RTX
+// streams, the viewer's own). A browser names 5 to 8; a viewer past the
+// bound is closed (rule too_many_ssrcs), since pion opens a stream for
+// every new SSRC and keeps it until the connection closes.
+const MaxUnreadSSRCs = 32
 
-// rtcpSinks decides what becomes of the RTCP the viewers send. pion keeps
-// each SSRC's incoming RTCP in a buffer until someone reads it from the
-// stream's RTPSender, up to 100 KB, and opens such a buffer for every SSRC
-// an RTCP packet names: the video and audio tracks, and also the RTX stream
-// and the viewer's own SSRCs. A session reads its video track's RTCP (NACK,
-// PLI, FIR, receiver reports) and nothing reads the others': a viewer's
-// receiver reports (32 bytes a second or so) filled them to 100 KB in about
-// 17 minutes, 128 KB of buffer per viewer. The API's buffer factory
-// (buffer) gives the RTCP of the SSRCs that a session reads pion's buffer,
-// and drops every other SSRC's.
-type rtcpSinks struct {
-	mu      sync.Mutex
-	read    map[uint32]int // SSRCs whose RTCP a session reads, with how many do
-	dropped int            // RTCP streams given a dropBuffer
+// rtcpSink is the buffer factory of one session's pion API (api.go), so
+// it decides for that session's connection alone. pion keeps each SSRC's
+// incoming RTCP in a buffer until someone reads it from the stream's
+// RTPSender, up to 100 KB, and opens such a buffer for every SSRC an RTCP
+// packet names. The session reads its video track's RTCP (NACK, PLI, FIR,
+// receiver reports) and nothing reads the others': a viewer's receiver
+// reports filled them to 100 KB in about 17 minutes, 128 KB of buffer per
+// SSRC. The video track's RTCP and every RTP stream get pion's buffer;
+// every other SSRC's RTCP is dropped as it arrives.
+type rtcpSink struct {
+	video atomic.Uint32 // the SSRC whose RTCP the session reads; set before DTLS
+	// over is called once, when the viewer has made pion open more than
+	// MaxUnreadSSRCs streams the session does not read.
+	over func()
+
+	mu     sync.Mutex
+	unread int // streams opened besides the video track's RTCP
 }
 
-func newRTCPSinks() *rtcpSinks {
-	return &rtcpSinks{read: map[uint32]int{}}
-}
-
-// keep makes ssrc's incoming RTCP kept for a reader, until release. It
-// must come before the connection opens the stream (its DTLS handshake).
-func (s *rtcpSinks) keep(ssrc uint32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.read[ssrc]++
-}
-
-// release undoes one keep; a buffer already made keeps its packets until
-// pion closes it with the connection.
-func (s *rtcpSinks) release(ssrc uint32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.read[ssrc]--; s.read[ssrc] <= 0 {
-		delete(s.read, ssrc)
+// buffer is the SettingEngine's BufferFactory for the session.
+func (s *rtcpSink) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWriteCloser {
+	if t == packetio.RTCPBufferPacket && ssrc == s.video.Load() && ssrc != 0 {
+		return newPionBuffer(rtcpBufferLimit)
 	}
-}
-
-// drops returns how many RTCP streams have been given a buffer that drops.
-func (s *rtcpSinks) drops() int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dropped
-}
-
-func (s *rtcpSinks) kept(ssrc uint32) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.read[ssrc] > 0
-}
-
-// buffer is the API's SettingEngine.BufferFactory.
-func (s *rtcpSinks) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWriteCloser {
-	if t == packetio.RTCPBufferPacket && !s.kept(ssrc) {
-		s.mu.Lock()
-		s.dropped++
-		s.mu.Unlock()
+	s.unread++
+	n := s.unread
+	s.mu.Unlock()
+	if n > MaxUnreadSSRCs {
+		if n == MaxUnreadSSRCs+1 && s.over != nil {
+			s.over()
+		}
 		return &dropBuffer{closed: make(chan struct{})}
 	}
-	b := packetio.NewBuffer()
-	if t == packetio.RTCPBufferPacket {
-		b.SetLimitSize(rtcpBufferLimit)
-	} else {
-		b.SetLimitSize(rtpBufferLimit)
+	if t == packetio.RTPBufferPacket {
+		return newPionBuffer(rtpBufferLimit)
 	}
+	return &dropBuffer{closed: make(chan struct{})}
+}
+
+// unreadSSRCs returns how many streams pion opened for the session besides
+// its video track's RTCP.
+func (s *rtcpSink) unreadSSRCs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unread
+}
+
+func newPionBuffer(limit int) *packetio.Buffer {
+	b := packetio.NewBuffer()
+	b.SetLimitSize(limit)
 	return b
 }
 

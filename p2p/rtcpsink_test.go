@@ -8,15 +8,19 @@ import (
 	"github.com/pion/transport/v4/packetio"
 )
 
-// TestRTCPSinks: the RTCP of an SSRC a session reads (its video track's)
-// gets pion's buffer, as does every SSRC's RTP; the RTCP of every other
-// SSRC (audio, RTX, the viewer's own) is dropped, and so is a read SSRC's
-// once every reader released it.
-func TestRTCPSinks(t *testing.T) {
+// TestRTCPSink: the RTCP of the session's video track gets pion's buffer,
+// as does the viewer's RTP; the RTCP of every other SSRC (audio, RTX, the
+// viewer's own) is dropped; past MaxUnreadSSRCs such streams, everything
+// is dropped and the session is told once.
+func TestRTCPSink(t *testing.T) {
 	const video, audio, other = 22, 11, 33
-	s := newRTCPSinks()
-	s.keep(video)
-	s.keep(video) // a second session with the same SSRC
+	overs := 0
+	s := &rtcpSink{over: func() { overs++ }}
+	// Before the video track is added, no RTCP is kept, not even SSRC 0's.
+	if _, drop := s.buffer(packetio.RTCPBufferPacket, 0).(*dropBuffer); !drop {
+		t.Error("RTCP of SSRC 0 kept before the video track is known")
+	}
+	s.video.Store(video)
 	for _, tc := range []struct {
 		name string
 		typ  packetio.BufferPacketType
@@ -26,7 +30,7 @@ func TestRTCPSinks(t *testing.T) {
 		{"video RTCP", packetio.RTCPBufferPacket, video, false},
 		{"audio RTCP", packetio.RTCPBufferPacket, audio, true},
 		{"other RTCP", packetio.RTCPBufferPacket, other, true},
-		{"audio RTP", packetio.RTPBufferPacket, audio, false},
+		{"talkback RTP", packetio.RTPBufferPacket, other, false},
 	} {
 		b := s.buffer(tc.typ, tc.ssrc)
 		_, drop := b.(*dropBuffer)
@@ -45,13 +49,30 @@ func TestRTCPSinks(t *testing.T) {
 			t.Errorf("%s: read after close = %d, %v", tc.name, n, err)
 		}
 	}
-
-	s.release(video)
-	if _, drop := s.buffer(packetio.RTCPBufferPacket, video).(*dropBuffer); drop {
-		t.Error("an SSRC one session still reads is dropped")
+	if n := s.unreadSSRCs(); n != 4 {
+		t.Errorf("%d unread streams counted, want 4 (SSRC 0, audio, other RTCP, talkback RTP)", n)
 	}
-	s.release(video)
-	if _, drop := s.buffer(packetio.RTCPBufferPacket, video).(*dropBuffer); !drop {
-		t.Error("an SSRC no session reads any more is kept")
+
+	// Up to the bound, RTP keeps its buffer; past it, RTP is dropped too,
+	// and the session is told once.
+	for i := s.unreadSSRCs(); i < MaxUnreadSSRCs; i++ {
+		if _, drop := s.buffer(packetio.RTPBufferPacket, uint32(1000+i)).(*dropBuffer); drop {
+			t.Fatalf("RTP stream %d of %d dropped", i+1, MaxUnreadSSRCs)
+		}
+	}
+	if overs != 0 {
+		t.Fatalf("told of too many SSRCs at the bound (%d)", MaxUnreadSSRCs)
+	}
+	for i := range 3 {
+		if _, drop := s.buffer(packetio.RTPBufferPacket, uint32(5000+i)).(*dropBuffer); !drop {
+			t.Errorf("RTP stream %d past the bound kept", i+1)
+		}
+	}
+	if overs != 1 {
+		t.Errorf("told %d times of too many SSRCs, want once", overs)
+	}
+	// The video track's RTCP stays kept.
+	if _, drop := s.buffer(packetio.RTCPBufferPacket, video).(*dropBuffer); drop {
+		t.Error("video RTCP dropped past the bound")
 	}
 }

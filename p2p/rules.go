@@ -42,6 +42,9 @@ const (
 	// RuleChannelCongested: a slow fmp4Stream channel skipped to the next
 	// keyframe.
 	RuleChannelCongested Rule = "channel_congested"
+	// RuleTooManySSRCs: the viewer's RTP and RTCP named more SSRCs than
+	// MaxUnreadSSRCs; the session is closed.
+	RuleTooManySSRCs Rule = "too_many_ssrcs"
 )
 
 // Bounds on what the service accepts from outside (SPEC §5.3).

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pion/transport/v4"
-	"github.com/pion/webrtc/v4"
 
 	"github.com/ipcd/ipcd/media"
 )
@@ -121,11 +120,10 @@ type Service struct {
 	cfg   Config
 	media Media
 	log   *slog.Logger
-	api   *webrtc.API
+	api   *apiParts // each session's pion API is made from them
 	// hostNet is the sessions' network when Config.Net is nil.
 	hostNet *hostNet
 	nacks   *nackResponders
-	sinks   *rtcpSinks   // the RTCP of every SSRC no session reads, dropped
 	rtx     *rtxRegistry // the sessions' RTX streams, for probes
 	certs   *certStore   // the DTLS certificate all sessions share
 
@@ -163,8 +161,7 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 			return nil, fmt.Errorf("p2p: %w", err)
 		}
 	}
-	sinks := newRTCPSinks()
-	api, err := newAPI(cfg, hn, nacks, sinks, log, rtx)
+	api, err := newAPI(cfg, hn, nacks, log, rtx)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
@@ -182,7 +179,6 @@ func NewService(cfg Config, m Media, pub Publisher, log *slog.Logger) (*Service,
 		api:     api,
 		hostNet: hn,
 		nacks:   nacks,
-		sinks:   sinks,
 		rtx:     rtx,
 		certs:   newCertStore(),
 		drops:   drops,

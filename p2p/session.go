@@ -51,6 +51,10 @@ type SessionStats struct {
 	// a source that cannot make one, served by moving this session back to
 	// the ring's newest keyframe.
 	Keyframes KeyframeStats
+	// UnreadSSRCs is how many streams pion opened for the viewer besides
+	// the video track's RTCP (talkback RTP, and the RTCP about other SSRCs,
+	// which is dropped); past MaxUnreadSSRCs the session is closed.
+	UnreadSSRCs int
 }
 
 // KeyframeStats counts a session's keyframe requests.
@@ -96,6 +100,7 @@ type session struct {
 	keyc        chan struct{} // the viewer asked for a keyframe
 	kf          keyframeCounts
 	adapt       adaptation
+	sink        rtcpSink // the buffer factory of the session's pion API
 
 	pause pauses    // control channel: what the app stopped
 	talk  talkStats // talkback counters
@@ -264,7 +269,9 @@ func (se *session) newPeer(ctx context.Context) (*webrtc.PeerConnection, peerEve
 	if err != nil {
 		return nil, ev, err
 	}
-	pc, err := se.svc.api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers(), Certificates: []webrtc.Certificate{cert}})
+	se.sink.over = se.tooManySSRCs
+	api := se.svc.api.forSession(&se.sink)
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: se.iceServers(), Certificates: []webrtc.Certificate{cert}})
 	if err != nil {
 		return nil, ev, err
 	}
@@ -441,15 +448,15 @@ func (se *session) iceServers() []webrtc.ICEServer {
 // readVideoRTCP reads the video sender's RTCP. NACKs are answered by the
 // interceptor from the retransmission history, which sees them only while
 // someone reads; PLI and FIR are handed to the sender as a keyframe
-// request; receiver reports give the viewer's loss. It returns what undoes
-// the buffer factory's keeping of that RTCP (rtcpsink.go).
-func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) (release func()) {
+// request; receiver reports give the viewer's loss. The session's buffer
+// factory keeps that RTCP only (rtcpsink.go).
+func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) {
 	var ssrc uint32
 	if enc := s.GetParameters().Encodings; len(enc) > 0 {
 		ssrc = uint32(enc[0].SSRC)
 	}
 	se.adapt.ssrc.Store(ssrc)
-	se.svc.sinks.keep(ssrc)
+	se.sink.video.Store(ssrc)
 	wg.Go(func() {
 		for {
 			pkts, _, err := s.ReadRTCP()
@@ -459,7 +466,14 @@ func (se *session) readVideoRTCP(wg *sync.WaitGroup, s *webrtc.RTPSender) (relea
 			se.videoRTCP(pkts, ssrc)
 		}
 	})
-	return func() { se.svc.sinks.release(ssrc) }
+}
+
+// tooManySSRCs closes a session whose viewer made pion open more than
+// MaxUnreadSSRCs streams: pion keeps every one until the connection
+// closes. It runs on pion's SRTP or SRTCP goroutine and never waits.
+func (se *session) tooManySSRCs() {
+	se.log.Warn("viewer names too many SSRCs: session closed", "rule", string(RuleTooManySSRCs), "limit", MaxUnreadSSRCs)
+	se.stop(CloseUnknown, true)
 }
 
 // videoRTCP acts on the RTCP packets about the video track that the
@@ -505,6 +519,7 @@ func (se *session) stats() SessionStats {
 		ChannelPeak: se.channelPeak(),
 		Keyframes:   se.kf.load(),
 		Adapt:       se.adapt.load(),
+		UnreadSSRCs: se.sink.unreadSSRCs(),
 	}
 	st.TTFFPhases = se.ttffMarks.breakdown()
 	st.Lost, st.FractionLost = se.loss.total.Load(), float64(se.loss.fraction.Load())/256
