@@ -33,15 +33,16 @@ type reusedUnit struct {
 	last []byte // the payload returned last, which the caller is done with at the next Push or Flush
 }
 
-// take makes the access unit assembled in buf the payload, and returns the
-// (empty) array to assemble the next one in.
-func (r *reusedUnit) take(buf []byte) (payload, next []byte) {
+// take returns the access unit assembled in *buf as the payload, and
+// leaves in *buf the (empty) array to assemble the next one in.
+func (r *reusedUnit) take(buf *[]byte) []byte {
 	if !r.on {
-		return slices.Clone(buf), buf
+		return slices.Clone(*buf)
 	}
-	prev := r.last
-	r.last = buf
-	return buf, prev[:0]
+	p := *buf
+	*buf = r.last[:0]
+	r.last = p
+	return p
 }
 
 // buffer returns an empty payload with room for n bytes, to be handed out
@@ -173,11 +174,7 @@ func (s *H264AUSplitter) emit() (AccessUnit, bool) {
 		n += 4 + len(addPPS)
 	}
 	if addSPS == nil && addPPS == nil {
-		var p []byte
-		p, s.buf = s.reused.take(s.buf)
-		au := AccessUnit{Payload: p, Key: s.key}
-		s.reset()
-		return au, true
+		return s.finish(s.reused.take(&s.buf))
 	}
 	p := s.reused.buffer(n)
 	if addSPS != nil {
@@ -188,6 +185,11 @@ func (s *H264AUSplitter) emit() (AccessUnit, bool) {
 	}
 	p = append(p, s.buf...)
 	s.reused.keep(p)
+	return s.finish(p)
+}
+
+// finish returns the access unit whose payload is p and starts the next.
+func (s *H264AUSplitter) finish(p []byte) (AccessUnit, bool) {
 	au := AccessUnit{Payload: p, Key: s.key}
 	s.reset()
 	return au, true

@@ -97,11 +97,7 @@ func (s *H265AUSplitter) emit() (AccessUnit, bool) {
 		}
 	}
 	if n == len(s.buf) {
-		var p []byte
-		p, s.buf = s.reused.take(s.buf)
-		au := AccessUnit{Payload: p, Key: s.key}
-		s.reset()
-		return au, true
+		return s.finish(s.reused.take(&s.buf))
 	}
 	p := s.reused.buffer(n)
 	for i, a := range add {
@@ -111,6 +107,11 @@ func (s *H265AUSplitter) emit() (AccessUnit, bool) {
 	}
 	p = append(p, s.buf...)
 	s.reused.keep(p)
+	return s.finish(p)
+}
+
+// finish returns the access unit whose payload is p and starts the next.
+func (s *H265AUSplitter) finish(p []byte) (AccessUnit, bool) {
 	au := AccessUnit{Payload: p, Key: s.key}
 	s.reset()
 	return au, true
