@@ -20,9 +20,9 @@ const (
 // MaxUnreadSSRCs bounds the streams pion opens for one session's viewer
 // besides the video track's RTCP: its talkback RTP, and the SSRCs its RTCP
 // names that the session does not read (the device's audio and RTX
-// streams, the viewer's own). A browser names 5 to 8; a viewer past the
-// bound is closed (rule too_many_ssrcs), since pion opens a stream for
-// every new SSRC and keeps it until the connection closes.
+// streams, the viewer's own). Chromium watching with audio opens 3; a
+// viewer past the bound is closed (rule too_many_ssrcs), since pion opens
+// a stream for every new SSRC and keeps it until the connection closes.
 const MaxUnreadSSRCs = 32
 
 // rtcpSink is the buffer factory of one session's pion API (api.go), so

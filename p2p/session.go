@@ -565,7 +565,7 @@ func (se *session) logCounts() {
 		"pli", st.Keyframes.PLI, "fir", st.Keyframes.FIR, "keyframe_requested", st.Keyframes.Requested,
 		"keyframe_coalesced", st.Keyframes.Coalesced, "keyframe_replays", st.Keyframes.Jumps,
 		"adapt_down", st.Adapt.Down, "adapt_up", st.Adapt.Up, "probes", st.Adapt.Probes, "probes_failed", st.Adapt.ProbesFailed,
-		"loss", st.Adapt.Loss, "delay_growth", st.Adapt.DelayGrowth)
+		"loss", st.Adapt.Loss, "delay_growth", st.Adapt.DelayGrowth, "unread_ssrcs", st.UnreadSSRCs)
 	se.log.Debug("session send audio cnt", "frames", st.AudioFrames, "bytes", st.AudioBytes, "skipped", st.AudioSkipped,
 		"rtt", st.RTT, "candidate", st.CandidateType, "ttff", st.TTFF)
 }
