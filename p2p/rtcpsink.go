@@ -32,8 +32,9 @@ const MaxUnreadSSRCs = 32
 // packet names. The session reads its video track's RTCP (NACK, PLI, FIR,
 // receiver reports) and nothing reads the others': a viewer's receiver
 // reports filled them to 100 KB in about 17 minutes, 128 KB of buffer per
-// SSRC. The video track's RTCP and every RTP stream get pion's buffer;
-// every other SSRC's RTCP is dropped as it arrives.
+// SSRC. The video track's RTCP and, within MaxUnreadSSRCs, every RTP
+// stream get pion's buffer; every other SSRC's RTCP is dropped as it
+// arrives.
 type rtcpSink struct {
 	video atomic.Uint32 // the SSRC whose RTCP the session reads; set before DTLS
 	// over is called once, when the viewer has made pion open more than
