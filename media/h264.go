@@ -102,7 +102,9 @@ type H264AUSplitter struct {
 
 // Push adds one NAL unit (without start code). When nal begins a new access
 // unit, the previous one is returned. nal is copied, so the caller may reuse it.
-// The payloads returned are the caller's to keep.
+// The payloads returned are the caller's to keep, except from a splitter
+// that reuses its arrays (reusedUnit), whose payload lasts until the next
+// Push or Flush.
 func (s *H264AUSplitter) Push(nal []byte) (AccessUnit, bool) {
 	nal = trimTrailingZeros(nal)
 	if len(nal) == 0 {

@@ -41,8 +41,7 @@ type rtcpSink struct {
 	// MaxUnreadSSRCs streams the session does not read.
 	over func()
 
-	mu     sync.Mutex
-	unread int // streams opened besides the video track's RTCP
+	unread atomic.Int32 // streams opened besides the video track's RTCP
 }
 
 // buffer is the SettingEngine's BufferFactory for the session.
@@ -50,10 +49,7 @@ func (s *rtcpSink) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWrite
 	if t == packetio.RTCPBufferPacket && ssrc == s.video.Load() && ssrc != 0 {
 		return newPionBuffer(rtcpBufferLimit)
 	}
-	s.mu.Lock()
-	s.unread++
-	n := s.unread
-	s.mu.Unlock()
+	n := s.unread.Add(1)
 	if n > MaxUnreadSSRCs {
 		if n == MaxUnreadSSRCs+1 && s.over != nil {
 			s.over()
@@ -68,11 +64,7 @@ func (s *rtcpSink) buffer(t packetio.BufferPacketType, ssrc uint32) io.ReadWrite
 
 // unreadSSRCs returns how many streams pion opened for the session besides
 // its video track's RTCP.
-func (s *rtcpSink) unreadSSRCs() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.unread
-}
+func (s *rtcpSink) unreadSSRCs() int { return int(s.unread.Load()) }
 
 func newPionBuffer(limit int) *packetio.Buffer {
 	b := packetio.NewBuffer()
