@@ -274,11 +274,19 @@ func (d *daemon) stopAll(t *tasks) {
 }
 
 // apply applies a lifecycle event and acts on each state it passes through:
-// the service runs in Ready only.
+// the service runs in Ready only, and starts once the broker connection of
+// the current identity is subscribed. An activation replaces the connection
+// and reaches Ready at once; started before the new connection's SUBACK,
+// the service would log listen ok while offers to the dev_id topic still
+// went nowhere.
 func (d *daemon) apply(ctx context.Context, t *tasks, e device.Event) error {
 	for _, tr := range d.life.Apply(e) {
 		switch {
 		case tr.To == device.StateReady && t.serving == nil:
+			if !d.client.Load().Connected() {
+				d.log.Info("service waits for the broker", "state", tr.To.String())
+				continue
+			}
 			if err := d.startServing(ctx, t); err != nil {
 				return err
 			}
@@ -292,6 +300,9 @@ func (d *daemon) apply(ctx context.Context, t *tasks, e device.Event) error {
 				d.recorder.Store(nil)
 			}
 		}
+	}
+	if e == device.EventMQTTUp && t.serving == nil && d.life.State() == device.StateReady && d.client.Load().Connected() {
+		return d.startServing(ctx, t)
 	}
 	return nil
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,5 +364,103 @@ func TestBrokerLossKeepsSessions(t *testing.T) {
 	defer cancel()
 	if _, err := v2.Watch(ctx, viewer.WatchOptions{Duration: 300 * time.Millisecond}); err != nil {
 		t.Fatalf("offer after the broker came back: %v", err)
+	}
+}
+
+// slowDialProxy forwards TCP to a broker, holding every connection after
+// the first for delay before it dials: a broker slow to take the device's
+// reconnect with its new identity.
+func slowDialProxy(t *testing.T, broker string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	closing := make(chan struct{})
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				if n > 0 {
+					select {
+					case <-time.After(delay):
+					case <-closing:
+						c.Close()
+						return
+					}
+				}
+				b, err := net.Dial("tcp", strings.TrimPrefix(broker, "tcp://"))
+				if err != nil {
+					c.Close()
+					return
+				}
+				mu.Lock()
+				conns = append(conns, b)
+				mu.Unlock()
+				wg.Go(func() { _, _ = io.Copy(b, c); b.Close() })
+				_, _ = io.Copy(c, b)
+				c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		close(closing)
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "tcp://" + ln.Addr().String()
+}
+
+// TestListenOKMeansSubscribed: the activation replaces the broker
+// connection and reaches Ready at once; listen ok waits for the new
+// connection's subscription, so an app that offers the moment it is logged
+// (or the moment the device says online) is answered.
+func TestListenOKMeansSubscribed(t *testing.T) {
+	leakCheck(t)
+	broker := mqtttest.Embedded(t)
+	ntp := ntptest.Start(t, 0)
+	cfg := unactivatedConfig(t, slowDialProxy(t, broker, 400*time.Millisecond), ntp)
+	rd := startUnready(t, cfg)
+	app := newAppSide(t, broker)
+	v := newViewer(t, broker)
+	rd.log.waitLog(t, 5*time.Second, "msg=state", "state=WaitingActivation")
+	rd.log.waitLog(t, 5*time.Second, "ntp", "offset")
+
+	now := time.Now().Unix()
+	app.publish(testUUID, now, activateMsg(now, nil))
+	if ack := app.ack(device.TypeActivateAck); ack.Result != 0 {
+		t.Fatalf("activate ack %+v", ack)
+	}
+	rd.log.waitLog(t, 5*time.Second, "listen ok")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := v.Watch(ctx, viewer.WatchOptions{Duration: 200 * time.Millisecond, FirstFrameTimeout: 5 * time.Second})
+	if err != nil || res.VideoFrames == 0 {
+		t.Fatalf("offer at listen ok: %v (%d frames)", err, res.VideoFrames)
+	}
+	log := rd.log.String()
+	subscribed := strings.Index(log, "topic_in=smart/device/in/"+testDevID)
+	listen := strings.Index(log, "listen ok")
+	if subscribed < 0 || listen < subscribed {
+		t.Errorf("listen ok (at byte %d) before the dev_id connection is up (at byte %d)", listen, subscribed)
+	}
+	if len(rd.log.lines("service waits for the broker")) == 0 {
+		t.Errorf("Ready before the new connection was up, and no line says the service waits")
 	}
 }

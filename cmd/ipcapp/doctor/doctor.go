@@ -161,7 +161,10 @@ func serviceSteps(recs []Record) []Step {
 	up := Step{Name: "service up (listen ok)", Advice: "the device never reached Ready: check the lifecycle state lines (not activated? clock never trusted? broker never connected?); a device that is not Ready ignores offers (rule=not_ready)"}
 	if r := find(all, msgIs(MsgListenOK)); r != nil {
 		up.Outcome, up.Evidence = Pass, r
-	} else if r := lastOf(all, msgIs(MsgState)); r != nil {
+	} else if r := lastOf(all, func(r *Record) bool { return r.Msg == MsgWaitBroker || msgIs(MsgState)(r) }); r != nil && r.Msg == MsgWaitBroker {
+		up.Evidence, up.Detail = r, "Ready, but the broker connection of the activated identity never came up"
+		up.Advice = "the service starts once the dev_id connection is subscribed: check the mqtt lines after the activation (the broker refusing the activation's MQTT credentials, or the dev_id topic)"
+	} else if r != nil {
 		up.Evidence, up.Detail = r, "last state "+r.attr("state")
 	}
 	steps = append(steps, up)

@@ -79,3 +79,32 @@ func FuzzParse(f *testing.F) {
 		Diagnose(recs, "")
 	})
 }
+
+// TestServiceWaitsForBroker: Ready without listen ok names the broker
+// connection when the daemon said the service waits for it, and the last
+// state otherwise.
+func TestServiceWaitsForBroker(t *testing.T) {
+	for _, tc := range []struct {
+		name, log, detail string
+	}{
+		{"waiting", `time=a level=INFO msg=state component=lifecycle from=WaitingTimeSync state=Ready reason=x
+time=b level=INFO msg="service waits for the broker" state=Ready
+`, "broker connection"},
+		{"reset after waiting", `time=a level=INFO msg="service waits for the broker" state=Ready
+time=b level=INFO msg=state component=lifecycle from=Ready state=WaitingActivation reason=reset
+`, "last state WaitingActivation"},
+		{"never ready", `time=a level=INFO msg=state component=lifecycle from=Connecting state=WaitingActivation reason=x
+`, "last state WaitingActivation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := Parse(strings.NewReader(tc.log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			steps := serviceSteps(recs)
+			if steps[0].Outcome == Pass || !strings.Contains(steps[0].Detail, tc.detail) {
+				t.Errorf("service up step %+v, want a failure with %q", steps[0], tc.detail)
+			}
+		})
+	}
+}

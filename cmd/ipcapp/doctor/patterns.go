@@ -7,6 +7,7 @@ package doctor
 const (
 	MsgListenOK         = "listen ok"
 	MsgState            = "state"
+	MsgWaitBroker       = "service waits for the broker"
 	MsgRevMQTT          = "Rev MQTT: "
 	MsgSend302          = "Send MQTT Msg.P:302"
 	MsgDrop302          = "drop 302 message"
@@ -40,6 +41,7 @@ const (
 var Patterns = map[string]string{
 	MsgListenOK:         `"listen ok"`,
 	MsgState:            `"state"`,
+	MsgWaitBroker:       `"service waits for the broker"`,
 	MsgRevMQTT:          `"Rev MQTT: "`,
 	MsgSend302:          `"Send MQTT Msg.P:%d"`,
 	MsgDrop302:          `"drop 302 message"`,
