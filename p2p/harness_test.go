@@ -258,13 +258,29 @@ type harness struct {
 	stopFeeds context.CancelFunc
 }
 
+// leakChecked holds the tests whose first harness checks for leaks.
+var leakChecked sync.Map
+
 // newHarness builds a service for cfg. m nil means H.264 main and sub
 // rings and a PCMU audio ring, empty until feed. The harness checks at the
 // end of a test (not of a fuzz target, whose engine has goroutines of its
-// own) that no goroutine was left behind.
+// own) that no goroutine was left behind. A test's first harness does the
+// check, after every harness of the test stopped: a later harness's
+// snapshot would count as leaks the goroutines an earlier one still starts
+// (a session gathering candidates) until it stops.
 func newHarness(t testing.TB, cfg Config, m *Media) *harness {
 	t.Helper()
-	leaks := goleak.IgnoreCurrent()
+	if _, test := t.(*testing.T); test {
+		if _, checked := leakChecked.LoadOrStore(t, true); !checked {
+			leaks := goleak.IgnoreCurrent()
+			t.Cleanup(func() {
+				leakChecked.Delete(t)
+				if !t.Failed() {
+					goleak.VerifyNone(t, leaks)
+				}
+			})
+		}
+	}
 	h := &harness{t: t, pub: newFakePub(), logs: &logRec{}}
 	if m == nil {
 		m = &Media{
@@ -290,9 +306,6 @@ func newHarness(t testing.TB, cfg Config, m *Media) *harness {
 		if h.stopFeeds != nil {
 			h.stopFeeds()
 			h.feeds.Wait()
-		}
-		if _, test := t.(*testing.T); test && !t.Failed() {
-			goleak.VerifyNone(t, leaks)
 		}
 	})
 	return h

@@ -98,8 +98,9 @@ func (d *decoder) share(from time.Time) (decoded, total int) {
 // recovery is the wait for a decodable frame after a keyframe was
 // discarded on purpose.
 type recovery struct {
-	took   time.Duration // from the PLI to the last packet of the next keyframe
-	frames int           // access units that began in between
+	took     time.Duration // from the PLI to the keyframe's completion
+	frames   int           // access units that began in between
+	requests int           // PLIs sent while waiting (more than one when no keyframe came in time)
 }
 
 const frameTicks = 90000 / 25
@@ -122,10 +123,39 @@ func startsWithSPS(pl []byte) bool {
 type dropState struct {
 	dropping, waiting bool
 	dropTS, curTS     uint32
-	keyTS             uint32
-	keySeen           bool
-	between           int
 	pliAt             time.Time
+	requests          int
+	// The access units that began since the PLI, in order, and the
+	// packets of each: a keyframe ends the wait once it is whole, its
+	// first packet (the SPS) and its last (the marker) and every one
+	// between, in whatever order loss and retransmission bring them.
+	began []uint32
+	units map[uint32]*unitPackets
+}
+
+type unitPackets struct {
+	key, marked bool
+	first, last uint16
+	seqs        map[uint16]bool
+}
+
+func (u *unitPackets) whole() bool {
+	if !u.key || !u.marked {
+		return false
+	}
+	for sq := u.first; sq != u.last; sq++ {
+		if !u.seqs[sq] {
+			return false
+		}
+	}
+	return true
+}
+
+// startWaiting begins the wait for the keyframe that answers the PLI
+// sent now; ts is the newest access unit, not counted.
+func (ds *dropState) startWaiting(ts uint32) {
+	ds.dropping, ds.waiting, ds.pliAt, ds.curTS = false, true, time.Now(), ts
+	ds.requests, ds.began, ds.units = 1, nil, map[uint32]*unitPackets{}
 }
 
 func (d *decoder) run(v *rtpViewer, tr *webrtc.TrackRemote) {
@@ -194,7 +224,7 @@ func (r *decodeRun) dropped(p *rtp.Packet) bool {
 	if ds.dropping && p.Timestamp == ds.dropTS {
 		if p.Marker {
 			// The viewer knows the keyframe is gone: it asks at once.
-			ds.dropping, ds.waiting, ds.pliAt = false, true, time.Now()
+			ds.startWaiting(ds.dropTS)
 			r.sendPLI(true)
 		}
 		return true
@@ -204,25 +234,56 @@ func (r *decodeRun) dropped(p *rtp.Packet) bool {
 		// discarded here: this frame tells the viewer it is gone, and
 		// the frames between its PLI and the next keyframe are counted
 		// from here.
-		ds.dropping, ds.waiting, ds.pliAt, ds.curTS = false, true, time.Now(), p.Timestamp
+		ds.startWaiting(p.Timestamp)
 		r.sendPLI(true)
 	}
 	if ds.waiting {
-		if int32(p.Timestamp-ds.curTS) > 0 {
-			ds.curTS = p.Timestamp
-			ds.between++
-		}
-		if keyStart {
-			ds.keyTS, ds.keySeen = p.Timestamp, true
-		}
-		if p.Marker && ds.keySeen && p.Timestamp == ds.keyTS {
-			d.mu.Lock()
-			d.recoveries = append(d.recoveries, recovery{took: time.Since(ds.pliAt), frames: ds.between - 1})
-			d.mu.Unlock()
-			ds.waiting = false
-		}
+		r.waitKeyframe(p, keyStart)
 	}
 	return false
+}
+
+// waitKeyframe follows the wait for a whole keyframe after the PLI. As a
+// browser does, the viewer asks again every request interval until one
+// comes: the path may lose a PLI as it loses any packet.
+func (r *decodeRun) waitKeyframe(p *rtp.Packet, keyStart bool) {
+	ds := &r.ds
+	if int32(p.Timestamp-ds.curTS) > 0 {
+		ds.curTS = p.Timestamp
+		ds.began = append(ds.began, p.Timestamp)
+	}
+	u := ds.units[p.Timestamp]
+	if u == nil {
+		if len(ds.units) > 1024 {
+			return
+		}
+		u = &unitPackets{seqs: map[uint16]bool{}}
+		ds.units[p.Timestamp] = u
+	}
+	u.seqs[p.SequenceNumber] = true
+	if keyStart {
+		u.key, u.first = true, p.SequenceNumber
+	}
+	if p.Marker {
+		u.marked, u.last = true, p.SequenceNumber
+	}
+	if u.whole() {
+		frames := 0
+		for _, ts := range ds.began {
+			if int32(ts-p.Timestamp) < 0 {
+				frames++
+			}
+		}
+		r.d.mu.Lock()
+		r.d.recoveries = append(r.d.recoveries, recovery{took: time.Since(ds.pliAt), frames: frames, requests: ds.requests})
+		r.d.mu.Unlock()
+		ds.waiting = false
+		return
+	}
+	if time.Since(r.lastPLI) >= media.KeyframeRequestInterval {
+		ds.requests++
+		r.sendPLI(true)
+	}
 }
 
 // judge counts a complete access unit as decodable or not, and the units
