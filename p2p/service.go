@@ -133,6 +133,7 @@ type Service struct {
 	notes   chan sessionNote
 	queries chan chan []SessionStats
 	pcs     atomic.Uint64
+	active  atomic.Int32 // sessions from their offer until they exited
 
 	speaker *speakerGate // nil without a speaker
 	events  *eventQueue
@@ -229,6 +230,10 @@ func (s *Service) Sessions(ctx context.Context) []SessionStats {
 // PeerConnections is how many peer connections the service has created.
 // Refused offers create none.
 func (s *Service) PeerConnections() uint64 { return s.pcs.Load() }
+
+// Active is how many sessions exist, from their offer until their
+// goroutines have exited (those closing included).
+func (s *Service) Active() int { return int(s.active.Load()) }
 
 // Dropped is how many signaling messages the inbound queues refused.
 func (s *Service) Dropped() uint64 {
@@ -384,6 +389,7 @@ func (s *Service) startClose(t *table, se *session) {
 func (s *Service) exited(t *table, se *session) {
 	s.startClose(t, se)
 	delete(t.closing, se)
+	s.active.Add(-1)
 	if !se.borrowed {
 		if b := t.borrower(); b != nil {
 			b.borrowed = false
@@ -504,6 +510,7 @@ func (s *Service) handleOffer(ctx context.Context, t *table, m Message, log *slo
 	se := newSession(s, h, offer, log)
 	se.borrowed = borrowed
 	t.live[h.SessionID] = se
+	s.active.Add(1)
 	log.Info("session start", "stream_type", offer.StreamType, "sessions", len(t.live))
 	go se.run(ctx)
 }

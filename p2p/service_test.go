@@ -637,3 +637,25 @@ func TestBadCandidate(t *testing.T) {
 	}
 	waitUntil(t, "bad_candidate drops", func() bool { return h.svc.Drops()[RuleBadCandidate] == 3 })
 }
+
+// TestActiveCountsSessions: a session counts from its offer until its
+// goroutines have exited.
+func TestActiveCountsSessions(t *testing.T) {
+	h := newHarness(t, Config{}, nil).start()
+	if n := h.svc.Active(); n != 0 {
+		t.Fatalf("%d active sessions before any offer", n)
+	}
+	h.deliver(offerMsg("a", "s1", offerSDP(t, viewerAPI(t, nil))))
+	h.answered("s1")
+	if n := h.svc.Active(); n != 1 {
+		t.Fatalf("%d active sessions with one answered, want 1", n)
+	}
+	h.deliver(disconnectMsg("a", "s1"))
+	deadline := time.Now().Add(waitTimeout)
+	for h.svc.Active() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d active sessions %v after the disconnect, want 0", h.svc.Active(), waitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

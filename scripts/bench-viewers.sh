@@ -105,9 +105,13 @@ run() { # nack_buffer
   printf '%-10s %10s %10s %10s %12s %16s\n' idle "$(mb "$rss0")" "$(mb "$anon0")" "$(mb "$file0")" "${heap0:-?}" "$(pct "$cpu0" 1) (total)"
   local n rss1="" rss10=""
   for n in 1 5 10 16; do
-    "${app[@]}" -sessions 0 -viewers "$n" -seconds 9 >"$work/viewers$n.json" 2>"$work/viewers$n.err" &
+    # Sampled from 7 s after the viewers start: ipcd returns its free
+    # pages while nobody watches, and the runtime takes a few seconds of
+    # the viewers' allocations to grow its heap back (with one viewer, RSS
+    # read 20.9-21.1 MB from 4 to 8 s and 21.3 from 11 s on).
+    "${app[@]}" -sessions 0 -viewers "$n" -seconds 12 >"$work/viewers$n.json" 2>"$work/viewers$n.err" &
     local b=$!
-    sleep 4
+    sleep 7
     local c0; c0=$(cpu_ticks)
     sample
     local cpu=$(( $(cpu_ticks) - c0 )) heap

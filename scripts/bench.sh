@@ -89,12 +89,14 @@ rss_idle=$(rss_kb)
 rss_idle_split=$(rss_split)
 t0=$(cpu_ticks); sleep 3; cpu_idle=$(( $(cpu_ticks) - t0 ))
 
-# viewers N: RSS and CPU of ipcd while N viewers watch for 8 s, measured
-# over the middle 4 s; the JSON of ipcapp bench goes to $work/viewersN.json.
+# viewers N: RSS and CPU of ipcd while N viewers watch for 11 s, measured
+# from 6 to 10 s, once the heap has grown back from the idle collector's
+# (see scripts/bench-viewers.sh); the JSON of ipcapp bench goes to
+# $work/viewersN.json.
 viewers() {
-  "${app[@]}" -sessions 0 -viewers "$1" -seconds 8 >"$work/viewers$1.json" &
+  "${app[@]}" -sessions 0 -viewers "$1" -seconds 11 >"$work/viewers$1.json" &
   local b=$!
-  sleep 3
+  sleep 6
   local c0; c0=$(cpu_ticks)
   sleep 4
   eval "cpu_$1=\$(( \$(cpu_ticks) - c0 ))"

@@ -62,7 +62,8 @@ func run(args []string, stderr io.Writer) int {
 	// cut into packets once for all of them), so a collection or two a
 	// second costs little CPU and keeps RSS per viewer near the live heap.
 	// GOGC in the environment wins.
-	if os.Getenv("GOGC") == "" {
+	gogc := os.Getenv("GOGC") == ""
+	if gogc {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	// On a small board the collector also works harder as the process
@@ -81,6 +82,16 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
+	}
+	if gogc {
+		// GOGC in the environment also leaves the idle collector out.
+		idle, idleCancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runIdleCollector(idle, idleCollectInterval, defaultGCPercent, d.watched)
+		}()
+		defer func() { idleCancel(); <-done }()
 	}
 	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("exit", "err", err)
