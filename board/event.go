@@ -21,6 +21,8 @@ const (
 // grows by one per event across all readers, so a reader that was
 // disconnected and came back sees how many it missed.
 type Event struct {
+	_ [0]func() // not comparable: no equality function in the binary
+
 	Type    string `json:"type"` // always "event"
 	Seq     uint64 `json:"seq"`
 	T       int64  `json:"t"` // unix milliseconds
@@ -55,6 +57,8 @@ const (
 
 // Reply answers a Command. Res is 0 when done.
 type Reply struct {
+	_ [0]func() // not comparable: no equality function in the binary
+
 	Type   string `json:"type"` // always "reply"
 	Req    int64  `json:"req"`
 	Res    int    `json:"res"`

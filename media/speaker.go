@@ -75,6 +75,8 @@ type SinkStats struct {
 // reader closed it (EPIPE), audio is dropped and the FIFO is opened again
 // at the next write.
 type FileSink struct {
+	_ [0]func() // not comparable: no equality function in the binary
+
 	cfg  FileSinkConfig
 	log  *slog.Logger
 	fifo bool

@@ -84,6 +84,8 @@ const (
 // adaptation is a session's adaptation state. The RTCP reader owns the
 // plain fields; the sender reads probeRate and adds to the byte counts.
 type adaptation struct {
+	_ [0]func() // not comparable: no equality function in the binary
+
 	state     adaptState
 	est       pathEstimator
 	congested int       // consecutive congested reports on main

@@ -55,6 +55,8 @@ type Event struct {
 
 // Status is the recorder's health.
 type Status struct {
+	_ [0]func() // not comparable: no equality function in the binary
+
 	State    State  `json:"state"`
 	Rule     Rule   `json:"rule,omitempty"`
 	Error    string `json:"error,omitempty"`
