@@ -154,7 +154,7 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 // collector collects and returns the free pages to the system
 // (debug.FreeOSMemory) when no collection has run for an interval and
 // the heap has grown by more than GOGC's share of the live heap (at least
-// minIdleRunway) since the last one: about every 1.5 s at 2 Mbit/s, 1 to 2
+// minIdleRunway) since the last one: about every 1.5 s at 2 Mbit/s, about 2
 // ms of CPU each on an x86 core. With viewers the runtime's own pacing
 // applies, as before.
 const (
